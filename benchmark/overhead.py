@@ -36,13 +36,17 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--eviction-kernel", choices=["torch", "triton"], default="torch")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model = locret.from_pretrained(args.model, dtype=resolve_dtype(args.dtype, device)).to(device).eval()
     config = locret.LocretConfig(
-        budget=args.budget, chunk_size=args.chunk_size, n_stabilizers=args.budget // 4
+        budget=args.budget,
+        chunk_size=args.chunk_size,
+        n_stabilizers=args.budget // 4,
+        eviction_kernel=args.eviction_kernel,
     )
     ids = torch.randint(100, model.config.vocab_size - 100, (1, args.budget + args.chunk_size), device=device)
     history, chunk = ids[:, : args.budget], ids[:, args.budget :]

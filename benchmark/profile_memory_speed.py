@@ -31,7 +31,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -137,6 +137,7 @@ class Case:
     n_local: int
     decode_tokens: int
     threads: int | None
+    eviction_kernel: str = "torch"
     seed: int = 0
 
 
@@ -160,6 +161,7 @@ class Settings:
     in_process: bool = False
     case_timeout: int = 3600
     out: str = "benchmark/results/profile"
+    eviction_kernel: str = "torch"
     extra: dict = field(default_factory=dict)
 
 
@@ -267,6 +269,7 @@ def measure(case: Case, model=None) -> dict:
     method = get_method(case.method)
     budget = case.length if method.budget_independent else case.budget
     config = method.locret_config(budget, case.chunk_size, case.n_stabilizers, case.n_local, case.length)
+    config = replace(config, eviction_kernel=case.eviction_kernel)
     generator = torch.Generator().manual_seed(case.seed)
     input_ids = torch.randint(0, model.config.vocab_size, (1, case.length), generator=generator).to(
         case.device
@@ -439,6 +442,7 @@ def parse_args(argv: list[str] | None) -> Settings | dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--full-max-length", type=int, default=None, help="default: the model's window")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--eviction-kernel", choices=["torch", "triton"], default="torch")
     p.add_argument("--in-process", action="store_true", help="no subprocess per case (peak RSS not isolated)")
     p.add_argument("--case-timeout", type=int, default=3600)
     p.add_argument("--out", default="benchmark/results/profile")
@@ -471,6 +475,7 @@ def parse_args(argv: list[str] | None) -> Settings | dict:
         in_process=a.in_process,
         case_timeout=a.case_timeout,
         out=a.out,
+        eviction_kernel=a.eviction_kernel,
     )
 
 
@@ -509,6 +514,7 @@ def profile(settings: Settings) -> list[dict]:
             settings.n_local,
             settings.decode_tokens,
             settings.threads,
+            settings.eviction_kernel,
         )  # fmt: skip
         for m in settings.methods
         for n in sorted(settings.lengths)

@@ -12,10 +12,12 @@ entry and the earlier tokens of its own chunk.
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from .config import LocretConfig
+from .config import EvictionKernel, LocretConfig
 from .eviction import gather_entries, kept_indices
 from .scorers import EntryScorer, RetainingHeadScorer
 
@@ -72,14 +74,22 @@ class LocretLayer(DynamicLayer):
         self.peak_length = max(self.peak_length, self.keys.shape[-2])
         return self.keys, self.values
 
-    def evict(self, keep: int, n_protect: int) -> None:
+    def evict(self, keep: int, n_protect: int, kernel: EvictionKernel = "torch") -> None:
         """Keep the top ``keep`` entries per KV head (newest ``n_protect`` forced in), in original order."""
         if self.keys is None or self.keys.shape[-2] <= keep:
             return
-        indices = kept_indices(self.scores, keep, min(n_protect, keep))
-        self.keys = gather_entries(self.keys, indices)
-        self.values = gather_entries(self.values, indices)
-        self.scores = gather_entries(self.scores, indices)
+        n_protect = min(n_protect, keep)
+        if kernel == "triton":
+            from .eviction_triton import triton_evict
+
+            self.keys, self.values, self.scores, indices = triton_evict(
+                self.keys, self.values, self.scores, keep, n_protect
+            )
+        else:
+            indices = kept_indices(self.scores, keep, n_protect)
+            self.keys = gather_entries(self.keys, indices)
+            self.values = gather_entries(self.values, indices)
+            self.scores = gather_entries(self.scores, indices)
         if self.track_positions:
             self.positions = gather_entries(self.positions, indices)
 
@@ -140,6 +150,8 @@ class LocretCache(Cache):
         """``scorer`` decides what survives (default: the retaining heads). ``track_positions`` records every
         entry's original position (always on in absolute mode), so tests and analyses can ask which tokens
         survived."""
+        if config.eviction_kernel == "triton" and importlib.util.find_spec("triton") is None:
+            raise ImportError('eviction_kernel="triton" needs Triton: pip install triton (or "locret[gpu]")')
         self.config = config
         self.scorer = scorer if scorer is not None else RetainingHeadScorer()
         track = track_positions or config.position_mode == "absolute"
@@ -150,9 +162,9 @@ class LocretCache(Cache):
         """Evict after the layer's attention has used the full cache plus the new chunk."""
         layer = self.layers[layer_idx]
         if self.prefilling:
-            layer.evict(self.config.budget, self.config.n_stabilizers)
+            layer.evict(self.config.budget, self.config.n_stabilizers, self.config.eviction_kernel)
         elif self.config.decode_budget is not None:
-            layer.evict(self.config.decode_budget, self.config.n_stabilizers)
+            layer.evict(self.config.decode_budget, self.config.n_stabilizers, self.config.eviction_kernel)
 
     def protect_next(self, n_tokens: int) -> None:
         """Make the next ``n_tokens`` appended to every layer permanent (scores +inf)."""

@@ -7,6 +7,8 @@ from typing import Literal
 
 PositionMode = Literal["repacked", "absolute"]
 POSITION_MODES: tuple[str, ...] = ("repacked", "absolute")
+EvictionKernel = Literal["torch", "triton"]
+EVICTION_KERNELS: tuple[str, ...] = ("torch", "triton")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class LocretConfig:
             window; ``"absolute"`` keeps each entry's original position (cannot go past the window).
         decode_budget: if set, the cache is also evicted while decoding so it never holds more than this many
             entries after a step; ``None`` keeps every generated token (the paper's behaviour).
+        eviction_kernel: ``"torch"`` (reference, any device) or ``"triton"`` (fused kernels of
+            :mod:`locret.eviction_triton`, CUDA with Triton installed); both keep exactly the same entries.
     """
 
     budget: int = 1024
@@ -32,6 +36,7 @@ class LocretConfig:
     n_local: int = 64
     position_mode: PositionMode = "repacked"
     decode_budget: int | None = None
+    eviction_kernel: EvictionKernel = "torch"
 
     def __post_init__(self) -> None:
         checks = [
@@ -63,6 +68,10 @@ class LocretConfig:
                 ),
                 "decode_budget must be None or an integer > n_stabilizers + n_local "
                 f"({self.n_stabilizers} + {self.n_local}), got {self.decode_budget!r}",
+            ),
+            (
+                self.eviction_kernel in EVICTION_KERNELS,
+                f"eviction_kernel must be one of {EVICTION_KERNELS}, got {self.eviction_kernel!r}",
             ),
         ]
         for ok, message in checks:

@@ -21,10 +21,12 @@ def protect_newest(scores: torch.Tensor, n_protect: int) -> torch.Tensor:
 def kept_indices(scores: torch.Tensor, keep: int, n_protect: int = 0) -> torch.Tensor:
     """Indices ``[B, H, keep]`` of the entries to keep, ascending (original order).
 
-    ``keep`` must not exceed the cache length; the newest ``n_protect`` entries are always kept.
+    ``keep`` must not exceed the cache length; the newest ``n_protect`` entries are always kept. Among equal
+    scores the older entry wins (a stable sort; ``topk`` leaves ties to the backend, so CPU and CUDA could
+    keep different entries), which makes every backend and kernel agree exactly.
     """
-    top = torch.topk(protect_newest(scores, n_protect), keep, dim=-1, sorted=False).indices
-    return torch.sort(top, dim=-1).values
+    order = torch.sort(protect_newest(scores, n_protect), dim=-1, descending=True, stable=True).indices
+    return torch.sort(order[..., :keep], dim=-1).values
 
 
 def gather_entries(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,17 @@ Converting it takes ~15-25 s on 2 CPU cores, so it is done once per test session
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# Without a GPU, Triton kernels run in its interpreter; Triton reads this once, when it is first imported.
+if not torch.cuda.is_available():
+    assert "triton" not in sys.modules, "set TRITON_INTERPRET before anything imports triton"
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,8 +9,11 @@ a reason, which ``SkipLog`` counts, logs and hands to the manifest.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -208,12 +211,16 @@ class Tokenization:
 
     ``raw_template`` feeds the prompt and answer as plain text (base models without a chat template);
     otherwise the model's own chat template renders them, as the model will see prompts at inference.
+    ``distractor_tokens`` > 0 inserts that many tokens of one short passage of ``distractor_text`` (a plain
+    text file), repeated, into the document (see :func:`insert_repeated_passage`).
     """
 
     max_prompt_tokens: int = 10240
     max_answer_tokens: int = 1024
     min_prompt_tokens: int = 16
     raw_template: bool = False
+    distractor_tokens: int = 0
+    distractor_text: str | None = None
 
 
 def render(tokenizer, example: TextExample, raw_template: bool) -> tuple[list[int], list[int]]:
@@ -247,17 +254,57 @@ def truncate_middle(ids: list[int], max_tokens: int) -> list[int]:
     return ids[:head] + ids[len(ids) - (max_tokens - head) :]
 
 
+def passages(text: str, min_words: int = 12, max_words: int = 60) -> list[str]:
+    """The paragraphs of a plain text (blank-line separated, whitespace joined) of a usable length."""
+    paragraphs = (" ".join(block.split()) for block in re.split(r"\n\s*\n", text))
+    return [p for p in paragraphs if min_words <= len(p.split()) <= max_words]
+
+
+def insert_repeated_passage(
+    tokenizer, prompt_ids: list[int], passage: str, n_tokens: int, rng: random.Random
+) -> list[int]:
+    """``prompt_ids`` with ``passage`` repeated to ``n_tokens`` tokens inserted after a random sentence end
+    in its middle 80%.
+
+    Why: the answer never needs the repeats, so their CIS labels are low, while the model's features mark
+    them as text it has already read. Heads trained only on natural documents never see redundant text and
+    rank it like content; with these examples they learn that redundancy is cheap to evict.
+    """
+    unit = tokenizer(" " + passage, add_special_tokens=False)["input_ids"]
+    block = (unit * (n_tokens // len(unit) + 1))[:n_tokens]
+    low, high = len(prompt_ids) // 10, len(prompt_ids) - len(prompt_ids) // 10
+    ends = [i + 1 for i in range(low, high) if re.search(r"[.!?\n]\s*$", tokenizer.decode(prompt_ids[i]))]
+    at = rng.choice(ends) if ends else len(prompt_ids) // 2
+    return prompt_ids[:at] + block + prompt_ids[at:]
+
+
 def tokenize(tokenizer, example: TextExample, settings: Tokenization) -> Example | Skip:
     prompt_ids, answer_ids = render(tokenizer, example, settings.raw_template)
     if len(prompt_ids) < settings.min_prompt_tokens:
         return Skip(example.id, PROMPT_TOO_SHORT)
     if not answer_ids:
         return Skip(example.id, NO_ANSWER)
+    prompt_ids = truncate_middle(prompt_ids, settings.max_prompt_tokens - settings.distractor_tokens)
+    if settings.distractor_tokens:
+        rng = random.Random(example.id)  # the same example gets the same passage and place on resume
+        pool = _distractor_passages(settings.distractor_text)
+        passage = pool[rng.randrange(len(pool))]
+        prompt_ids = insert_repeated_passage(tokenizer, prompt_ids, passage, settings.distractor_tokens, rng)
     return Example(
         example.id,
-        truncate_middle(prompt_ids, settings.max_prompt_tokens),
+        prompt_ids,
         answer_ids[: settings.max_answer_tokens],  # the first answer tokens: the ones the prompt shapes most
     )
+
+
+@functools.cache
+def _distractor_passages(path: str | None) -> list[str]:
+    if path is None:
+        raise ValueError("distractor_tokens > 0 needs distractor_text (a plain text file)")
+    pool = passages(Path(path).read_text(encoding="utf-8", errors="replace"))
+    if not pool:
+        raise ValueError(f"{path} has no paragraph of 12-60 words to use as a distractor")
+    return pool
 
 
 def examples(

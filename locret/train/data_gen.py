@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -172,6 +173,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-answer-tokens", type=int, default=1024)
     parser.add_argument("--min-prompt-tokens", type=int, default=16)
     parser.add_argument("--max-examples", type=int, default=None)
+    parser.add_argument("--skip-examples", type=int, default=0, help="start after this many source examples")
+    parser.add_argument(
+        "--distractor-tokens",
+        type=int,
+        default=0,
+        help="insert this many tokens of one repeated passage of --distractor-text into each prompt",
+    )
+    parser.add_argument("--distractor-text", default=None, help="plain text file the passages come from")
     parser.add_argument("--shard-size", type=int, default=32)
     parser.add_argument("--answer-block", type=int, default=DEFAULT_ANSWER_BLOCK)
     parser.add_argument("--label-dtype", default="float32", choices=sorted(LABEL_DTYPES))
@@ -215,8 +224,17 @@ def main(argv: list[str] | None = None) -> None:
     path, tokenizer, model = _load(args.model, args.dtype, args.device, args.attn_implementation)
     if not args.raw_template and tokenizer.chat_template is None:
         raise SystemExit(f"{args.model} has no chat template: pass --raw-template for a base model")
+    if args.distractor_tokens and not args.distractor_text:
+        raise SystemExit("--distractor-tokens needs --distractor-text")
+    if args.distractor_tokens >= args.max_prompt_tokens:
+        raise SystemExit("--distractor-tokens must be smaller than --max-prompt-tokens")
     tokenization = Tokenization(
-        args.max_prompt_tokens, args.max_answer_tokens, args.min_prompt_tokens, args.raw_template
+        args.max_prompt_tokens,
+        args.max_answer_tokens,
+        args.min_prompt_tokens,
+        args.raw_template,
+        args.distractor_tokens,
+        args.distractor_text,
     )
     template = (
         "raw" if args.raw_template else hashlib.sha256(tokenizer.chat_template.encode()).hexdigest()[:16]
@@ -229,13 +247,16 @@ def main(argv: list[str] | None = None) -> None:
         "dtype": args.dtype,
         "data": str(args.data),
         "data_format": args.format,
+        "skip_examples": args.skip_examples,
         "chat_template": template,
         "tokenization": asdict(tokenization),
     }
     settings = GenerationSettings(args.shard_size, args.answer_block, args.label_dtype, args.save_features)
     total = sum(isinstance(item, TextExample) for item in text_examples(args.data, args.format))
+    total = max(total - args.skip_examples, 0)
     total = total if args.max_examples is None else min(total, args.max_examples)
-    stream = examples(text_examples(args.data, args.format), tokenizer, tokenization)
+    source = itertools.islice(text_examples(args.data, args.format), args.skip_examples, None)
+    stream = examples(source, tokenizer, tokenization)
     manifest = generate_labels(model, stream, args.out, header, settings, args.max_examples, total)
     count = sum(len(shard["examples"]) for shard in manifest["shards"])
     print(

@@ -86,7 +86,8 @@ class LabelSet:
     def __len__(self) -> int:
         return len(self.examples)
 
-    def load(self, ref: ExampleRef) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def load(ref: ExampleRef) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input_ids [T] int64, labels [L, Hkv, n_prompt] float32)``."""
         with safe_open(ref.shard, framework="pt") as shard:
             input_ids = shard.get_tensor(f"{ref.id}/input_ids").long()
@@ -98,7 +99,8 @@ class LabelSet:
         """Whether the shards hold the prompts' head inputs (``data_gen --save-features``)."""
         return self.manifest["header"]["generation"].get("features_dtype") is not None
 
-    def load_features(self, ref: ExampleRef) -> torch.Tensor:
+    @staticmethod
+    def load_features(ref: ExampleRef) -> torch.Tensor:
         """The prompt's retaining-head inputs ``[L, n_prompt, F]`` as stored."""
         with safe_open(ref.shard, framework="pt") as shard:
             return shard.get_tensor(f"{ref.id}/features")

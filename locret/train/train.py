@@ -67,21 +67,30 @@ def example_for_step(step: int, n_train: int, seed: int, rank: int = 0, world: i
 
 
 class Trainer:
-    def __init__(self, model_path: str, label_dir: str, out_dir: str, settings: TrainSettings) -> None:
+    def __init__(
+        self, model_path: str, label_dirs: str | list[str], out_dir: str, settings: TrainSettings
+    ) -> None:
+        """``label_dirs``: one label directory or several; validation is the tail of the first one, so runs
+        that add directories are validated on the same examples."""
         self.settings, self.out_dir, self.model_path = settings, Path(out_dir), model_path
         mixed = settings.mixed_precision
         if mixed == "auto":
             mixed = "bf16" if torch.cuda.is_available() else "no"
         self.accelerator = Accelerator(mixed_precision=mixed)
-        self.labels = LabelSet(label_dir)
+        self.label_sets = [LabelSet(d) for d in ([label_dirs] if isinstance(label_dirs, str) else label_dirs)]
+        self.labels = self.label_sets[0]
         if len(self.labels) <= settings.val_examples:
             raise ValueError(
                 f"{len(self.labels)} labelled examples: need more than --val-examples {settings.val_examples}"
             )
+        if len({label_set.has_features for label_set in self.label_sets}) > 1:
+            raise ValueError("mix label directories either all with saved features or all without")
         if self.labels.has_features and self.accelerator.num_processes > 1:
             raise ValueError("labels with saved features train on one process (heads-only steps are cheap)")
         self.train_refs = self.labels.examples[: len(self.labels) - settings.val_examples]
         self.val_refs = self.labels.examples[len(self.train_refs) :]
+        for extra in self.label_sets[1:]:
+            self.train_refs += extra.examples
 
         torch.manual_seed(settings.seed)  # the heads' initialisation
         model = locret.from_pretrained(
@@ -112,11 +121,14 @@ class Trainer:
         self.step, self.seconds = 0, 0.0
 
     def _check_labels_fit(self, model) -> None:
-        header = self.labels.manifest["header"]
         ours = (model.config.num_hidden_layers, model.head_shape.num_kv_heads)
-        theirs = (header["num_layers"], header["num_kv_heads"])
-        if ours != theirs:
-            raise ValueError(f"labels are for (layers, kv heads) {theirs}, the model has {ours}")
+        for label_set in self.label_sets:
+            header = label_set.manifest["header"]
+            theirs = (header["num_layers"], header["num_kv_heads"])
+            if ours != theirs:
+                raise ValueError(
+                    f"labels in {label_set.directory} are for (layers, kv heads) {theirs}, the model has {ours}"
+                )
 
     @property
     def unwrapped(self):
@@ -256,8 +268,8 @@ class Trainer:
         val = [r["val_loss"] for r in records if "val_loss" in r]
         metadata = {
             "base_model": str(self.model_path),
-            "labels": str(self.labels.directory),
-            "label_header": self.labels.manifest["header"],
+            "labels": [str(label_set.directory) for label_set in self.label_sets],
+            "label_header": [label_set.manifest["header"] for label_set in self.label_sets],
             "training": asdict(self.settings),
             "train_examples": len(self.train_refs),
             "val_examples": len(self.val_refs),
@@ -299,7 +311,12 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainSettin
     defaults = TrainSettings()
     parser = argparse.ArgumentParser(prog="python -m locret.train.train", description=__doc__)
     parser.add_argument("--model", required=True, help="base model: checkpoint directory, hub id or .gguf")
-    parser.add_argument("--labels", required=True, help="directory written by locret.train.data_gen")
+    parser.add_argument(
+        "--labels",
+        required=True,
+        nargs="+",
+        help="directories written by locret.train.data_gen (validation: the tail of the first)",
+    )
     parser.add_argument("--out", required=True, help="output: heads adapter, logs, checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and exit at this step")

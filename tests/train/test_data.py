@@ -15,6 +15,7 @@ from locret.train.data import (
     TextExample,
     Tokenization,
     examples,
+    passages,
     read_rows,
     text_examples,
     tokenize,
@@ -119,3 +120,34 @@ def test_truncation_keeps_both_ends() -> None:
     assert char_tokenizer().decode(example.answer_ids) == "abc"
     short = tokenize(char_tokenizer(), TextExample("y", "hi", "a"), Tokenization(min_prompt_tokens=25))
     assert short == Skip("y", "prompt_too_short")  # 24 tokens with the template
+
+
+def test_passages_are_paragraphs_of_usable_length() -> None:
+    text = "Too short.\n\n" + "one two three " * 5 + "\nstill the same paragraph.\n\n  \n" + "word " * 100
+    assert passages(text) == [" ".join(("one two three " * 5 + "still the same paragraph.").split())]
+
+
+def test_repeated_passage_inserted_whole_at_a_sentence_end(tmp_path: Path) -> None:
+    book = tmp_path / "book.txt"
+    book.write_text("Preface.\n\n" + "The river ran by the old mill all day long. " * 2 + "\n\nEnd.")
+    document = "".join(f"Sentence number {i} ends here. " for i in range(20))
+    settings = Tokenization(
+        max_prompt_tokens=400, max_answer_tokens=8, distractor_tokens=120, distractor_text=str(book)
+    )
+    tokenizer = char_tokenizer()
+    first = tokenize(tokenizer, TextExample("a", document, "answer"), settings)
+    assert tokenize(tokenizer, TextExample("a", document, "answer"), settings) == first  # resumable
+    assert len(first.prompt_ids) == 400
+    text = tokenizer.decode(first.prompt_ids)
+    unit = " The river ran by the old mill all day long. The river ran by the old mill all day long."
+    block = (unit * 2)[:120]
+    at = text.index(block)
+    assert text[:at].endswith("ends here.")  # a sentence end, not mid-word
+    without = text[:at] + text[at + 120 :]
+    plain = tokenize(tokenizer, TextExample("a", document, "answer"), Tokenization(400 - 120, 8))
+    assert without == tokenizer.decode(plain.prompt_ids)  # everything else unchanged, in order
+
+
+def test_distractor_without_text_is_an_error() -> None:
+    with pytest.raises(ValueError, match="needs distractor_text"):
+        tokenize(char_tokenizer(), TextExample("a", "x" * 50, "y"), Tokenization(40, 4, 5, False, 10))

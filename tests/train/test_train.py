@@ -97,3 +97,15 @@ def test_saved_features_train_exactly_like_the_backbone(tiny_llama_dir: Path, tm
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_several_label_directories_train_together(tiny_llama_dir: Path, tiny_labels: Path, tmp_path) -> None:
+    """Extra directories only add training examples; validation stays the tail of the first."""
+    single = Trainer(str(tiny_llama_dir), str(tiny_labels), str(tmp_path / "one"), FAST)
+    double = Trainer(str(tiny_llama_dir), [str(tiny_labels), str(tiny_labels)], str(tmp_path / "two"), FAST)
+    assert double.val_refs == single.val_refs
+    assert len(double.train_refs) == len(single.train_refs) + len(single.labels)
+    metadata = double.run()
+    assert metadata["final_val_loss"] < metadata["first_val_loss"]
+    config = json.loads((tmp_path / "two" / "locret_heads_config.json").read_text())
+    assert config["labels"] == [str(tiny_labels)] * 2
