@@ -8,8 +8,9 @@ first token, under (a) the CIS labels computed with the true answer and (b) the 
 A budget of ``b`` out of ``n`` entries keeps roughly what ranks above percentile ``1 - b/n``.
 
 Then it answers the prompt twice with ``--budget``: once evicting by the heads, once by the true labels
-themselves (an oracle no method can have: it saw the answer). If the oracle fails too, better-fitted heads
-cannot help; the labels (training data, label definition) have to change.
+themselves (an oracle no method can have: it saw the answer), and prints how many of the key's digit
+tokens each layer and KV head still holds. If the oracle fails too, better-fitted heads cannot help; the
+labels (training data, label definition) have to change.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def percentile(scores: torch.Tensor, positions: list[int]) -> list[float]:
     """Mean rank percentile of ``positions`` in ``scores [L, H, n]``, per layer."""
     ranks = scores.argsort(-1).argsort(-1).float() / (scores.shape[-1] - 1)
     return ranks[..., positions].mean(dim=(-1, -2)).tolist()
+
+
+def surviving(positions: torch.Tensor, wanted: list[int]) -> str:
+    """How many of ``wanted`` positions each KV head of a layer still holds, as ``a/b/c``."""
+    hits = torch.isin(positions[0], torch.tensor(wanted, device=positions.device)).sum(-1)
+    return "/".join(str(int(n)) for n in hits)
 
 
 @dataclass
@@ -98,10 +105,18 @@ def main() -> None:
         budget=args.budget, chunk_size=args.chunk_size, n_stabilizers=args.budget // 4, n_local=len(question)
     )
     prompt = torch.tensor([context + question])
+    needle_ids = encode(sample.meta["needle"])
+    digits = [needle[i] for i, t in enumerate(needle_ids) if tokenizer.decode([t]).strip().isdigit()]
     for name, scorer in (("heads", None), ("true labels (oracle)", KnownScores(labels))):
-        out = locret.generate(model, prompt, cache=new_cache(model, config, scorer=scorer), max_new_tokens=8)
+        cache = new_cache(model, config, scorer=scorer, track_positions=True)
+        out = locret.generate(model, prompt, cache=cache, max_new_tokens=8)
         answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
         print(f"evicting by {name}, budget {args.budget}: {answer!r} (expected {sample.answers[0]})")
+        print(f"  key digit tokens kept after the prefill (of {len(digits)}), per layer, per KV head:")
+        print(
+            "  "
+            + " ".join(f"{i}:{surviving(layer.positions, digits)}" for i, layer in enumerate(cache.layers))
+        )
 
 
 if __name__ == "__main__":

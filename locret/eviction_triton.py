@@ -52,7 +52,7 @@ def _gather_kernel(
     indices_ptr, keys_ptr, values_ptr, scores_ptr, new_keys_ptr, new_values_ptr, new_scores_ptr,
     length, keep, dim, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # offsets of large caches overflow int32
     block = tl.program_id(1)
     k = block * BLOCK_K + tl.arange(0, BLOCK_K)
     d = tl.arange(0, BLOCK_D)

@@ -112,3 +112,11 @@ def test_longheads_method_maps_budget_to_span(pair):
     assert method.longheads_config(4096, model).span == 256
     with pytest.raises(ValueError, match="span"):
         longheads.LongHeadsConfig(window_size=64, span=128)
+
+
+def test_retention_diagnostic_counts_kept_positions_per_kv_head():
+    from benchmark.passkey_retention import surviving
+
+    positions = torch.tensor([[[0, 5, 7], [1, 2, 3]]])  # [batch, kv heads, kept]
+    assert surviving(positions, [5, 7, 3]) == "2/1"
+    assert surviving(positions, [4]) == "0/0"
