@@ -331,6 +331,27 @@ def add_ratios(results: list[dict]) -> None:
             r[f"{key}_vs_full"] = r[key] / ref[key] if ok else None
 
 
+def add_full_projection(results: list[dict]) -> None:
+    """For full-cache cases skipped as too long: ``projected_kv_cache_bytes``, the keys and values a full
+    cache would store there (bytes per token of a full case that ran, times the tokens), and for the other
+    methods at that length ``peak_kv_cache_bytes_vs_projected_full``. A full cache's KV grows exactly
+    linearly, so this is arithmetic, not a guess; it is labelled as projected wherever it is shown."""
+    ran = [r for r in results if r["method"] == "full" and r["status"] == "ok"]
+    if not ran:
+        return
+    per_token = ran[0]["peak_kv_cache_bytes"] / (ran[0]["length"] + ran[0]["decode_tokens"])
+    projected = {}
+    for r in results:
+        if r["method"] == "full" and r["status"] != "ok":
+            r["projected_kv_cache_bytes"] = projected[r["length"]] = per_token * (
+                r["length"] + r["decode_tokens"]
+            )
+    for r in results:
+        full = projected.get(r["length"])
+        if full is not None and r["method"] != "full" and r.get("peak_kv_cache_bytes"):
+            r["peak_kv_cache_bytes_vs_projected_full"] = r["peak_kv_cache_bytes"] / full
+
+
 def _mib(value) -> str:
     return "-" if value is None else f"{value / 2**20:.1f}"
 
@@ -357,9 +378,15 @@ def markdown(results: list[dict], header: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(results, key=lambda r: (r["method"], r["length"])):
+        kv = _mib(r.get("peak_kv_cache_bytes"))
+        kv_ratio = _num(r.get("peak_kv_cache_bytes_vs_full"), 3)
+        if r.get("projected_kv_cache_bytes"):
+            kv = f"({_mib(r['projected_kv_cache_bytes'])} projected)"
+        if r.get("peak_kv_cache_bytes_vs_projected_full"):
+            kv_ratio = f"{r['peak_kv_cache_bytes_vs_projected_full']:.4f} (projected)"
         lines.append(
-            f"| {r['method']} | {r['length']} | {_mib(r.get('peak_kv_cache_bytes'))} "
-            f"| {_num(r.get('peak_kv_cache_bytes_vs_full'), 3)} | {_mib(r.get('peak_rss_bytes'))} "
+            f"| {r['method']} | {r['length']} | {kv} "
+            f"| {kv_ratio} | {_mib(r.get('peak_rss_bytes'))} "
             f"| {_num(r.get('peak_rss_bytes_vs_full'), 2)} | {_mib(r.get('peak_gpu_bytes'))} "
             f"| {_num(r.get('prefill_tokens_per_second'))} "
             f"| {_num(r.get('prefill_tokens_per_second_vs_full'), 2)} "
@@ -394,6 +421,19 @@ def plots(results: list[dict], out: Path, title: str) -> list[Path]:
         for method in sorted({r["method"] for r in ok}):
             points = sorted((r["length"], r[key] / scale) for r in ok if r["method"] == method)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+        projected = sorted(
+            (r["length"], r["projected_kv_cache_bytes"] / scale)
+            for r in results
+            if r.get("projected_kv_cache_bytes")
+        )
+        if name == "kv_cache" and projected:
+            ax.plot(
+                *zip(*projected, strict=True),
+                linestyle="--",
+                marker="x",
+                color="gray",
+                label="full (projected)",
+            )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("input length (tokens)")
@@ -421,6 +461,9 @@ def parse_args(argv: list[str] | None) -> Settings | dict:
         prog="python -m benchmark.profile_memory_speed", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--render", metavar="DIR", help="only re-render profile.md and plots from DIR/profile.json"
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--preset", choices=sorted(PRESETS), default=None, help="random-weight architecture")
     source.add_argument("--model", default=None, help="real weights: checkpoint dir or name")
@@ -449,6 +492,8 @@ def parse_args(argv: list[str] | None) -> Settings | dict:
     a = p.parse_args(argv)
     if a.worker:
         return json.loads(a.worker)
+    if a.render:
+        return Path(a.render)
     from benchmark.methods import METHODS
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -558,15 +603,27 @@ def profile(settings: Settings) -> list[dict]:
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.json").write_text(json.dumps({"settings": header, "results": results}, indent=1) + "\n")
+    render(out)
+    return results
+
+
+def render(out: Path) -> None:
+    """Write ``profile.md`` and the plots from ``out/profile.json`` (also re-renders an older run)."""
+    saved = json.loads((out / "profile.json").read_text())
+    header, results = saved["settings"], saved["results"]
+    add_full_projection(results)
     (out / "profile.md").write_text(markdown(results, header))
-    title = f"{header['model']}, {layers} layers, budget {settings.budget}, {platform.machine()}"
+    title = (
+        f"{header['model']}, {header['num_layers']} layers, budget {header['budget']}, {platform.machine()}"
+    )
     plots(results, out, title)
     print(f"wrote {out / 'profile.md'}, {out / 'profile.json'} and plots")
-    return results
 
 
 def main(argv: list[str] | None = None):
     parsed = parse_args(argv)
+    if isinstance(parsed, Path):
+        return render(parsed)
     if isinstance(parsed, dict):  # a worker: one case, result on stdout
         result = measure(Case(**parsed))
         print(RESULT_PREFIX + json.dumps(result), flush=True)

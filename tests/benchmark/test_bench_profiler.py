@@ -49,6 +49,13 @@ def test_profiler_in_process_reports_memory_speed_and_ratios(tmp_path):
     assert data["settings"]["model"].startswith("preset tiny") and len(data["results"]) == 6
     table = (out / "profile.md").read_text()
     assert "| locret | 160 |" in table and "NOT isolated" in table
+    # The skipped full cache is projected (exactly linear), and labelled so in the table.
+    prof.add_full_projection(results)
+    assert by[("full", 160)]["projected_kv_cache_bytes"] == layers * 2 * heads * dim * 4 * (160 + 3)
+    locret_160 = by[("locret", 160)]
+    expected = locret_160["peak_kv_cache_bytes"] / by[("full", 160)]["projected_kv_cache_bytes"]
+    assert locret_160["peak_kv_cache_bytes_vs_projected_full"] == pytest.approx(expected)
+    assert "projected)" in table
     for name in ("kv_cache", "rss", "prefill", "decode"):
         assert (out / f"profile_{name}.png").read_bytes()[:4] == b"\x89PNG"
 
