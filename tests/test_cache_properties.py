@@ -39,9 +39,9 @@ class Recorder:
             recorder.after_update.append(layer.stored_length())
             return out
 
-        def evict(layer, keep, n_protect):
+        def evict(layer, keep, n_protect, kernel="torch"):
             before = layer.positions.clone()
-            original_evict(layer, keep, n_protect)
+            original_evict(layer, keep, n_protect, kernel)
             recorder.evictions.append((before, layer.positions.clone(), keep, n_protect))
 
         monkeypatch.setattr(LocretLayer, "update", update)
