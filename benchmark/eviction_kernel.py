@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from locret.eviction import gather_entries, kept_indices
+from locret.eviction import torch_evict
 
 # name: (batch, kv heads, head dim, budget, chunk, stabilizers, layers) -- SPEC section 4 settings.
 CASES = {
@@ -26,11 +26,6 @@ CASES = {
     "phi-3-mini-128k": (1, 32, 96, 6000, 3072, 2500, 32),
     "smollm2-135m": (1, 3, 64, 1024, 512, 256, 30),
 }
-
-
-def torch_evict(keys, values, scores, keep, n_protect):
-    indices = kept_indices(scores, keep, n_protect)
-    return gather_entries(keys, indices), gather_entries(values, indices), gather_entries(scores, indices)
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -65,10 +60,10 @@ def main() -> None:
         keys = torch.randn(batch, heads, length, dim, device="cuda", dtype=torch.bfloat16)
         values = torch.randn_like(keys)
         scores = torch.randn(batch, heads, length, device="cuda").to(torch.bfloat16).float()
-        expected = torch_evict(keys, values, scores, budget, n_protect)
-        got = triton_evict(keys, values, scores, budget, n_protect)[:3]
-        same = all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
         inputs = (keys, values, scores, budget, n_protect)
+        same = all(
+            torch.equal(a, b) for a, b in zip(torch_evict(*inputs), triton_evict(*inputs), strict=True)
+        )
         torch_ms = median_ms(partial(torch_evict, *inputs), args.repeats)
         triton_ms = median_ms(partial(triton_evict, *inputs), args.repeats)
         row = {

@@ -20,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import DynamicCache
 
 import locret
+from locret.config import EVICTION_KERNELS
 from locret.generation import new_cache
 from locret.hardware import resolve_device, resolve_dtype
 from locret.models.base import EVICT_EVENT, SCORE_EVENT
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--eviction-kernel", choices=["torch", "triton"], default="torch")
+    parser.add_argument("--eviction-kernel", choices=EVICTION_KERNELS, default="torch")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

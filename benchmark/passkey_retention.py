@@ -79,7 +79,8 @@ def main() -> None:
     question, answer = encode(sample.question), encode(" " + sample.answers[0] + ".")
     n_instruction = len(encode(sample.prefix))
     needle_start = len(encode(sample.prefix + sample.context[: sample.meta["needle_char_offset"]]))
-    needle = list(range(needle_start, needle_start + len(encode(sample.meta["needle"]))))
+    needle_ids = encode(sample.meta["needle"])
+    needle = list(range(needle_start, needle_start + len(needle_ids)))
 
     ids = torch.tensor(context + question + answer)
     labels = compute_cis_labels(model, ids, len(context) + len(question))[..., : len(context)]
@@ -105,7 +106,6 @@ def main() -> None:
         budget=args.budget, chunk_size=args.chunk_size, n_stabilizers=args.budget // 4, n_local=len(question)
     )
     prompt = torch.tensor([context + question])
-    needle_ids = encode(sample.meta["needle"])
     digits = [needle[i] for i, t in enumerate(needle_ids) if tokenizer.decode([t]).strip().isdigit()]
     for name, scorer in (("heads", None), ("true labels (oracle)", KnownScores(labels))):
         cache = new_cache(model, config, scorer=scorer, track_positions=True)

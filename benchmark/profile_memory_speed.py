@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from locret.config import EVICTION_KERNELS
 from locret.hardware import resolve_dtype_name
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -421,12 +422,12 @@ def plots(results: list[dict], out: Path, title: str) -> list[Path]:
         for method in sorted({r["method"] for r in ok}):
             points = sorted((r["length"], r[key] / scale) for r in ok if r["method"] == method)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
-        projected = sorted(
+        projected = name == "kv_cache" and sorted(
             (r["length"], r["projected_kv_cache_bytes"] / scale)
             for r in results
             if r.get("projected_kv_cache_bytes")
         )
-        if name == "kv_cache" and projected:
+        if projected:
             ax.plot(
                 *zip(*projected, strict=True),
                 linestyle="--",
@@ -485,7 +486,7 @@ def parse_args(argv: list[str] | None) -> Settings | dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--full-max-length", type=int, default=None, help="default: the model's window")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--eviction-kernel", choices=["torch", "triton"], default="torch")
+    p.add_argument("--eviction-kernel", choices=EVICTION_KERNELS, default="torch")
     p.add_argument("--in-process", action="store_true", help="no subprocess per case (peak RSS not isolated)")
     p.add_argument("--case-timeout", type=int, default=3600)
     p.add_argument("--out", default="benchmark/results/profile")

@@ -18,7 +18,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .config import EvictionKernel, LocretConfig
-from .eviction import gather_entries, kept_indices
+from .eviction import gather_entries, torch_evict
 from .scorers import EntryScorer, RetainingHeadScorer
 
 
@@ -78,18 +78,13 @@ class LocretLayer(DynamicLayer):
         """Keep the top ``keep`` entries per KV head (newest ``n_protect`` forced in), in original order."""
         if self.keys is None or self.keys.shape[-2] <= keep:
             return
-        n_protect = min(n_protect, keep)
         if kernel == "triton":
-            from .eviction_triton import triton_evict
-
-            self.keys, self.values, self.scores, indices = triton_evict(
-                self.keys, self.values, self.scores, keep, n_protect
-            )
+            from .eviction_triton import triton_evict as evict_entries
         else:
-            indices = kept_indices(self.scores, keep, n_protect)
-            self.keys = gather_entries(self.keys, indices)
-            self.values = gather_entries(self.values, indices)
-            self.scores = gather_entries(self.scores, indices)
+            evict_entries = torch_evict
+        self.keys, self.values, self.scores, indices = evict_entries(
+            self.keys, self.values, self.scores, keep, min(n_protect, keep)
+        )
         if self.track_positions:
             self.positions = gather_entries(self.positions, indices)
 

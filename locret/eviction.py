@@ -29,6 +29,20 @@ def kept_indices(scores: torch.Tensor, keep: int, n_protect: int = 0) -> torch.T
     return torch.sort(order[..., :keep], dim=-1).values
 
 
+def torch_evict(
+    keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor, keep: int, n_protect: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer's eviction: the kept keys, values, scores and their indices (the reference for
+    :func:`locret.eviction_triton.triton_evict`, which has the same contract)."""
+    indices = kept_indices(scores, keep, n_protect)
+    return (
+        gather_entries(keys, indices),
+        gather_entries(values, indices),
+        gather_entries(scores, indices),
+        indices,
+    )
+
+
 def gather_entries(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Select ``indices`` ``[B, H, K]`` along the sequence axis (dim 2) of ``[B, H, S]`` or ``[B, H, S, D]``."""
     if tensor.dim() == 3:

@@ -137,12 +137,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------- one step
 
     def example_loss(self, ref: ExampleRef) -> torch.Tensor:
-        input_ids, labels = self.labels.load(ref)
+        input_ids, labels = LabelSet.load(ref)
         length = min(ref.n_prompt, self.settings.max_length)  # causal: truncating keeps earlier Q/K/V exact
         labels = labels[..., :length].to(self.accelerator.device)
         if self.labels.has_features:
             # The frozen backbone's head inputs were saved with the labels: heads-only forward.
-            features = self.labels.load_features(ref)[:, :length].to(self.accelerator.device, torch.float32)
+            features = LabelSet.load_features(ref)[:, :length].to(self.accelerator.device, torch.float32)
             heads = self.unwrapped.retaining_heads
             return retaining_loss([head(x) for head, x in zip(heads, features, strict=True)], labels)
         input_ids = input_ids[:length][None].to(self.accelerator.device)
