@@ -53,14 +53,21 @@ def prefill_prompt(
     """Prefill all but the last ``max(n_local, 1)`` tokens in chunks, evicting after each chunk.
 
     The remaining tail is left for the caller's first forward (at least one token is needed for logits); the
-    cache is told to keep the next ``n_local`` tokens forever.
+    cache is told to keep the next ``n_local`` tokens forever. A ``cache`` that already holds the prefill of
+    ``input_ids[:, :k]`` resumes at token ``k``: several questions on one document share its prefill by each
+    starting from a copy (``copy.deepcopy``) of the document's cache. Nothing checks that those ``k`` tokens
+    are this prompt's beginning; that is the caller's promise, as with ``past_key_values`` in transformers.
     """
     check_inputs(model, input_ids, attention_mask)
     cache = cache if cache is not None else new_cache(model, config)
-    if cache.get_seq_length() != 0:
-        raise ValueError("the LocretCache passed to prefill must be empty (use a new cache per prompt)")
-    end = input_ids.shape[1] - max(config.n_local, 1)
-    starts = range(0, max(end, 0), config.chunk_size)
+    end = max(input_ids.shape[1] - max(config.n_local, 1), 0)
+    seen = cache.get_seq_length()
+    if seen > end:
+        raise ValueError(
+            f"the cache already holds {seen} tokens but this prompt prefills only {end}: pass an empty cache, "
+            "or one prefilled with this prompt's beginning"
+        )
+    starts = range(seen, end, config.chunk_size)
     cache.prefilling = True
     try:
         for start in tqdm(
@@ -179,7 +186,9 @@ def generate(
     """Locret end to end: evicting chunked prefill, the un-evicted local tail, then decoding.
 
     Greedy by default. Stops at ``max_new_tokens`` or when every row has produced an EOS token. Pass an
-    empty ``cache`` to choose another scorer (a baseline) or to inspect what survived afterwards.
+    empty ``cache`` to choose another scorer (a baseline) or to inspect what survived afterwards, or a copy of
+    one that holds this prompt's prefilled beginning to skip that part (see ``prefill_prompt``);
+    ``prefill_seconds`` then counts only what was left.
     """
     config = config or (cache.config if cache is not None else LocretConfig())
     if max_new_tokens < 1:

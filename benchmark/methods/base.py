@@ -8,6 +8,7 @@ with the same budget, chunk size, stabilizers and local tail; only the scorer di
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ import torch
 import locret
 from locret.cache import LocretCache
 from locret.config import LocretConfig
-from locret.generation import LocretOutput, new_cache
+from locret.generation import LocretOutput, new_cache, prefill_prompt
 from locret.scorers import SCORERS
 
 # What a method needs from the model's retaining heads (decides which loaded model it may share).
@@ -87,10 +88,26 @@ class Method:
         """Whether the prompt can run meaningfully (eviction methods re-pack positions: always)."""
         return True
 
+    def prefill_context(self, model, input_ids: torch.Tensor, config: LocretConfig) -> LocretCache | None:
+        """The cache after prefilling all but the question (the last ``config.n_local`` tokens), for every
+        question on the same context to continue from; None when the method cannot share it."""
+        return prefill_prompt(model, input_ids, config, cache=self.make_cache(model, config))
+
     def generate(
-        self, model, input_ids: torch.Tensor, config: LocretConfig, max_new_tokens: int, eos_token_id=None
+        self,
+        model,
+        input_ids: torch.Tensor,
+        config: LocretConfig,
+        max_new_tokens: int,
+        eos_token_id=None,
+        context_cache: LocretCache | None = None,
     ) -> LocretOutput:
-        cache = self.make_cache(model, config)
+        """Generate for one prompt; from a copy of ``context_cache`` (see ``prefill_context``) when given."""
+        if context_cache is None:
+            cache = self.make_cache(model, config)
+        else:
+            cache = copy.deepcopy(context_cache)
+            cache.config = config  # this question's settings (its n_local); the context's eviction is done
         return locret.generate(
             model, input_ids, config, max_new_tokens, eos_token_id=eos_token_id, cache=cache
         )

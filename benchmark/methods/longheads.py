@@ -35,8 +35,18 @@ class LongHeads(Method):
     def make_cache(self, model, config: LocretConfig):
         raise TypeError("LongHeads keeps its own state (benchmark.longheads), not a LocretCache")
 
+    def prefill_context(self, model, input_ids: torch.Tensor, config: LocretConfig) -> None:
+        """Not shared: LongHeads picks its chunks with the question (every prompt runs whole)."""
+        return None
+
     def generate(
-        self, model, input_ids: torch.Tensor, config: LocretConfig, max_new_tokens: int, eos_token_id=None
+        self,
+        model,
+        input_ids: torch.Tensor,
+        config: LocretConfig,
+        max_new_tokens: int,
+        eos_token_id=None,
+        context_cache=None,
     ) -> LocretOutput:
         return longheads.generate(
             model,

@@ -120,3 +120,46 @@ def test_retention_diagnostic_counts_kept_positions_per_kv_head():
     positions = torch.tensor([[[0, 5, 7], [1, 2, 3]]])  # [batch, kv heads, kept]
     assert surviving(positions, [5, 7, 3]) == "2/1"
     assert surviving(positions, [4]) == "0/0"
+
+
+@pytest.mark.parametrize("name", ["full", "locret", "locret_random", "streaming_llm", "h2o", "snapkv"])
+def test_questions_sharing_a_context_get_what_they_would_alone(pair, ids, name):
+    """The runner prefills a document once for all its questions: each must generate exactly as if alone."""
+    model, _ = pair
+    method = get_method(name)
+    context = ids[:, :133]  # not a multiple of the chunk: the last context chunk is partial
+    questions = [torch.tensor([[5, 6, 7, 8, 9, 10]]), torch.tensor([[11, 12, 13, 14, 15, 16, 17, 18, 19]])]
+
+    def config(question: torch.Tensor):
+        n = question.shape[1]
+        return method.locret_config(
+            budget=32, chunk_size=16, n_stabilizers=8, n_local=n, prompt_length=133 + n
+        )
+
+    first = torch.cat([context, questions[0]], dim=1)
+    shared = method.prefill_context(model, first, config(questions[0]))
+    assert shared.get_seq_length() == 133
+    for question in questions:
+        prompt = torch.cat([context, question], dim=1)
+        alone = method.generate(model, prompt, config(question), max_new_tokens=4)
+        reused = method.generate(model, prompt, config(question), max_new_tokens=4, context_cache=shared)
+        assert torch.equal(reused.sequences, alone.sequences)
+        assert reused.cache_length_final == alone.cache_length_final
+        assert reused.peak_cache_bytes == alone.peak_cache_bytes
+    assert shared.get_seq_length() == 133  # each question continued from a copy
+
+
+def test_a_prefilled_cache_longer_than_the_context_is_refused(pair, ids):
+    model, _ = pair
+    method = get_method("locret")
+    config = method.locret_config(budget=32, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
+    shared = method.prefill_context(model, ids, config)
+    with pytest.raises(ValueError, match="already holds 144 tokens"):
+        method.generate(model, ids[:, :100], config, max_new_tokens=2, context_cache=shared)
+
+
+def test_longheads_does_not_share_a_context(pair, ids):
+    model, _ = pair
+    method = get_method("longheads")
+    config = method.locret_config(budget=64, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
+    assert method.prefill_context(model, ids, config) is None

@@ -146,3 +146,23 @@ def test_question_is_the_local_tail():
     prompt = bench_run.encode_sample(tokenizer, sample, chat_template=False)
     assert prompt.n_question == len(tokenizer.encode(sample.question, add_special_tokens=False))
     assert tokenizer.decode(prompt.ids[-prompt.n_question :]) == "What is the pass key ?"
+
+
+def test_shared_contexts_prefill_each_repeated_context_once():
+    calls = []
+
+    class Recording:
+        def prefill_context(self, model, input_ids, config):
+            calls.append(input_ids)
+            return f"cache{len(calls)}"
+
+    a, b, c = (1, 2, 3), (4, 5), (6,)
+    contexts = bench_run.SharedContexts([a, b, a, c, c])
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    assert contexts.get(Recording(), None, ids, None, b) == (None, 0.0, False)  # alone: not worth a copy
+    cache, _, reused = contexts.get(Recording(), None, ids, None, a)
+    assert (cache, reused) == ("cache1", False)
+    cache, _, reused = contexts.get(Recording(), None, ids, None, a)
+    assert (cache, reused) == ("cache1", True) and len(calls) == 1
+    cache, _, reused = contexts.get(Recording(), None, ids, None, c)
+    assert (cache, reused) == ("cache2", False) and len(calls) == 2
