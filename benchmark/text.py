@@ -59,10 +59,16 @@ def fit_to_length(
     max_tokens: int,
     tokenizer: Tokenizer,
     keep: Literal["middle", "head"],
+    question_tokens: int | None = None,
 ) -> Sample:
-    """Truncate the context in place so the whole prompt is at most ``max_tokens`` tokens."""
+    """Truncate the context in place so the whole prompt is at most ``max_tokens`` tokens.
+
+    ``question_tokens`` reserves room for a question (default: this sample's own). Questions on one document
+    reserve their longest, so the document is cut the same way for each and its prefill can be shared.
+    """
     count = make_counter(tokenizer)
-    budget = max_tokens - count(sample.prefix) - count(sample.question)
+    reserve = count(sample.question) if question_tokens is None else question_tokens
+    budget = max_tokens - count(sample.prefix) - reserve
     if budget <= 0:
         raise ValueError(f"{max_tokens} tokens leave no room for the context of {sample.id}")
     sample.context = truncate_tokens(sample.context, budget, tokenizer, keep=keep)

@@ -150,8 +150,10 @@ def load_leval(
 ) -> list[Sample]:
     """The first ``n`` instructions of an L-Eval task, documents cut to ``max_tokens``.
 
-    Like L-Eval, truncation keeps the beginning of the document. ``data_dir`` may
-    be the jsonl file, its directory, or a data root with a ``leval/`` folder.
+    Like L-Eval, truncation keeps the beginning of the document, and it cuts a
+    document the same way for all its questions (room for the longest), so they
+    can share its prefill. ``data_dir`` may be the jsonl file, its directory, or
+    a data root with a ``leval/`` folder.
     """
     if task not in TASKS:
         raise ValueError(f"unknown L-Eval task {task!r}; valid: {', '.join(TASKS)}")
@@ -160,5 +162,8 @@ def load_leval(
     samples = (s for d, r in enumerate(_records(task, data_dir)) for s in document_to_samples(r, task, d))
     selected = list(islice(samples, n))
     if max_tokens is not None and tokenizer is not None:
-        selected = [fit_to_length(s, max_tokens, tokenizer, "head") for s in selected]
+        longest: dict[str, int] = {}
+        for s in selected:
+            longest[s.context] = max(longest.get(s.context, 0), len(tokenizer.encode(s.question)))
+        selected = [fit_to_length(s, max_tokens, tokenizer, "head", longest[s.context]) for s in selected]
     return selected

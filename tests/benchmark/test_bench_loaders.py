@@ -128,7 +128,7 @@ def test_unknown_benchmark_tasks() -> None:
 def test_leval_file(tmp_path: Path, ws_tokenizer) -> None:
     doc = {
         "input": "DOC " * 100,
-        "instructions": ["Which?\nA. x\nB. y", "Other?\nA. x\nB. y"],
+        "instructions": ["Which?\nA. x\nB. y", "Which one of these two?\nA. x\nB. y"],
         "outputs": ["(B) y", "A"],
         "source": "quality_raw",
         "evaluation": "exam",
@@ -150,6 +150,10 @@ def test_leval_file(tmp_path: Path, ws_tokenizer) -> None:
     (cut,) = load_leval("quality", str(tmp_path), n=1, tokenizer=ws_tokenizer, max_tokens=80)
     assert len(ws_tokenizer.encode(cut.prompt)) <= 80
     assert cut.context.startswith("DOC DOC")
+    # Questions of different lengths on one document: cut the same way, each prompt within the limit.
+    both = load_leval("quality", str(tmp_path), n=2, tokenizer=ws_tokenizer, max_tokens=80)
+    assert len({len(s.question) for s in both}) == 2 and both[0].context == both[1].context
+    assert max(len(ws_tokenizer.encode(s.prompt)) for s in both) <= 80
 
 
 def test_leval_gsm_and_sci_fi_answers(tmp_path: Path) -> None:
