@@ -83,20 +83,36 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         groups[(r["task"], r["length"], r["depth"])].append(r)
     for (task, length, depth), group in groups.items():
-        budgets = sorted({r["budget"] for r in group if r["budget"] is not None})
-        methods = sorted({r["method"] for r in group})
-        lines += [
-            "",
-            f"## {task}, length {_label(length, 'orig')}, depth {_label(depth, 'sweep')}",
-            "",
-            "| method | " + " | ".join(f"b={b}" for b in budgets) + " | full |",
-            "|---|" + "---|" * (len(budgets) + 1),
-        ]
-        for method in methods:
-            by_budget = {r["budget"]: r for r in group if r["method"] == method}
-            cells = [score_text(by_budget[b]) if b in by_budget else "" for b in [*budgets, None]]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        title = f"{task}, length {_label(length, 'orig')}, depth {_label(depth, 'sweep')}"
+        lines += _grid(title, group, by_length=False)
+    across: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        across[(r["task"], r["depth"])].append(r)
+    for (task, depth), group in across.items():
+        if len({r["length"] for r in group}) > 1:
+            lines += _grid(f"{task}, depth {_label(depth, 'sweep')}, every length", group, by_length=True)
     return "\n".join(lines) + "\n"
+
+
+def _grid(title: str, group: list[dict], by_length: bool) -> list[str]:
+    """A methods x budgets score table (rows per length too when ``by_length``), full cache last."""
+    budgets = sorted({r["budget"] for r in group if r["budget"] is not None})
+    keys = sorted(
+        {(r["length"] if by_length else None, r["method"]) for r in group}, key=lambda k: (k[0] or 0, k[1])
+    )
+    head = "| length | method | " if by_length else "| method | "
+    lines = ["", f"## {title}", "", head + " | ".join(f"b={b}" for b in budgets) + " | full |"]
+    lines.append("|" + "---|" * (1 + by_length + len(budgets) + 1))
+    for length, method in keys:
+        by_budget = {
+            r["budget"]: r
+            for r in group
+            if r["method"] == method and (not by_length or r["length"] == length)
+        }
+        cells = [score_text(by_budget[b]) if b in by_budget else "" for b in [*budgets, None]]
+        first = f"| {_label(length, 'orig')} | {method} | " if by_length else f"| {method} | "
+        lines.append(first + " | ".join(cells) + " |")
+    return lines
 
 
 def _plot(path: Path, title: str, xlabel: str, series: dict, flat: dict, log_x: bool) -> None:

@@ -166,3 +166,19 @@ def test_shared_contexts_prefill_each_repeated_context_once():
     assert (cache, reused) == ("cache1", True) and len(calls) == 1
     cache, _, reused = contexts.get(Recording(), None, ids, None, c)
     assert (cache, reused) == ("cache2", False) and len(calls) == 2
+
+
+def test_summary_grids_per_length_and_across_lengths():
+    def row(method, budget, length, score, status="complete"):
+        return {"task": "passkey", "method": method, "budget": budget, "length": length, "depth": 0.5,
+                "mean_score": score, "n": 1, "status": status}  # fmt: skip
+
+    rows = [row("full", None, 4096, 1.0), row("locret", 256, 4096, 0.0), row("locret", 1024, 4096, 1.0),
+            row("full", None, 8192, None, bench_run.NA_WINDOW), row("locret", 1024, 8192, 0.0)]  # fmt: skip
+    text = summary.markdown(rows)
+    across = text[text.index("## passkey, depth 0.5, every length") :]
+    assert "| length | method | b=256 | b=1024 | full |\n|---|---|---|---|---|\n" in across
+    assert "| 4096 | locret | 0.0 | 100.0 |  |" in across
+    assert "| 8192 | full |  |  | n/a (exceeds window) |" in across
+    assert "| 8192 | locret |  | 0.0 |  |" in across
+    assert "## passkey, length 8192, depth 0.5" in text
