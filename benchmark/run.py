@@ -28,6 +28,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -207,7 +208,7 @@ class Prompt:
     ids: list[int]
     n_question: int
 
-    @property
+    @cached_property
     def context_ids(self) -> tuple[int, ...]:
         """What is prefilled (and evicted over) before the question: all but ``max(n_question, 1)`` tokens."""
         return tuple(self.ids[: len(self.ids) - max(self.n_question, 1)])

@@ -12,7 +12,7 @@ from itertools import islice
 from typing import Any
 
 from benchmark.sample import Sample
-from benchmark.text import Tokenizer, fit_to_length, iter_jsonl, resolve_file
+from benchmark.text import Tokenizer, fit_to_length, iter_jsonl, make_counter, resolve_file
 
 HUB_DATASET = "L4NLP/LEval"
 TASKS = ("coursera", "gsm100", "quality", "sci_fi", "topic_retrieval_longchat", "tpo")
@@ -162,8 +162,9 @@ def load_leval(
     samples = (s for d, r in enumerate(_records(task, data_dir)) for s in document_to_samples(r, task, d))
     selected = list(islice(samples, n))
     if max_tokens is not None and tokenizer is not None:
+        count = make_counter(tokenizer)  # the count fit_to_length reserves by default
         longest: dict[str, int] = {}
         for s in selected:
-            longest[s.context] = max(longest.get(s.context, 0), len(tokenizer.encode(s.question)))
+            longest[s.context] = max(longest.get(s.context, 0), count(s.question))
         selected = [fit_to_length(s, max_tokens, tokenizer, "head", longest[s.context]) for s in selected]
     return selected
