@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 SMOOTHNESS_WEIGHT = 0.0025
 
 
+def top_rank_weights(label: torch.Tensor, top_fraction: float, top_weight: float) -> torch.Tensor:
+    """Per-entry loss weights for one layer's ``[Hkv, T]`` labels: ``top_weight`` for each head's
+    ``ceil(top_fraction * T)`` highest-labelled tokens, 1 elsewhere.
+
+    Eviction only asks whether an entry ranks above the budget's cut, and the entries a reader needs are the
+    few with the highest labels; an unweighted regression spends most of its capacity on the many low ones.
+    """
+    count = math.ceil(top_fraction * label.shape[-1])
+    weights = torch.ones_like(label)
+    if count > 0 and top_weight != 1.0:
+        top = label.topk(count, dim=-1).indices
+        weights.scatter_(-1, top, top_weight)
+    return weights
+
+
 def retaining_loss(
-    scores: list[torch.Tensor], labels: torch.Tensor, smoothness: float = SMOOTHNESS_WEIGHT
+    scores: list[torch.Tensor],
+    labels: torch.Tensor,
+    smoothness: float = SMOOTHNESS_WEIGHT,
+    top_fraction: float = 0.0,
+    top_weight: float = 1.0,
 ) -> torch.Tensor:
     """Sum over layers of ``SmoothL1(pred, label)`` (beta 1, mean over heads and tokens) plus
     ``smoothness * mean((pred[t] - pred[t+1])^2)``.
 
     ``scores``: one ``[T, Hkv]`` prediction per layer; ``labels``: ``[L, Hkv, T]``. The smoothness term
     stops the heads from fitting the spiky per-token labels with equally spiky scores, which evict
-    isolated tokens out of otherwise kept spans.
+    isolated tokens out of otherwise kept spans. With ``top_fraction > 0`` the SmoothL1 term is a weighted
+    mean (``top_rank_weights``); the defaults are the paper's unweighted loss.
     """
     if len(scores) != labels.shape[0]:
         raise ValueError(f"{len(scores)} layers of scores for {labels.shape[0]} layers of labels")
+    if not 0.0 <= top_fraction <= 1.0 or top_weight <= 0.0:
+        raise ValueError(f"need 0 <= top_fraction <= 1 and top_weight > 0, got {top_fraction}, {top_weight}")
     total = labels.new_zeros(())
     for pred, label in zip(scores, labels, strict=True):
-        pred = pred.float()
-        total = total + F.smooth_l1_loss(pred, label.transpose(0, 1), beta=1.0)
-        if pred.shape[0] > 1:
-            total = total + smoothness * (pred[1:] - pred[:-1]).pow(2).mean()
+        pred = pred.float().transpose(0, 1)  # [Hkv, T], like the labels
+        errors = F.smooth_l1_loss(pred, label, beta=1.0, reduction="none")
+        weights = top_rank_weights(label, top_fraction, top_weight)
+        total = total + (errors * weights).sum() / weights.sum()
+        if pred.shape[-1] > 1:
+            total = total + smoothness * (pred[:, 1:] - pred[:, :-1]).pow(2).mean()
     return total

@@ -56,6 +56,9 @@ class TrainSettings:
     keep_checkpoints: int = 2
     seed: int = 0
     mixed_precision: str = "auto"
+    # Not in the paper (0 / 1 = its unweighted loss): weight each head's top-labelled tokens in the loss.
+    top_fraction: float = 0.0
+    top_weight: float = 1.0
 
 
 def example_for_step(step: int, n_train: int, seed: int, rank: int = 0, world: int = 1) -> int:
@@ -144,11 +147,17 @@ class Trainer:
             # The frozen backbone's head inputs were saved with the labels: heads-only forward.
             features = LabelSet.load_features(ref)[:, :length].to(self.accelerator.device, torch.float32)
             heads = self.unwrapped.retaining_heads
-            return retaining_loss([head(x) for head, x in zip(heads, features, strict=True)], labels)
+            return self._loss([head(x) for head, x in zip(heads, features, strict=True)], labels)
         input_ids = input_ids[:length][None].to(self.accelerator.device)
         with collecting_scores(self.unwrapped) as sinks:
             self.model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
-        return retaining_loss([layer_scores[0][0] for layer_scores in sinks], labels)
+        return self._loss([layer_scores[0][0] for layer_scores in sinks], labels)
+
+    def _loss(self, scores: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        settings = self.settings
+        return retaining_loss(
+            scores, labels, top_fraction=settings.top_fraction, top_weight=settings.top_weight
+        )
 
     def train_step(self) -> float:
         index = example_for_step(

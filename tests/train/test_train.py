@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from locret.adapter import read_heads
 from locret.train import train
-from locret.train.loss import retaining_loss
+from locret.train.loss import retaining_loss, top_rank_weights
 from locret.train.train import Trainer, TrainSettings, example_for_step
 
 FAST = TrainSettings(
@@ -25,6 +25,19 @@ def test_loss_definition() -> None:
     smooth_l1 = (0.5 * 0.5**2 + 0 + (3 - 0.5)) / 3
     smoothness = 0.0025 * ((1.5**2 + 1.0**2) / 2)
     assert retaining_loss([pred], labels).item() == pytest.approx(smooth_l1 + smoothness)
+
+
+def test_top_rank_weighting() -> None:
+    labels = torch.tensor([[[0.0, 2.0, 4.0], [5.0, 1.0, 0.0]]])  # [L=1, Hkv=2, T=3]
+    weights = top_rank_weights(labels[0], top_fraction=0.3, top_weight=4.0)  # ceil(0.9) = 1 token per head
+    assert weights.tolist() == [[1.0, 1.0, 4.0], [4.0, 1.0, 1.0]]
+    pred = torch.zeros(3, 2)
+    # SmoothL1 against 0: 0, 1.5, 3.5 (head 0); 4.5, 0.5, 0 (head 1); the top entries count 4 times.
+    weighted = (0 + 1.5 + 4 * 3.5 + 4 * 4.5 + 0.5 + 0) / 12
+    assert retaining_loss([pred], labels, top_fraction=0.3, top_weight=4.0).item() == pytest.approx(weighted)
+    assert retaining_loss([pred], labels).item() == pytest.approx((1.5 + 3.5 + 4.5 + 0.5) / 6)
+    with pytest.raises(ValueError, match="top_fraction"):
+        retaining_loss([pred], labels, top_fraction=1.5)
 
 
 def test_data_order_is_a_permutation_per_pass() -> None:
