@@ -142,13 +142,13 @@ class LocretCache(Cache):
         scorer: EntryScorer | None = None,
         track_positions: bool = False,
     ) -> None:
-        """``scorer`` decides what survives (default: the retaining heads). ``track_positions`` records every
-        entry's original position (always on in absolute mode), so tests and analyses can ask which tokens
-        survived."""
+        """``scorer`` decides what survives (default: the retaining heads, pooled by ``config.score_pooling``).
+        ``track_positions`` records every entry's original position (always on in absolute mode), so tests
+        and analyses can ask which tokens survived."""
         if config.eviction_kernel == "triton" and importlib.util.find_spec("triton") is None:
             raise ImportError('eviction_kernel="triton" needs Triton: pip install triton (or "locret[gpu]")')
         self.config = config
-        self.scorer = scorer if scorer is not None else RetainingHeadScorer()
+        self.scorer = scorer if scorer is not None else RetainingHeadScorer(pool_kernel=config.score_pooling)
         track = track_positions or config.position_mode == "absolute"
         super().__init__(layers=[LocretLayer(track_positions=track) for _ in range(num_layers)])
         self.prefilling = False

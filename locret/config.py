@@ -28,6 +28,9 @@ class LocretConfig:
             entries after a step; ``None`` keeps every generated token (the paper's behaviour).
         eviction_kernel: ``"torch"`` (reference, any device) or ``"triton"`` (fused kernels of
             :mod:`locret.eviction_triton`, CUDA with Triton installed); both keep exactly the same entries.
+        score_pooling: odd window over which each new entry's retaining-head score becomes the maximum of
+            its neighbours' in the same chunk, so an important span (a number, a name) is kept or dropped
+            whole instead of losing single tokens; ``1`` (default) is the paper's unpooled score.
     """
 
     budget: int = 1024
@@ -37,6 +40,7 @@ class LocretConfig:
     position_mode: PositionMode = "repacked"
     decode_budget: int | None = None
     eviction_kernel: EvictionKernel = "torch"
+    score_pooling: int = 1
 
     def __post_init__(self) -> None:
         checks = [
@@ -72,6 +76,12 @@ class LocretConfig:
             (
                 self.eviction_kernel in EVICTION_KERNELS,
                 f"eviction_kernel must be one of {EVICTION_KERNELS}, got {self.eviction_kernel!r}",
+            ),
+            (
+                isinstance(self.score_pooling, int)
+                and self.score_pooling >= 1
+                and self.score_pooling % 2 == 1,
+                f"score_pooling must be an odd integer >= 1, got {self.score_pooling!r}",
             ),
         ]
         for ok, message in checks:

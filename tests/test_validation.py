@@ -20,6 +20,8 @@ from locret import LocretConfig
             {"budget": 8, "n_stabilizers": 2, "n_local": 4, "decode_budget": 6},
             "decode_budget must be None or",
         ),
+        ({"score_pooling": 4}, "score_pooling must be an odd integer >= 1"),
+        ({"score_pooling": 0}, "score_pooling must be an odd integer >= 1"),
     ],
 )
 def test_invalid_config(kwargs, message):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .base import Method, ScorerMethod
 from .full import FullCache
 from .h2o import H2O
+from .locret_pooled import LocretPooled
 from .locret_random import LocretRandomHeads
 from .locret_trained import Locret
 from .longheads import LongHeads
@@ -15,7 +16,8 @@ from .snapkv import SnapKV
 from .streaming_llm import StreamingLLM
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (FullCache, Locret, LocretRandomHeads, StreamingLLM, H2O, SnapKV, LongHeads)
+    cls.name: cls
+    for cls in (FullCache, Locret, LocretPooled, LocretRandomHeads, StreamingLLM, H2O, SnapKV, LongHeads)
 }
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from locret.cache import LocretCache
+from locret.config import LocretConfig
+from locret.generation import new_cache
+
 from .base import TRAINED, ScorerMethod
 
 
@@ -14,3 +18,6 @@ class Locret(ScorerMethod):
     description: ClassVar[str] = "Locret, trained retaining heads"
     scorer: ClassVar[str] = "locret"
     heads: ClassVar[str] = TRAINED
+
+    def make_cache(self, model, config: LocretConfig) -> LocretCache:
+        return new_cache(model, config)  # the retaining heads, pooled as config.score_pooling says

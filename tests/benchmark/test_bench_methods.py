@@ -27,7 +27,16 @@ def ids():
 
 
 def test_registry_names_every_method():
-    assert set(METHODS) == {"full", "locret", "locret_random", "streaming_llm", "h2o", "snapkv", "longheads"}
+    assert set(METHODS) == {
+        "full",
+        "locret",
+        "locret_pooled",
+        "locret_random",
+        "streaming_llm",
+        "h2o",
+        "snapkv",
+        "longheads",
+    }
     for name in METHODS:
         method = get_method(name)
         assert method.name == name and method.description and method.params()["name"] == name
@@ -35,7 +44,9 @@ def test_registry_names_every_method():
         get_method("nope")
 
 
-@pytest.mark.parametrize("name", ["locret", "locret_random", "streaming_llm", "h2o", "snapkv"])
+@pytest.mark.parametrize(
+    "name", ["locret", "locret_pooled", "locret_random", "streaming_llm", "h2o", "snapkv"]
+)
 def test_eviction_methods_share_the_loop_and_the_budget(pair, ids, name):
     model, _ = pair
     method = get_method(name)
@@ -46,6 +57,14 @@ def test_eviction_methods_share_the_loop_and_the_budget(pair, ids, name):
     assert out.new_tokens.shape == (1, 3)
     assert out.cache_length_after_prefill == 32 + 6  # budget + the protected local tail (the question)
     assert method.fits(10**6, 10, model)  # re-packed positions: any length runs
+
+
+@pytest.mark.parametrize(("name", "pooling"), [("locret", 1), ("locret_pooled", 7)])
+def test_locret_methods_pool_the_head_scores_as_configured(pair, name, pooling):
+    method = get_method(name)
+    config = method.locret_config(budget=32, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
+    assert config.score_pooling == pooling and method.params().get("score_pooling", 1) == pooling
+    assert method.make_cache(pair[0], config).scorer.pool_kernel == pooling
 
 
 def test_full_cache_is_the_vanilla_model_within_the_window(pair, ids):
