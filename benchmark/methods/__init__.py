@@ -9,7 +9,7 @@ from .base import Method, ScorerMethod
 from .full import FullCache
 from .h2o import H2O
 from .locret_pooled import LocretPooled
-from .locret_random import LocretRandomHeads
+from .locret_random import LocretRandomHeads, LocretRandomHeadsPooled
 from .locret_trained import Locret
 from .longheads import LongHeads
 from .snapkv import SnapKV
@@ -17,7 +17,17 @@ from .streaming_llm import StreamingLLM
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (FullCache, Locret, LocretPooled, LocretRandomHeads, StreamingLLM, H2O, SnapKV, LongHeads)
+    for cls in (
+        FullCache,
+        Locret,
+        LocretPooled,
+        LocretRandomHeads,
+        LocretRandomHeadsPooled,
+        StreamingLLM,
+        H2O,
+        SnapKV,
+        LongHeads,
+    )
 }
 
 

@@ -9,6 +9,7 @@ with the same budget, chunk size, stabilizers and local tail; only the scorer di
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -121,3 +122,17 @@ class ScorerMethod(Method):
 
     def make_cache(self, model, config: LocretConfig) -> LocretCache:
         return new_cache(model, config, scorer=SCORERS[self.scorer]())
+
+
+@dataclass
+class HeadScoredMethod(ScorerMethod):
+    """Eviction by retaining-head scores (trained or random), max-pooled over ``score_pooling`` neighbours."""
+
+    scorer: ClassVar[str] = "locret"
+    score_pooling: int = 1
+
+    def locret_config(self, *args, **kwargs) -> LocretConfig:
+        return dataclasses.replace(super().locret_config(*args, **kwargs), score_pooling=self.score_pooling)
+
+    def make_cache(self, model, config: LocretConfig) -> LocretCache:
+        return new_cache(model, config)  # the default scorer: the heads, pooled as the config says

@@ -5,19 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from locret.cache import LocretCache
-from locret.config import LocretConfig
-from locret.generation import new_cache
-
-from .base import TRAINED, ScorerMethod
+from .base import TRAINED, HeadScoredMethod
 
 
 @dataclass
-class Locret(ScorerMethod):
+class Locret(HeadScoredMethod):
     name: ClassVar[str] = "locret"
     description: ClassVar[str] = "Locret, trained retaining heads"
-    scorer: ClassVar[str] = "locret"
     heads: ClassVar[str] = TRAINED
-
-    def make_cache(self, model, config: LocretConfig) -> LocretCache:
-        return new_cache(model, config)  # the retaining heads, pooled as config.score_pooling says

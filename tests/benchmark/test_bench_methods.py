@@ -32,6 +32,7 @@ def test_registry_names_every_method():
         "locret",
         "locret_pooled",
         "locret_random",
+        "locret_random_pooled",
         "streaming_llm",
         "h2o",
         "snapkv",
@@ -45,7 +46,8 @@ def test_registry_names_every_method():
 
 
 @pytest.mark.parametrize(
-    "name", ["locret", "locret_pooled", "locret_random", "streaming_llm", "h2o", "snapkv"]
+    "name",
+    ["locret", "locret_pooled", "locret_random", "locret_random_pooled", "streaming_llm", "h2o", "snapkv"],
 )
 def test_eviction_methods_share_the_loop_and_the_budget(pair, ids, name):
     model, _ = pair
@@ -59,7 +61,10 @@ def test_eviction_methods_share_the_loop_and_the_budget(pair, ids, name):
     assert method.fits(10**6, 10, model)  # re-packed positions: any length runs
 
 
-@pytest.mark.parametrize(("name", "pooling"), [("locret", 1), ("locret_pooled", 7)])
+@pytest.mark.parametrize(
+    ("name", "pooling"),
+    [("locret", 1), ("locret_pooled", 7), ("locret_random", 1), ("locret_random_pooled", 7)],
+)
 def test_locret_methods_pool_the_head_scores_as_configured(pair, name, pooling):
     method = get_method(name)
     config = method.locret_config(budget=32, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
