@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+import torch.nn.functional as F
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .config import EvictionKernel, LocretConfig
@@ -23,11 +24,20 @@ from .scorers import EntryScorer, RetainingHeadScorer
 
 
 class LocretLayer(DynamicLayer):
-    """One layer's retained entries: keys (pre-RoPE), values, scores and, in absolute mode, positions."""
+    """One layer's retained entries: keys (pre-RoPE), values, scores and, in absolute mode, positions.
 
-    def __init__(self, track_positions: bool = False) -> None:
+    With ``pool_kernel = 2r + 1 > 1`` every entry's score is the maximum raw score of the tokens within ``r``
+    of it, exactly as if the whole prompt had been scored at once: the layer remembers the last ``r`` raw
+    scores, pools each new chunk together with them, and raises the newest stored entries' scores by their
+    new right-hand neighbours. Those entries are still stored because eviction always keeps the newest
+    ``n_stabilizers >= r`` entries (``LocretConfig`` checks this).
+    """
+
+    def __init__(self, track_positions: bool = False, pool_kernel: int = 1) -> None:
         super().__init__()
         self.track_positions = track_positions
+        self.pool_kernel = pool_kernel
+        self.raw_tail: torch.Tensor | None = None  # the last pool_kernel // 2 raw scores
         self.scores: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None
         self.seen = 0
@@ -38,6 +48,7 @@ class LocretLayer(DynamicLayer):
         super().lazy_initialization(key_states, value_states)
         batch, heads = key_states.shape[:2]
         self.scores = torch.empty(batch, heads, 0, dtype=torch.float32, device=self.device)
+        self.raw_tail = torch.empty(batch, heads, 0, dtype=torch.float32, device=self.device)
         self.positions = torch.empty(batch, heads, 0, dtype=torch.long, device=self.device)
         self.keys = key_states.new_empty(batch, heads, 0, key_states.shape[-1])
         self.values = value_states.new_empty(batch, heads, 0, value_states.shape[-1])
@@ -58,7 +69,7 @@ class LocretLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         new = key_states.shape[-2]
-        scores = scores.to(torch.float32)
+        scores = self.pool(scores.to(torch.float32))
         if self.protect_remaining:
             n = min(self.protect_remaining, new)
             scores = scores.clone()
@@ -73,6 +84,22 @@ class LocretLayer(DynamicLayer):
         self.seen += new
         self.peak_length = max(self.peak_length, self.keys.shape[-2])
         return self.keys, self.values
+
+    def pool(self, raw: torch.Tensor) -> torch.Tensor:
+        """Pooled scores of the new entries; also raises the newest stored entries' scores (see the class)."""
+        radius = self.pool_kernel // 2
+        if radius == 0:
+            return raw
+        tail = self.raw_tail.shape[-1]
+        joined = torch.cat([self.raw_tail, raw], dim=-1)
+        batch, heads, length = joined.shape
+        pooled = F.max_pool1d(
+            joined.reshape(batch * heads, 1, length), self.pool_kernel, stride=1, padding=radius
+        ).view(batch, heads, length)
+        if tail:
+            self.scores[..., -tail:] = torch.maximum(self.scores[..., -tail:], pooled[..., :tail])
+        self.raw_tail = joined[..., -radius:]
+        return pooled[..., tail:]
 
     def evict(self, keep: int, n_protect: int, kernel: EvictionKernel = "torch") -> None:
         """Keep the top ``keep`` entries per KV head (newest ``n_protect`` forced in), in original order."""
@@ -114,16 +141,19 @@ class LocretLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         super().batch_select_indices(indices)
         self.scores = self.scores[indices, ...]
+        self.raw_tail = self.raw_tail[indices, ...]
         self.positions = self.positions[indices, ...]
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         super().reorder_cache(beam_idx)
         self.scores = self.scores.index_select(0, beam_idx.to(self.scores.device))
+        self.raw_tail = self.raw_tail.index_select(0, beam_idx.to(self.raw_tail.device))
         self.positions = self.positions.index_select(0, beam_idx.to(self.positions.device))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         super().batch_repeat_interleave(repeats)
         self.scores = self.scores.repeat_interleave(repeats, dim=0)
+        self.raw_tail = self.raw_tail.repeat_interleave(repeats, dim=0)
         self.positions = self.positions.repeat_interleave(repeats, dim=0)
 
 
@@ -142,15 +172,21 @@ class LocretCache(Cache):
         scorer: EntryScorer | None = None,
         track_positions: bool = False,
     ) -> None:
-        """``scorer`` decides what survives (default: the retaining heads, pooled by ``config.score_pooling``).
+        """``scorer`` decides what survives (default: the retaining heads); every layer pools its scores over
+        ``config.score_pooling`` neighbours.
         ``track_positions`` records every entry's original position (always on in absolute mode), so tests
         and analyses can ask which tokens survived."""
         if config.eviction_kernel == "triton" and importlib.util.find_spec("triton") is None:
             raise ImportError('eviction_kernel="triton" needs Triton: pip install triton (or "locret[gpu]")')
         self.config = config
-        self.scorer = scorer if scorer is not None else RetainingHeadScorer(pool_kernel=config.score_pooling)
+        self.scorer = scorer if scorer is not None else RetainingHeadScorer()
         track = track_positions or config.position_mode == "absolute"
-        super().__init__(layers=[LocretLayer(track_positions=track) for _ in range(num_layers)])
+        super().__init__(
+            layers=[
+                LocretLayer(track_positions=track, pool_kernel=config.score_pooling)
+                for _ in range(num_layers)
+            ]
+        )
         self.prefilling = False
 
     def evict(self, layer_idx: int) -> None:

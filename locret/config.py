@@ -28,9 +28,11 @@ class LocretConfig:
             entries after a step; ``None`` keeps every generated token (the paper's behaviour).
         eviction_kernel: ``"torch"`` (reference, any device) or ``"triton"`` (fused kernels of
             :mod:`locret.eviction_triton`, CUDA with Triton installed); both keep exactly the same entries.
-        score_pooling: odd window over which each new entry's retaining-head score becomes the maximum of
-            its neighbours' in the same chunk, so an important span (a number, a name) is kept or dropped
-            whole instead of losing single tokens; ``1`` (default) is the paper's unpooled score.
+        score_pooling: odd window over which each entry's retaining-head score becomes the maximum of its
+            neighbours' raw scores, so an important span (a number, a name) is kept or dropped whole instead
+            of losing single tokens. Chunk boundaries do not matter: the result is what pooling the whole
+            prompt's scores at once would give. Needs ``n_stabilizers >= score_pooling // 2``. ``1``
+            (default) is the paper's unpooled score.
     """
 
     budget: int = 1024
@@ -82,6 +84,12 @@ class LocretConfig:
                 and self.score_pooling >= 1
                 and self.score_pooling % 2 == 1,
                 f"score_pooling must be an odd integer >= 1, got {self.score_pooling!r}",
+            ),
+            (
+                not (isinstance(self.score_pooling, int) and isinstance(self.n_stabilizers, int))
+                or self.n_stabilizers >= self.score_pooling // 2,
+                f"score_pooling {self.score_pooling} needs n_stabilizers >= {self.score_pooling // 2} (the "
+                f"newest entries whose scores the next chunk completes), got {self.n_stabilizers}",
             ),
         ]
         for ok, message in checks:

@@ -6,6 +6,7 @@ from tiny import tiny_locret
 
 import locret
 from locret import LocretConfig
+from locret.cache import LocretLayer
 from locret.generation import new_cache
 from locret.models.base import collecting_scores
 from locret.scorers import SCORERS, RetainingHeadScorer, StreamingLLMScorer
@@ -49,27 +50,61 @@ def test_chunk_attention_probs_is_causal_softmax():
     assert torch.allclose(probs[0, 0, 0, 0, :3], manual, atol=1e-6)
 
 
-def test_score_pooling_takes_the_neighbourhood_maximum():
-    class Head:  # scores are the features themselves: [B, T, Hkv]
-        retaining_head = staticmethod(lambda features: features)
+def test_score_pooling_takes_the_neighbourhood_maximum_across_appends():
+    """Pooled in two appends (a chunk boundary between the 5.0 and its neighbours) as if in one."""
+    raw = torch.tensor([[[0.0, 5.0, 0.0, 0.0, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0, 0.0, 3.0]]])
+    layer = LocretLayer(pool_kernel=3)
+    keys = torch.zeros(1, 2, 6, 4)
+    layer.update(keys[:, :, :2], keys[:, :, :2], scores=raw[..., :2])
+    assert layer.scores.tolist() == [[[5.0, 5.0], [2.0, 2.0]]]  # the right neighbours have not arrived yet
+    layer.update(keys[:, :, 2:], keys[:, :, 2:], scores=raw[..., 2:])
+    expected = [[[5.0, 5.0, 5.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 0.0, 3.0, 3.0]]]
+    assert layer.scores.tolist() == expected
+    assert torch.equal(LocretLayer().pool(raw), raw)  # kernel 1: the paper's unpooled scores
 
-    features = torch.tensor([[[0.0, 2.0], [5.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 3.0]]])
-    pooled = RetainingHeadScorer(pool_kernel=3).score_new(Head(), features, None, None, None)
-    assert pooled.tolist() == [[[5.0, 5.0, 5.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 0.0, 3.0, 3.0]]]
-    unpooled = RetainingHeadScorer().score_new(Head(), features, None, None, None)
-    assert torch.equal(unpooled, features.transpose(1, 2))
 
-
-def test_cache_scores_are_pooled_by_the_config():
+@pytest.mark.parametrize("chunk_size", [32, 8, 5])
+def test_pooled_cache_scores_do_not_depend_on_chunk_boundaries(chunk_size):
+    """No eviction (budget above the prompt): the stored scores are the whole prompt's raw head scores
+    max-pooled at once, whatever the chunking, the question's first tokens completing the context's last."""
     model = tiny_locret("llama")
     ids = torch.randint(3, 97, (1, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), collecting_scores(model) as sinks:
         model(ids)
-    config = LocretConfig(budget=24, chunk_size=32, n_stabilizers=0, n_local=1, score_pooling=5)
+    config = LocretConfig(budget=24, chunk_size=chunk_size, n_stabilizers=2, n_local=3, score_pooling=5)
     cache = new_cache(model, config)
     locret.generate(model, ids, cache=cache, max_new_tokens=1)
     for layer, sink in zip(cache.layers, sinks, strict=True):
         raw = sink[0].transpose(1, 2)  # [B, Hkv, T]
-        expected = torch.nn.functional.max_pool1d(raw[..., :19], 5, stride=1, padding=2)
-        assert torch.allclose(layer.scores[..., :19], expected, atol=1e-5)
-        assert not torch.allclose(layer.scores[..., :19], raw[..., :19])
+        expected = torch.nn.functional.max_pool1d(raw, 5, stride=1, padding=2)
+        assert torch.allclose(layer.scores[..., :17], expected[..., :17], atol=1e-5)
+        assert torch.isinf(layer.scores[..., 17:20]).all()  # the protected local tail
+        assert not torch.allclose(layer.scores[..., :17], raw[..., :17])
+
+
+def test_pooling_with_eviction_keeps_every_stored_score_exact():
+    """With eviction each chunk's raw scores differ from a full forward's, so record them as produced: every
+    stored entry's score must be the maximum raw score within two tokens of it."""
+
+    class Recording(RetainingHeadScorer):
+        def __init__(self):
+            self.raw: dict[int, list[torch.Tensor]] = {}
+
+        def score_new(self, attention, features, query, key, positions):
+            scores = super().score_new(attention, features, query, key, positions)
+            self.raw.setdefault(attention.layer_idx, []).append(scores)
+            return scores
+
+    model = tiny_locret("llama")
+    ids = torch.randint(3, 97, (1, 90), generator=torch.Generator().manual_seed(1))
+    config = LocretConfig(budget=16, chunk_size=7, n_stabilizers=2, n_local=1, score_pooling=5)
+    scorer = Recording()
+    cache = new_cache(model, config, scorer=scorer, track_positions=True)
+    locret.generate(model, ids, cache=cache, max_new_tokens=1)
+    for index, layer in enumerate(cache.layers):
+        raw = torch.cat(scorer.raw[index], dim=-1)
+        pooled = torch.nn.functional.max_pool1d(raw, 5, stride=1, padding=2)
+        context = layer.positions < 89  # the last token is the protected local tail
+        assert context.sum() == 2 * 16  # KV heads x budget
+        expected = pooled.gather(-1, layer.positions)
+        assert torch.allclose(layer.scores[context], expected[context], atol=1e-6)

@@ -22,6 +22,7 @@ from locret import LocretConfig
         ),
         ({"score_pooling": 4}, "score_pooling must be an odd integer >= 1"),
         ({"score_pooling": 0}, "score_pooling must be an odd integer >= 1"),
+        ({"score_pooling": 7, "n_stabilizers": 2}, "score_pooling 7 needs n_stabilizers >= 3"),
     ],
 )
 def test_invalid_config(kwargs, message):

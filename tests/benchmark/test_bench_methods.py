@@ -69,7 +69,7 @@ def test_locret_methods_pool_the_head_scores_as_configured(pair, name, pooling):
     method = get_method(name)
     config = method.locret_config(budget=32, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
     assert config.score_pooling == pooling and method.params().get("score_pooling", 1) == pooling
-    assert method.make_cache(pair[0], config).scorer.pool_kernel == pooling
+    assert all(layer.pool_kernel == pooling for layer in method.make_cache(pair[0], config).layers)
 
 
 def test_full_cache_is_the_vanilla_model_within_the_window(pair, ids):
@@ -144,6 +144,26 @@ def test_retention_diagnostic_counts_kept_positions_per_kv_head():
     positions = torch.tensor([[[0, 5, 7], [1, 2, 3]]])  # [batch, kv heads, kept]
     assert surviving(positions, [5, 7, 3]) == "2/1"
     assert surviving(positions, [4]) == "0/0"
+
+
+def test_needle_trace_records_each_chunk_and_ends_with_what_survived(pair, ids):
+    """The trace's counts per chunk: one row per prefill chunk, never more than digits x KV heads, and the
+    last row equal to what the cache holds when the prefill is over."""
+    import locret
+    from benchmark.needle_trace import DigitTracingCache
+
+    model, _ = pair
+    config = locret.LocretConfig(budget=24, chunk_size=16, n_stabilizers=4, n_local=4)
+    needle = list(range(40, 46))
+    cache = DigitTracingCache(config, model.config.num_hidden_layers, needle)
+    locret.generate(model, ids[:, :100], cache=cache, max_new_tokens=1)
+    assert [seen for seen, _ in cache.history] == [16, 32, 48, 64, 80, 96]
+    heads = model.config.num_key_value_heads
+    assert all(0 <= n <= len(needle) * heads for _, kept in cache.history for n in kept)
+    assert cache.history[1][1] == [0, 0]  # the needle is not seen yet
+    assert any(n < len(needle) * heads for n in cache.history[-1][1])  # budget 24 of 96 loses some
+    final = [int(torch.isin(layer.positions, torch.tensor(needle)).sum()) for layer in cache.layers]
+    assert cache.history[-1][1] == final
 
 
 @pytest.mark.parametrize("name", ["full", "locret", "locret_random", "streaming_llm", "h2o", "snapkv"])

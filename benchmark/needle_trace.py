@@ -1,0 +1,107 @@
+"""When a pass key is lost during a long prefill: per chunk, how many of its digit tokens each layer keeps.
+
+    python -m benchmark.needle_trace --length 32768 --depth 0.5 --index 0
+
+Builds the ``index``-th passkey prompt of ``benchmark.run --task passkey --length L --depth D --seed S``
+(completion style, the question as the protected local tail), prefills it with Locret exactly as the
+``locret_pooled`` method does (``--pooling 1`` for the paper's rule), and prints after the needle's chunk and
+after every later chunk where something changed how many of the key's digit tokens each layer still holds
+(summed over its KV heads), then the answer. ``benchmark.passkey_retention`` compares the heads with the true
+labels but needs a full-attention pass; this needs none, so it runs at any length.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import locret
+from benchmark.infinite_bench.generators import generate
+from benchmark.run import encode_sample
+from locret.acquire import load_tokenizer
+from locret.cache import LocretCache
+
+
+class DigitTracingCache(LocretCache):
+    """A Locret cache that records, after each prefill chunk, how many ``digits`` positions every layer holds."""
+
+    def __init__(self, config: locret.LocretConfig, num_layers: int, digits: list[int]) -> None:
+        super().__init__(config, num_layers, track_positions=True)
+        self.digits = torch.tensor(digits)
+        self.history: list[tuple[int, list[int]]] = []  # (tokens seen, digits kept per layer)
+
+    def evict(self, layer_idx: int) -> None:
+        super().evict(layer_idx)
+        if self.prefilling and layer_idx == len(self.layers) - 1:
+            kept = [int(torch.isin(layer.positions, self.digits).sum()) for layer in self.layers]
+            self.history.append((self.layers[-1].seen, kept))
+
+
+def digit_positions(tokenizer, ids: list[int], start: int, span: int) -> list[int]:
+    """Positions in ``ids[start : start + span]`` whose token is a digit (this tokenizer spells one per token)."""
+    return [
+        p for p in range(start, min(start + span, len(ids))) if tokenizer.decode([ids[p]]).strip().isdigit()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    parser.add_argument("--heads", default=None, help="adapter dir (default: the shipped heads)")
+    parser.add_argument("--length", type=int, default=32768)
+    parser.add_argument("--depth", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--index", type=int, default=0, help="which key of the seed's sequence (0-based)")
+    parser.add_argument("--budget", type=int, default=1024)
+    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--pooling", type=int, default=7, help="score_pooling (1: the paper's rule)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    tokenizer = load_tokenizer(args.model)
+    model = locret.from_pretrained(args.model, heads=args.heads, dtype=torch.float32).eval()
+    sample = generate(
+        "passkey", tokenizer, args.length, args.index + 1, args.seed, depth=args.depth, style="completion"
+    )[args.index]
+    prompt = encode_sample(tokenizer, sample, chat_template=False)
+    needle_start = len(tokenizer.encode(sample.prefix + sample.context[: sample.meta["needle_char_offset"]]))
+    needle_span = len(tokenizer.encode(sample.meta["needle"], add_special_tokens=False)) + 2
+    digits = digit_positions(tokenizer, prompt.ids, needle_start, needle_span)
+    config = locret.LocretConfig(
+        budget=args.budget,
+        chunk_size=args.chunk_size,
+        n_stabilizers=args.budget // 4,
+        n_local=prompt.n_question,
+        score_pooling=args.pooling,
+    )
+    cache = DigitTracingCache(config, model.config.num_hidden_layers, digits)
+    out = locret.generate(model, torch.tensor([prompt.ids]), cache=cache, max_new_tokens=8)
+    answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
+
+    total = len(digits) * cache.layers[0].keys.shape[1]
+    print(
+        f"{len(prompt.ids)} tokens, key {sample.answers[0]}, digit tokens at {digits} "
+        f"(chunk {digits[0] // args.chunk_size}, offset {digits[0] % args.chunk_size}); "
+        f"per layer at most {total} (digits x KV heads)"
+    )
+    previous = None
+    for seen, kept in cache.history:
+        if seen <= digits[0] or kept == previous:
+            continue
+        print(
+            f"after {seen:7d} tokens: sum {sum(kept):4d} | "
+            + " ".join(f"{i}:{n}" for i, n in enumerate(kept))
+        )
+        previous = kept
+    print(
+        f"answer {answer!r}, expected {sample.answers[0]}: {'CORRECT' if sample.answers[0] in answer else 'WRONG'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
