@@ -6,8 +6,9 @@ Builds the ``index``-th passkey prompt of ``benchmark.run --task passkey --lengt
 (completion style, the question as the protected local tail), prefills it with Locret exactly as the
 ``locret_pooled`` method does (``--pooling 1`` for the paper's rule), and prints after the needle's chunk and
 after every later chunk where something changed how many of the key's digit tokens each layer still holds
-(summed over its KV heads), then the answer. ``benchmark.passkey_retention`` compares the heads with the true
-labels but needs a full-attention pass; this needs none, so it runs at any length.
+(summed over its KV heads), then per KV head at the end, and the answer. ``benchmark.passkey_retention``
+compares the heads with the true labels but needs a full-attention pass; this needs none, so it runs at any
+length.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 import locret
 from benchmark.infinite_bench.generators import generate
+from benchmark.passkey_retention import surviving
 from benchmark.run import encode_sample
 from locret.acquire import load_tokenizer
 from locret.cache import LocretCache
@@ -98,6 +100,8 @@ def main() -> None:
             + " ".join(f"{i}:{n}" for i, n in enumerate(kept))
         )
         previous = kept
+    per_head = (f"{i}:{surviving(layer.positions, digits)}" for i, layer in enumerate(cache.layers))
+    print("at the end, per layer and KV head: " + " ".join(per_head))
     print(
         f"answer {answer!r}, expected {sample.answers[0]}: {'CORRECT' if sample.answers[0] in answer else 'WRONG'}"
     )
