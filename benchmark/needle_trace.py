@@ -6,9 +6,10 @@ Builds the ``index``-th passkey prompt of ``benchmark.run --task passkey --lengt
 (completion style, the question as the protected local tail), prefills it with Locret exactly as the
 ``locret_pooled`` method does (``--pooling 1`` for the paper's rule), and prints after the needle's chunk and
 after every later chunk where something changed how many of the key's digit tokens each layer still holds
-(summed over its KV heads), then per KV head at the end, and the answer. ``benchmark.passkey_retention``
-compares the heads with the true labels but needs a full-attention pass; this needs none, so it runs at any
-length.
+(summed over its KV heads), then per KV head at the end, and the answer. ``--track needle`` follows every
+token of the needle sentence instead, and ends with how many (layer, KV head) pairs kept each token.
+``benchmark.passkey_retention`` compares the heads with the true labels but needs a full-attention pass;
+this needs none, so it runs at any length.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--pooling", type=int, default=7, help="score_pooling (1: the paper's rule)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--track",
+        choices=["digits", "needle"],
+        default="digits",
+        help="follow the key's digit tokens, or every token of the needle sentence",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,6 +81,8 @@ def main() -> None:
     needle_start = len(tokenizer.encode(sample.prefix + sample.context[: sample.meta["needle_char_offset"]]))
     needle_span = len(tokenizer.encode(sample.meta["needle"], add_special_tokens=False)) + 2
     digits = digit_positions(tokenizer, prompt.ids, needle_start, needle_span)
+    if args.track == "needle":
+        digits = list(range(needle_start, min(needle_start + needle_span, len(prompt.ids))))
     config = locret.LocretConfig(
         budget=args.budget,
         chunk_size=args.chunk_size,
@@ -87,9 +96,9 @@ def main() -> None:
 
     total = len(digits) * cache.layers[0].keys.shape[1]
     print(
-        f"{len(prompt.ids)} tokens, key {sample.answers[0]}, digit tokens at {digits} "
+        f"{len(prompt.ids)} tokens, key {sample.answers[0]}, tracked tokens at {digits} "
         f"(chunk {digits[0] // args.chunk_size}, offset {digits[0] % args.chunk_size}); "
-        f"per layer at most {total} (digits x KV heads)"
+        f"per layer at most {total} (tokens x KV heads)"
     )
     previous = None
     for seen, kept in cache.history:
@@ -102,6 +111,12 @@ def main() -> None:
         previous = kept
     per_head = (f"{i}:{surviving(layer.positions, digits)}" for i, layer in enumerate(cache.layers))
     print("at the end, per layer and KV head: " + " ".join(per_head))
+    slots = sum(layer.positions.shape[1] for layer in cache.layers)  # layers x KV heads
+    per_token = (
+        f"{tokenizer.decode([prompt.ids[p]])!r}:{sum(int((layer.positions == p).sum()) for layer in cache.layers)}"
+        for p in digits
+    )
+    print(f"at the end, per token, of {slots} (layer, KV head) pairs: " + " ".join(per_token))
     print(
         f"answer {answer!r}, expected {sample.answers[0]}: {'CORRECT' if sample.answers[0] in answer else 'WRONG'}"
     )
