@@ -14,52 +14,34 @@ this needs none, so it runs at any length.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 import locret
 from benchmark.infinite_bench.generators import generate
-from benchmark.passkey_retention import surviving
+from benchmark.passkey_retention import digit_positions, passkey_parser, surviving
 from benchmark.run import encode_sample
 from locret.acquire import load_tokenizer
 from locret.cache import LocretCache
 
 
-class DigitTracingCache(LocretCache):
-    """A Locret cache that records, after each prefill chunk, how many ``digits`` positions every layer holds."""
+class NeedleTracingCache(LocretCache):
+    """A Locret cache that records, after each prefill chunk, how many ``tracked`` positions every layer holds."""
 
-    def __init__(self, config: locret.LocretConfig, num_layers: int, digits: list[int]) -> None:
+    def __init__(self, config: locret.LocretConfig, num_layers: int, tracked: list[int]) -> None:
         super().__init__(config, num_layers, track_positions=True)
-        self.digits = torch.tensor(digits)
-        self.history: list[tuple[int, list[int]]] = []  # (tokens seen, digits kept per layer)
+        self.tracked = torch.tensor(tracked)
+        self.history: list[tuple[int, list[int]]] = []  # (tokens seen, tracked entries kept per layer)
 
     def evict(self, layer_idx: int) -> None:
         super().evict(layer_idx)
         if self.prefilling and layer_idx == len(self.layers) - 1:
-            kept = [int(torch.isin(layer.positions, self.digits).sum()) for layer in self.layers]
+            kept = [int(torch.isin(layer.positions, self.tracked).sum()) for layer in self.layers]
             self.history.append((self.layers[-1].seen, kept))
 
 
-def digit_positions(tokenizer, ids: list[int], start: int, span: int) -> list[int]:
-    """Positions in ``ids[start : start + span]`` whose token is a digit (this tokenizer spells one per token)."""
-    return [
-        p for p in range(start, min(start + span, len(ids))) if tokenizer.decode([ids[p]]).strip().isdigit()
-    ]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    parser.add_argument("--heads", default=None, help="adapter dir (default: the shipped heads)")
-    parser.add_argument("--length", type=int, default=32768)
-    parser.add_argument("--depth", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = passkey_parser(__doc__, length=32768)
     parser.add_argument("--index", type=int, default=0, help="which key of the seed's sequence (0-based)")
-    parser.add_argument("--budget", type=int, default=1024)
-    parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--pooling", type=int, default=7, help="score_pooling (1: the paper's rule)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
@@ -80,9 +62,8 @@ def main() -> None:
     prompt = encode_sample(tokenizer, sample, chat_template=False)
     needle_start = len(tokenizer.encode(sample.prefix + sample.context[: sample.meta["needle_char_offset"]]))
     needle_span = len(tokenizer.encode(sample.meta["needle"], add_special_tokens=False)) + 2
-    digits = digit_positions(tokenizer, prompt.ids, needle_start, needle_span)
-    if args.track == "needle":
-        digits = list(range(needle_start, min(needle_start + needle_span, len(prompt.ids))))
+    span = range(needle_start, min(needle_start + needle_span, len(prompt.ids)))
+    tracked = list(span) if args.track == "needle" else digit_positions(tokenizer, prompt.ids, span)
     config = locret.LocretConfig(
         budget=args.budget,
         chunk_size=args.chunk_size,
@@ -90,31 +71,31 @@ def main() -> None:
         n_local=prompt.n_question,
         score_pooling=args.pooling,
     )
-    cache = DigitTracingCache(config, model.config.num_hidden_layers, digits)
+    cache = NeedleTracingCache(config, model.config.num_hidden_layers, tracked)
     out = locret.generate(model, torch.tensor([prompt.ids]), cache=cache, max_new_tokens=8)
     answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
 
-    total = len(digits) * cache.layers[0].keys.shape[1]
+    total = len(tracked) * cache.layers[0].keys.shape[1]
     print(
-        f"{len(prompt.ids)} tokens, key {sample.answers[0]}, tracked tokens at {digits} "
-        f"(chunk {digits[0] // args.chunk_size}, offset {digits[0] % args.chunk_size}); "
+        f"{len(prompt.ids)} tokens, key {sample.answers[0]}, tracked tokens at {tracked} "
+        f"(chunk {tracked[0] // args.chunk_size}, offset {tracked[0] % args.chunk_size}); "
         f"per layer at most {total} (tokens x KV heads)"
     )
     previous = None
     for seen, kept in cache.history:
-        if seen <= digits[0] or kept == previous:
+        if seen <= tracked[0] or kept == previous:
             continue
         print(
             f"after {seen:7d} tokens: sum {sum(kept):4d} | "
             + " ".join(f"{i}:{n}" for i, n in enumerate(kept))
         )
         previous = kept
-    per_head = (f"{i}:{surviving(layer.positions, digits)}" for i, layer in enumerate(cache.layers))
+    per_head = (f"{i}:{surviving(layer.positions, tracked)}" for i, layer in enumerate(cache.layers))
     print("at the end, per layer and KV head: " + " ".join(per_head))
     slots = sum(layer.positions.shape[1] for layer in cache.layers)  # layers x KV heads
     per_token = (
         f"{tokenizer.decode([prompt.ids[p]])!r}:{sum(int((layer.positions == p).sum()) for layer in cache.layers)}"
-        for p in digits
+        for p in tracked
     )
     print(f"at the end, per token, of {slots} (layer, KV head) pairs: " + " ".join(per_token))
     print(

@@ -36,6 +36,26 @@ def percentile(scores: torch.Tensor, positions: list[int]) -> list[float]:
     return ranks[..., positions].mean(dim=(-1, -2)).tolist()
 
 
+def digit_positions(tokenizer, ids: list[int], positions: range) -> list[int]:
+    """The ``positions`` whose token in ``ids`` is a digit (this tokenizer spells one digit per token)."""
+    return [p for p in positions if tokenizer.decode([ids[p]]).strip().isdigit()]
+
+
+def passkey_parser(description: str, length: int) -> argparse.ArgumentParser:
+    """The options the passkey diagnostics share: the model and heads, the prompt, budget and chunk."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    parser.add_argument("--heads", default=None, help="adapter dir (default: the shipped heads)")
+    parser.add_argument("--length", type=int, default=length)
+    parser.add_argument("--depth", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=int, default=1024)
+    parser.add_argument("--chunk-size", type=int, default=512)
+    return parser
+
+
 def surviving(positions: torch.Tensor, wanted: list[int]) -> str:
     """How many of ``wanted`` positions each KV head of a layer still holds, as ``a/b/c``."""
     hits = torch.isin(positions[0], torch.tensor(wanted, device=positions.device)).sum(-1)
@@ -54,17 +74,7 @@ class KnownScores(EntryScorer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    parser.add_argument("--heads", default=None, help="adapter dir (default: the shipped heads)")
-    parser.add_argument("--length", type=int, default=2048)
-    parser.add_argument("--depth", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budget", type=int, default=1024)
-    parser.add_argument("--chunk-size", type=int, default=512)
-    args = parser.parse_args()
+    args = passkey_parser(__doc__, length=2048).parse_args()
 
     tokenizer = load_tokenizer(args.model)
     model = locret.from_pretrained(args.model, heads=args.heads, dtype=torch.float32).eval()
@@ -106,7 +116,7 @@ def main() -> None:
         budget=args.budget, chunk_size=args.chunk_size, n_stabilizers=args.budget // 4, n_local=len(question)
     )
     prompt = torch.tensor([context + question])
-    digits = [needle[i] for i, t in enumerate(needle_ids) if tokenizer.decode([t]).strip().isdigit()]
+    digits = [needle[i] for i in digit_positions(tokenizer, needle_ids, range(len(needle_ids)))]
     for name, scorer in (("heads", None), ("true labels (oracle)", KnownScores(labels))):
         cache = new_cache(model, config, scorer=scorer, track_positions=True)
         out = locret.generate(model, prompt, cache=cache, max_new_tokens=8)

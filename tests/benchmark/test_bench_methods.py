@@ -147,15 +147,15 @@ def test_retention_diagnostic_counts_kept_positions_per_kv_head():
 
 
 def test_needle_trace_records_each_chunk_and_ends_with_what_survived(pair, ids):
-    """The trace's counts per chunk: one row per prefill chunk, never more than digits x KV heads, and the
+    """The trace's counts per chunk: one row per prefill chunk, never more than tracked tokens x KV heads, and the
     last row equal to what the cache holds when the prefill is over."""
     import locret
-    from benchmark.needle_trace import DigitTracingCache
+    from benchmark.needle_trace import NeedleTracingCache
 
     model, _ = pair
     config = locret.LocretConfig(budget=24, chunk_size=16, n_stabilizers=4, n_local=4)
     needle = list(range(40, 46))
-    cache = DigitTracingCache(config, model.config.num_hidden_layers, needle)
+    cache = NeedleTracingCache(config, model.config.num_hidden_layers, needle)
     locret.generate(model, ids[:, :100], cache=cache, max_new_tokens=1)
     assert [seen for seen, _ in cache.history] == [16, 32, 48, 64, 80, 96]
     heads = model.config.num_key_value_heads
