@@ -18,7 +18,7 @@ import torch
 
 import locret
 from benchmark.infinite_bench.generators import generate
-from benchmark.passkey_retention import digit_positions, passkey_parser, surviving
+from benchmark.passkey_retention import digit_positions, needle_token_span, passkey_parser, surviving
 from benchmark.run import encode_sample
 from locret.acquire import load_tokenizer
 from locret.cache import LocretCache
@@ -60,9 +60,7 @@ def main() -> None:
         "passkey", tokenizer, args.length, args.index + 1, args.seed, depth=args.depth, style="completion"
     )[args.index]
     prompt = encode_sample(tokenizer, sample, chat_template=False)
-    needle_start = len(tokenizer.encode(sample.prefix + sample.context[: sample.meta["needle_char_offset"]]))
-    needle_span = len(tokenizer.encode(sample.meta["needle"], add_special_tokens=False)) + 2
-    span = range(needle_start, min(needle_start + needle_span, len(prompt.ids)))
+    span = needle_token_span(tokenizer, sample)
     tracked = list(span) if args.track == "needle" else digit_positions(tokenizer, prompt.ids, span)
     config = locret.LocretConfig(
         budget=args.budget,

@@ -41,6 +41,22 @@ def digit_positions(tokenizer, ids: list[int], positions: range) -> list[int]:
     return [p for p in positions if tokenizer.decode([ids[p]]).strip().isdigit()]
 
 
+def needle_token_span(tokenizer, sample) -> range:
+    """Token positions of the needle sentence in ``prefix + context``, found from its character span.
+
+    Encoding the text up to the needle's first and last character gives its exact token span, without a
+    margin for merges at its edges.
+    """
+    start_char = sample.meta["needle_char_offset"]
+    end_char = start_char + len(sample.meta["needle"])
+    text = sample.prefix + sample.context
+
+    def n_tokens(chars: int) -> int:
+        return len(tokenizer(text[: len(sample.prefix) + chars], add_special_tokens=False).input_ids)
+
+    return range(n_tokens(start_char), n_tokens(end_char))
+
+
 def passkey_parser(description: str, length: int) -> argparse.ArgumentParser:
     """The options the passkey diagnostics share: the model and heads, the prompt, budget and chunk."""
     parser = argparse.ArgumentParser(
@@ -88,9 +104,8 @@ def main() -> None:
     context = encode(sample.prefix + sample.context)
     question, answer = encode(sample.question), encode(" " + sample.answers[0] + ".")
     n_instruction = len(encode(sample.prefix))
-    needle_start = len(encode(sample.prefix + sample.context[: sample.meta["needle_char_offset"]]))
-    needle_ids = encode(sample.meta["needle"])
-    needle = list(range(needle_start, needle_start + len(needle_ids)))
+    needle_span = needle_token_span(tokenizer, sample)
+    needle = list(needle_span)
 
     ids = torch.tensor(context + question + answer)
     labels = compute_cis_labels(model, ids, len(context) + len(question))[..., : len(context)]
@@ -116,7 +131,7 @@ def main() -> None:
         budget=args.budget, chunk_size=args.chunk_size, n_stabilizers=args.budget // 4, n_local=len(question)
     )
     prompt = torch.tensor([context + question])
-    digits = [needle[i] for i in digit_positions(tokenizer, needle_ids, range(len(needle_ids)))]
+    digits = digit_positions(tokenizer, context, needle_span)
     for name, scorer in (("heads", None), ("true labels (oracle)", KnownScores(labels))):
         cache = new_cache(model, config, scorer=scorer, track_positions=True)
         out = locret.generate(model, prompt, cache=cache, max_new_tokens=8)

@@ -146,6 +146,20 @@ def test_retention_diagnostic_counts_kept_positions_per_kv_head():
     assert surviving(positions, [4]) == "0/0"
 
 
+@pytest.mark.parametrize(("length", "depth"), [(4096, 0.5), (32768, 0.5), (8192, 0.9)])
+def test_needle_token_span_is_exactly_the_needle(length, depth, smollm2_tokenizer):
+    """The diagnostics follow the needle's own tokens, including where it straddles a chunk boundary (32K)."""
+    from benchmark.infinite_bench.generators import generate
+    from benchmark.passkey_retention import needle_token_span
+    from benchmark.run import encode_sample
+
+    (sample,) = generate("passkey", smollm2_tokenizer, length, 1, 0, depth=depth, style="completion")
+    ids = encode_sample(smollm2_tokenizer, sample, chat_template=False).ids
+    span = needle_token_span(smollm2_tokenizer, sample)
+    assert smollm2_tokenizer.decode(ids[span.start : span.stop]) == sample.meta["needle"]
+    assert span.start == sample.meta["needle_token_offset"]
+
+
 def test_needle_trace_records_each_chunk_and_ends_with_what_survived(pair, ids):
     """The trace's counts per chunk: one row per prefill chunk, never more than tracked tokens x KV heads, and the
     last row equal to what the cache holds when the prefill is over."""
