@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +105,26 @@ class LabelSet:
         """The prompt's retaining-head inputs ``[L, n_prompt, F]`` as stored."""
         with safe_open(ref.shard, framework="pt") as shard:
             return shard.get_tensor(f"{ref.id}/features")
+
+
+class FeatureReader:
+    """Saved head inputs, the next example's read in a background thread while this step computes.
+
+    One example's features are ``layers x tokens x F`` values (about 200 MB at 4K tokens for SmolLM2),
+    so once they no longer fit the page cache, reading them takes as long as the heads-only step itself.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="locret-features")
+        self._pending: tuple[ExampleRef, Future[torch.Tensor]] | None = None
+
+    def request(self, ref: ExampleRef) -> None:
+        """Start reading ``ref``'s features; the next ``get(ref)`` returns them."""
+        self._pending = (ref, self._pool.submit(LabelSet.load_features, ref))
+
+    def get(self, ref: ExampleRef) -> torch.Tensor:
+        """``ref``'s features ``[L, n_prompt, F]``: the requested read if it is this one, else a direct read."""
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == ref:
+            return pending[1].result()
+        return LabelSet.load_features(ref)

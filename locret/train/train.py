@@ -27,7 +27,7 @@ import locret
 from locret.models.base import collecting_scores
 
 from .loss import retaining_loss
-from .shards import ExampleRef, LabelSet
+from .shards import ExampleRef, FeatureReader, LabelSet
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=mixed)
         self.label_sets = [LabelSet(d) for d in ([label_dirs] if isinstance(label_dirs, str) else label_dirs)]
         self.labels = self.label_sets[0]
+        if settings.val_examples < 1:
+            raise ValueError("--val-examples must be at least 1: the validation loss is logged and reported")
         if len(self.labels) <= settings.val_examples:
             raise ValueError(
                 f"{len(self.labels)} labelled examples: need more than --val-examples {settings.val_examples}"
@@ -94,6 +96,7 @@ class Trainer:
         self.val_refs = self.labels.examples[len(self.train_refs) :]
         for extra in self.label_sets[1:]:
             self.train_refs += extra.examples
+        self.feature_reader = FeatureReader()
 
         torch.manual_seed(settings.seed)  # the heads' initialisation
         model = locret.from_pretrained(
@@ -139,13 +142,17 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- one step
 
-    def example_loss(self, ref: ExampleRef) -> torch.Tensor:
+    def example_loss(self, ref: ExampleRef, next_ref: ExampleRef | None = None) -> torch.Tensor:
+        """``ref``'s loss; with saved features, ``next_ref``'s are read in the background meanwhile."""
         input_ids, labels = LabelSet.load(ref)
         length = min(ref.n_prompt, self.settings.max_length)  # causal: truncating keeps earlier Q/K/V exact
         labels = labels[..., :length].to(self.accelerator.device)
         if self.labels.has_features:
             # The frozen backbone's head inputs were saved with the labels: heads-only forward.
-            features = LabelSet.load_features(ref)[:, :length].to(self.accelerator.device, torch.float32)
+            features = self.feature_reader.get(ref)
+            if next_ref is not None:
+                self.feature_reader.request(next_ref)
+            features = features[:, :length].to(self.accelerator.device, torch.float32)
             heads = self.unwrapped.retaining_heads
             return self._loss([head(x) for head, x in zip(heads, features, strict=True)], labels)
         input_ids = input_ids[:length][None].to(self.accelerator.device)
@@ -159,15 +166,23 @@ class Trainer:
             scores, labels, top_fraction=settings.top_fraction, top_weight=settings.top_weight
         )
 
-    def train_step(self) -> float:
+    def _train_ref(self, step: int) -> ExampleRef:
         index = example_for_step(
-            self.step,
+            step,
             len(self.train_refs),
             self.settings.seed,
             self.accelerator.process_index,
             self.accelerator.num_processes,
         )
-        loss = self.example_loss(self.train_refs[index])
+        return self.train_refs[index]
+
+    def _validates_after(self, step: int) -> bool:
+        return step % self.settings.val_every == 0 or step == self.settings.steps
+
+    def train_step(self) -> float:
+        done = self.step + 1  # what is read after this step: the validation set, or the next step's example
+        following = self.val_refs[0] if self._validates_after(done) else self._train_ref(done)
+        loss = self.example_loss(self._train_ref(self.step), following)
         self.accelerator.backward(loss)
         leaked = [p.shape for p in self.backbone_params if p.grad is not None]
         assert not leaked, f"gradient reached frozen backbone parameters: {leaked[:3]}"
@@ -180,7 +195,15 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        return sum(self.example_loss(ref).item() for ref in self.val_refs) / len(self.val_refs)
+        following = [
+            *self.val_refs[1:],
+            self._train_ref(self.step) if self.step < self.settings.steps else None,
+        ]
+        losses = [
+            self.example_loss(ref, next_ref).item()
+            for ref, next_ref in zip(self.val_refs, following, strict=True)
+        ]
+        return sum(losses) / len(losses)
 
     # ------------------------------------------------------------------------------------ checkpoints
 
@@ -261,7 +284,7 @@ class Trainer:
             self._log({"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(1)
-            if self.step % self.settings.val_every == 0 or self.step == self.settings.steps:
+            if self._validates_after(self.step):
                 self._log({"step": self.step, "val_loss": self.validation_loss()})
             if self.step % self.settings.save_every == 0 and self.step < self.settings.steps:
                 self.save_checkpoint()

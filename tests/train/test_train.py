@@ -111,6 +111,42 @@ def test_saved_features_train_exactly_like_the_backbone(tiny_llama_dir: Path, tm
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
+    # Whole runs: features read ahead in the background, across validation, give the backbone's losses.
+    settings = TrainSettings(steps=5, warmup_steps=1, retaining_head_size=16, val_examples=2, val_every=2)
+    logs = []
+    for name in ("plain", "features"):
+        torch.manual_seed(0)
+        out = tmp_path / f"run_{name}"
+        Trainer(str(tiny_llama_dir), str(tmp_path / name), str(out), settings).run()
+        logs.append([json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()])
+    assert [sorted(r) for r in logs[0]] == [sorted(r) for r in logs[1]]
+    for plain, features in zip(*logs, strict=True):
+        for key in ("loss", "val_loss"):
+            if key in plain:
+                assert features[key] == pytest.approx(plain[key], rel=1e-4)
+
+
+def test_feature_reader_returns_the_example_asked_for(tiny_llama_dir: Path, tmp_path) -> None:
+    """A read-ahead for one example never answers a request for another."""
+    from conftest import synthetic_examples
+
+    from locret import from_pretrained
+    from locret.train.data_gen import GenerationSettings, generate_labels
+    from locret.train.shards import FeatureReader, LabelSet
+
+    model = from_pretrained(tiny_llama_dir, random_heads=True).eval()
+    header = {"model": str(tiny_llama_dir), "num_layers": 2, "num_kv_heads": 2}
+    generate_labels(
+        model, synthetic_examples(3), tmp_path, header, GenerationSettings(features_dtype="float32")
+    )
+    refs = LabelSet(tmp_path).examples
+    reader = FeatureReader()
+    reader.request(refs[0])
+    assert torch.equal(reader.get(refs[1]), LabelSet.load_features(refs[1]))
+    reader.request(refs[2])
+    assert torch.equal(reader.get(refs[2]), LabelSet.load_features(refs[2]))
+    assert torch.equal(reader.get(refs[0]), LabelSet.load_features(refs[0]))
+
 
 def test_several_label_directories_train_together(tiny_llama_dir: Path, tiny_labels: Path, tmp_path) -> None:
     """Extra directories only add training examples; validation stays the tail of the first."""
@@ -122,3 +158,9 @@ def test_several_label_directories_train_together(tiny_llama_dir: Path, tiny_lab
     assert metadata["final_val_loss"] < metadata["first_val_loss"]
     config = json.loads((tmp_path / "two" / "locret_heads_config.json").read_text())
     assert config["labels"] == [str(tiny_labels)] * 2
+
+
+def test_validation_set_cannot_be_empty(tiny_llama_dir: Path, tiny_labels: Path, tmp_path) -> None:
+    settings = TrainSettings(steps=2, warmup_steps=1, retaining_head_size=16, val_examples=0)
+    with pytest.raises(ValueError, match="--val-examples must be at least 1"):
+        Trainer(str(tiny_llama_dir), str(tiny_labels), str(tmp_path), settings)
