@@ -23,6 +23,7 @@ import torch
 
 import locret
 from benchmark.infinite_bench.generators import generate_passkey
+from benchmark.text import make_counter
 from locret.acquire import load_tokenizer
 from locret.generation import new_cache
 from locret.models.base import collecting_scores
@@ -42,19 +43,14 @@ def digit_positions(tokenizer, ids: list[int], positions: range) -> list[int]:
 
 
 def needle_token_span(tokenizer, sample) -> range:
-    """Token positions of the needle sentence in ``prefix + context``, found from its character span.
+    """Token positions of the needle sentence in the prompt, without a margin for merges at its edges.
 
-    Encoding the text up to the needle's first and last character gives its exact token span, without a
-    margin for merges at its edges.
+    It starts at the generator's ``needle_token_offset`` and ends where the text up to the needle's last
+    character, counted the way the generator counts, ends.
     """
-    start_char = sample.meta["needle_char_offset"]
-    end_char = start_char + len(sample.meta["needle"])
-    text = sample.prefix + sample.context
-
-    def n_tokens(chars: int) -> int:
-        return len(tokenizer(text[: len(sample.prefix) + chars], add_special_tokens=False).input_ids)
-
-    return range(n_tokens(start_char), n_tokens(end_char))
+    end_char = sample.meta["needle_char_offset"] + len(sample.meta["needle"])
+    end = make_counter(tokenizer)(sample.prefix + sample.context[:end_char])
+    return range(sample.meta["needle_token_offset"], end)
 
 
 def passkey_parser(description: str, length: int) -> argparse.ArgumentParser:

@@ -157,7 +157,9 @@ def test_needle_token_span_is_exactly_the_needle(length, depth, smollm2_tokenize
     ids = encode_sample(smollm2_tokenizer, sample, chat_template=False).ids
     span = needle_token_span(smollm2_tokenizer, sample)
     assert smollm2_tokenizer.decode(ids[span.start : span.stop]) == sample.meta["needle"]
-    assert span.start == sample.meta["needle_token_offset"]
+    # and no wider: one more token on either side is no longer the needle alone
+    assert smollm2_tokenizer.decode(ids[span.start - 1 : span.stop]) != sample.meta["needle"]
+    assert smollm2_tokenizer.decode(ids[span.start : span.stop + 1]) != sample.meta["needle"]
 
 
 def test_needle_trace_records_each_chunk_and_ends_with_what_survived(pair, ids):

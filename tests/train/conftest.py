@@ -86,14 +86,20 @@ def synthetic_examples(count: int, seed: int = 0) -> list:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_labels(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """CIS labels of 16 synthetic examples on the tiny Llama, in 4 shards."""
+def write_tiny_labels(model_dir: Path, out: Path, count: int, features_dtype: str | None = None) -> Path:
+    """CIS labels of ``count`` synthetic examples on the tiny Llama in ``out``, in shards of 4; with
+    ``features_dtype``, the heads' inputs too."""
     from locret import from_pretrained
     from locret.train.data_gen import GenerationSettings, generate_labels
 
-    model = from_pretrained(tiny_llama_dir, random_heads=True).eval()
-    out = tmp_path_factory.mktemp("labels")
-    header = {"model": str(tiny_llama_dir), "num_layers": 2, "num_kv_heads": 2}
-    generate_labels(model, synthetic_examples(16), out, header, GenerationSettings(shard_size=4))
+    model = from_pretrained(model_dir, random_heads=True).eval()
+    header = {"model": str(model_dir), "num_layers": 2, "num_kv_heads": 2}
+    settings = GenerationSettings(shard_size=4, features_dtype=features_dtype)
+    generate_labels(model, synthetic_examples(count), out, header, settings)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_labels(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CIS labels of 16 synthetic examples on the tiny Llama, in 4 shards."""
+    return write_tiny_labels(tiny_llama_dir, tmp_path_factory.mktemp("labels"), 16)

@@ -87,16 +87,10 @@ def test_resume_is_exact(tiny_llama_dir: Path, tiny_labels: Path, tmp_path) -> N
 
 def test_saved_features_train_exactly_like_the_backbone(tiny_llama_dir: Path, tmp_path) -> None:
     """Heads-only steps on stored features give the same loss and gradients as running the backbone."""
-    from conftest import synthetic_examples
+    from conftest import write_tiny_labels
 
-    from locret import from_pretrained
-    from locret.train.data_gen import GenerationSettings, generate_labels
-
-    model = from_pretrained(tiny_llama_dir, random_heads=True).eval()
-    header = {"model": str(tiny_llama_dir), "num_layers": 2, "num_kv_heads": 2}
     for name, dtype in (("plain", None), ("features", "float32")):
-        settings = GenerationSettings(shard_size=4, features_dtype=dtype)
-        generate_labels(model, synthetic_examples(8), tmp_path / name, header, settings)
+        write_tiny_labels(tiny_llama_dir, tmp_path / name, 8, features_dtype=dtype)
     settings = TrainSettings(steps=2, warmup_steps=1, retaining_head_size=16, val_examples=2)
     losses, grads = [], []
     for name in ("plain", "features"):
@@ -128,18 +122,11 @@ def test_saved_features_train_exactly_like_the_backbone(tiny_llama_dir: Path, tm
 
 def test_feature_reader_returns_the_example_asked_for(tiny_llama_dir: Path, tmp_path) -> None:
     """A read-ahead for one example never answers a request for another."""
-    from conftest import synthetic_examples
+    from conftest import write_tiny_labels
 
-    from locret import from_pretrained
-    from locret.train.data_gen import GenerationSettings, generate_labels
     from locret.train.shards import FeatureReader, LabelSet
 
-    model = from_pretrained(tiny_llama_dir, random_heads=True).eval()
-    header = {"model": str(tiny_llama_dir), "num_layers": 2, "num_kv_heads": 2}
-    generate_labels(
-        model, synthetic_examples(3), tmp_path, header, GenerationSettings(features_dtype="float32")
-    )
-    refs = LabelSet(tmp_path).examples
+    refs = LabelSet(write_tiny_labels(tiny_llama_dir, tmp_path, 3, features_dtype="float32")).examples
     reader = FeatureReader()
     reader.request(refs[0])
     assert torch.equal(reader.get(refs[1]), LabelSet.load_features(refs[1]))
