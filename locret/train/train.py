@@ -96,7 +96,7 @@ class Trainer:
         self.val_refs = self.labels.examples[len(self.train_refs) :]
         for extra in self.label_sets[1:]:
             self.train_refs += extra.examples
-        self.feature_reader = FeatureReader()
+        self.feature_reader = FeatureReader() if self.labels.has_features else None
 
         torch.manual_seed(settings.seed)  # the heads' initialisation
         model = locret.from_pretrained(
@@ -147,7 +147,7 @@ class Trainer:
         input_ids, labels = LabelSet.load(ref)
         length = min(ref.n_prompt, self.settings.max_length)  # causal: truncating keeps earlier Q/K/V exact
         labels = labels[..., :length].to(self.accelerator.device)
-        if self.labels.has_features:
+        if self.feature_reader is not None:
             # The frozen backbone's head inputs were saved with the labels: heads-only forward.
             features = self.feature_reader.get(ref)
             if next_ref is not None:

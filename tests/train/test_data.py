@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import char_tokenizer
+from train_helpers import char_tokenizer
 
 from locret.train.data import (
     Example,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_examples
 from safetensors.torch import load_file
+from train_helpers import synthetic_examples
 
 from locret import from_pretrained
 from locret.train import data_gen

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import write_tiny_labels
 
 from locret.adapter import read_heads
 from locret.train import train
@@ -87,8 +88,6 @@ def test_resume_is_exact(tiny_llama_dir: Path, tiny_labels: Path, tmp_path) -> N
 
 def test_saved_features_train_exactly_like_the_backbone(tiny_llama_dir: Path, tmp_path) -> None:
     """Heads-only steps on stored features give the same loss and gradients as running the backbone."""
-    from conftest import write_tiny_labels
-
     for name, dtype in (("plain", None), ("features", "float32")):
         write_tiny_labels(tiny_llama_dir, tmp_path / name, 8, features_dtype=dtype)
     settings = TrainSettings(steps=2, warmup_steps=1, retaining_head_size=16, val_examples=2)
@@ -122,8 +121,6 @@ def test_saved_features_train_exactly_like_the_backbone(tiny_llama_dir: Path, tm
 
 def test_feature_reader_returns_the_example_asked_for(tiny_llama_dir: Path, tmp_path) -> None:
     """A read-ahead for one example never answers a request for another."""
-    from conftest import write_tiny_labels
-
     from locret.train.shards import FeatureReader, LabelSet
 
     refs = LabelSet(write_tiny_labels(tiny_llama_dir, tmp_path, 3, features_dtype="float32")).examples
