@@ -2,8 +2,9 @@
 
     python -m benchmark.summary runs/ --out benchmark/results/
 
-Reads every ``metrics.json`` under the given roots. Writes ``results.md`` (one row per case, then a
-score grid per task/length/depth: methods x budgets), ``results.json`` (the rows), and plots:
+Reads every ``metrics.json`` under the given roots (or an earlier summary's ``results.json``). Writes
+``results.md`` (one row per case, then a score grid per task/length/depth: methods x budgets),
+``results.json`` (the rows), and plots:
 ``score_vs_budget_<task>_L<length>_d<depth>.png`` (one line per method; full cache and other
 budget-independent methods as dashed horizontal lines) and ``score_vs_length_<task>_b<budget>_d<depth>.png``.
 """
@@ -21,15 +22,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def collect(roots: list[str | Path]) -> list[dict]:
-    """Every case's metrics, with its folder."""
-    rows = []
+def collect(roots: list[str | Path], lengths: set[int] | None = None) -> list[dict]:
+    """Every case's metrics, with its folder: ``metrics.json`` under result roots, or the rows of an
+    earlier summary's ``results.json`` (so a table can join committed summaries and new runs). A case
+    given twice keeps its last reading; ``lengths`` keeps only those prompt lengths."""
+    cases: dict[tuple, dict] = {}
     for root in roots:
-        for path in sorted(Path(root).rglob("metrics.json")):
-            row = json.loads(path.read_text())
-            row["folder"] = str(path.parent)
-            rows.append(row)
-    return rows
+        path = Path(root)
+        if path.name == "results.json":
+            rows = json.loads(path.read_text())
+        else:
+            rows = [
+                {**json.loads(metrics.read_text()), "folder": str(metrics.parent)}
+                for metrics in sorted(path.rglob("metrics.json"))
+            ]
+        for row in rows:
+            if lengths is None or row["length"] in lengths:
+                key = tuple(row[k] for k in ("task", "method", "budget", "length", "depth"))
+                if key in cases:
+                    print(f"{'/'.join(map(str, key))}: {row['folder']} replaces {cases[key]['folder']}")
+                cases[key] = row
+    return list(cases.values())
 
 
 def _sort_key(row: dict) -> tuple:
@@ -175,12 +188,17 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m benchmark.summary", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="result roots written by benchmark.run --out")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="result roots written by benchmark.run --out, or earlier summaries' results.json",
+    )
+    p.add_argument("--length", help="comma list: keep only these prompt lengths")
     p.add_argument("--out", default="benchmark/results", help="where results.md and the PNGs go")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = collect(a.runs)
+    rows = collect(a.runs, None if a.length is None else {int(n) for n in a.length.split(",")})
     if not rows:
         raise SystemExit(f"no metrics.json under {', '.join(a.runs)}")
     (out / "results.md").write_text(markdown(rows))

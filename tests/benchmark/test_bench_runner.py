@@ -182,3 +182,29 @@ def test_summary_grids_per_length_and_across_lengths():
     assert "| 8192 | full |  |  | n/a (exceeds window) |" in across
     assert "| 8192 | locret |  | 0.0 |  |" in across
     assert "## passkey, length 8192, depth 0.5" in text
+
+
+def test_summary_joins_earlier_summaries_and_new_runs(tmp_path, capsys):
+    def row(method, budget, length, score, folder):
+        return {"task": "passkey", "method": method, "budget": budget, "length": length, "depth": 0.5,
+                "mean_score": score, "n": 1, "status": "complete", "folder": folder}  # fmt: skip
+
+    earlier = tmp_path / "earlier" / "results.json"
+    earlier.parent.mkdir()
+    earlier.write_text(json.dumps([row("locret", 1024, 131072, 1.0, "old/a"), row("locret", 512, 131072, 0.0, "old/b"),
+                                   row("locret", 1024, 4096, 1.0, "old/c")]))  # fmt: skip
+    case = tmp_path / "runs" / "passkey" / "locret" / "b512_L131072_d0.5"
+    case.mkdir(parents=True)
+    new = row("locret", 512, 131072, 1.0, "ignored")
+    del new["folder"]
+    (case / "metrics.json").write_text(json.dumps(new))
+
+    rows = summary.collect([earlier, tmp_path / "runs"], lengths={131072})
+    assert sorted((r["budget"], r["mean_score"], r["folder"]) for r in rows) == [
+        (512, 1.0, str(case)),  # the later reading replaces the earlier one, and says so
+        (1024, 1.0, "old/a"),
+    ]
+    assert f"passkey/locret/512/131072/0.5: {case} replaces old/b" in capsys.readouterr().out
+    summary.main([str(earlier), str(tmp_path / "runs"), "--length", "131072", "--out", str(tmp_path / "out")])
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| locret | 100.0 | 100.0 |  |" in table and "| 4096 |" not in table
