@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(a.runs, None if a.length is None else {int(n) for n in a.length.split(",")})
     if not rows:
-        raise SystemExit(f"no metrics.json under {', '.join(a.runs)}")
+        where = f" at lengths {a.length}" if a.length else ""
+        raise SystemExit(f"no cases{where} in {', '.join(a.runs)} (metrics.json files or results.json rows)")
     (out / "results.md").write_text(markdown(rows))
     (out / "results.json").write_text(json.dumps(sorted(rows, key=_sort_key), indent=1) + "\n")
     written = plots(rows, out)
