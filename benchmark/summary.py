@@ -6,7 +6,8 @@ Reads every ``metrics.json`` under the given roots (or an earlier summary's ``re
 ``results.md`` (one row per case, then a score grid per task/length/depth: methods x budgets),
 ``results.json`` (the rows), and plots:
 ``score_vs_budget_<task>_L<length>_d<depth>.png`` (one line per method; full cache and other
-budget-independent methods as dashed horizontal lines) and ``score_vs_length_<task>_b<budget>_d<depth>.png``.
+budget-independent methods as dashed horizontal lines) and ``score_vs_length_<task>_b<budget>_d<depth>.png``
+(only where a task and depth ran at two or more lengths).
 """
 
 from __future__ import annotations
@@ -172,6 +173,8 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
         if r["length"] is not None:
             by_budget[(r["task"], r["depth"])].append(r)
     for (task, depth), group in sorted(by_budget.items(), key=lambda kv: str(kv[0])):
+        if len({r["length"] for r in group}) < 2:
+            continue  # a single length is a point, not a curve (the markdown grid skips it too)
         budgets = sorted({r["budget"] for r in group if r["budget"] is not None}) or [None]
         for budget in budgets:
             series = defaultdict(list)

@@ -121,7 +121,7 @@ def test_runner_end_to_end_resumes_and_summarises(tiny_dir, tmp_path, monkeypatc
     assert "| passkey |" in table and "locret" in table and "streaming_llm" in table
     pngs = sorted(p.name for p in results.glob("*.png"))
     assert any(name.startswith("score_vs_budget") for name in pngs)
-    assert any(name.startswith("score_vs_length") for name in pngs)
+    assert not any(name.startswith("score_vs_length") for name in pngs)  # a single length: no curve
     for png in results.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -168,7 +168,7 @@ def test_shared_contexts_prefill_each_repeated_context_once():
     assert (cache, reused) == ("cache2", False) and len(calls) == 2
 
 
-def test_summary_grids_per_length_and_across_lengths():
+def test_summary_grids_per_length_and_across_lengths(tmp_path):
     def row(method, budget, length, score, status="complete"):
         return {"task": "passkey", "method": method, "budget": budget, "length": length, "depth": 0.5,
                 "mean_score": score, "n": 1, "status": status}  # fmt: skip
@@ -182,6 +182,10 @@ def test_summary_grids_per_length_and_across_lengths():
     assert "| 8192 | full |  |  | n/a (exceeds window) |" in across
     assert "| 8192 | locret |  | 0.0 |  |" in across
     assert "## passkey, length 8192, depth 0.5" in text
+    written = summary.plots(rows, tmp_path)  # two lengths: one score-vs-length curve per budget
+    curves = sorted(p.name for p in written if p.name.startswith("score_vs_length"))
+    assert curves == ["score_vs_length_passkey_b1024_d0.5.png", "score_vs_length_passkey_b256_d0.5.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
 
 
 def test_summary_joins_earlier_summaries_and_new_runs(tmp_path, capsys):
@@ -208,3 +212,5 @@ def test_summary_joins_earlier_summaries_and_new_runs(tmp_path, capsys):
     summary.main([str(earlier), str(tmp_path / "runs"), "--length", "131072", "--out", str(tmp_path / "out")])
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| locret | 100.0 | 100.0 |  |" in table and "| 4096 |" not in table
+    pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert pngs == ["score_vs_budget_passkey_L131072_d0.5.png"]  # one length: no score-vs-length curve
