@@ -20,8 +20,11 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
+from ..adapter import HEADS_WEIGHTS_NAME
+from ..config import LocretConfig
 from .data import FORMATS, Example, Skip, SkipLog, TextExample, Tokenization, examples, text_examples
-from .labels import DEFAULT_ANSWER_BLOCK, compute_labels_and_features
+from .eviction_features import features_under_eviction
+from .labels import DEFAULT_ANSWER_BLOCK, compute_cis_labels, compute_labels_and_features
 from .shards import (
     LABEL_DTYPES,
     MANIFEST_VERSION,
@@ -122,12 +125,17 @@ def generate_labels(
     max_examples: int | None = None,
     total: int | None = None,
     on_example: Callable[[str], None] | None = None,
+    eviction: LocretConfig | None = None,
 ) -> dict:
     """Label every example of ``stream`` into ``out_dir``; return the manifest.
 
     ``header`` describes the model and data (it must match on resume). ``max_examples`` caps the number
     of labelled examples in the directory (this run included); ``on_example`` is called after each one.
+    With ``eviction``, the saved head inputs are those of an evicting prefill with these settings and the
+    model's heads (``features_under_eviction``); the labels are the full-attention ones either way.
     """
+    if eviction is not None and settings.features_dtype is None:
+        raise ValueError("eviction-time head inputs are features: set GenerationSettings.features_dtype")
     run = _Run(Path(out_dir), {**header, "generation": asdict(settings)}, settings)
     if run.manifest["complete"]:
         logger.info("%s is already complete (%d examples)", out_dir, len(run.done))
@@ -146,9 +154,14 @@ def generate_labels(
                 break
             input_ids = torch.tensor(item.prompt_ids + item.answer_ids, dtype=torch.long)
             features_dtype = LABEL_DTYPES[settings.features_dtype] if settings.features_dtype else None
-            labels, features = compute_labels_and_features(
-                model, input_ids, len(item.prompt_ids), settings.answer_block, features_dtype
-            )
+            n_prompt = len(item.prompt_ids)
+            if eviction is None:
+                labels, features = compute_labels_and_features(
+                    model, input_ids, n_prompt, settings.answer_block, features_dtype
+                )
+            else:
+                labels = compute_cis_labels(model, input_ids, n_prompt, settings.answer_block)
+                features = features_under_eviction(model, input_ids[:n_prompt], eviction, features_dtype)
             run.add(item.id, labels, input_ids, features)
             bar.update(1)
             if on_example is not None:
@@ -191,13 +204,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also store each prompt's head inputs in this dtype, so training skips the backbone "
         "(disk: layers x prompt tokens x (H + 2 Hkv) x head_dim per example)",
     )
+    parser.add_argument(
+        "--eviction-features",
+        type=Path,
+        default=None,
+        metavar="HEADS_DIR",
+        help="save the head inputs of an evicting chunked prefill in which these heads choose what is kept "
+        "(what the heads see at inference), not those of the full-attention forward; needs --save-features",
+    )
+    parser.add_argument("--eviction-budget", type=int, default=256)
+    parser.add_argument("--eviction-chunk-size", type=int, default=128)
+    parser.add_argument("--eviction-stabilizers", type=int, default=None, help="default: budget // 4")
+    parser.add_argument("--eviction-pooling", type=int, default=1, help="score pooling window (1: none)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="model dtype")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--attn-implementation", default="sdpa")
     return parser.parse_args(argv)
 
 
-def _load(model_name: str, dtype: str, device: str, attn: str):
+def _load(model_name: str, dtype: str, device: str, attn: str, heads: Path | None = None):
     from transformers import AutoTokenizer
 
     import locret
@@ -205,12 +230,14 @@ def _load(model_name: str, dtype: str, device: str, attn: str):
 
     path = resolve_model(model_name)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    # The heads are not used for labels: the smallest width keeps them out of the way (a Locret checkpoint's
-    # own heads of another width are then ignored, hence ignore_mismatched_sizes).
+    # The heads are not used for labels: unless they choose evictions (``heads``), the smallest width keeps
+    # them out of the way (a Locret checkpoint's own heads of another width are then ignored, hence
+    # ignore_mismatched_sizes).
     model = locret.from_pretrained(
         path,
-        random_heads=True,
-        retaining_head_size=1,
+        heads,
+        random_heads=heads is None,
+        retaining_head_size=None if heads else 1,
         ignore_mismatched_sizes=True,
         dtype=getattr(torch, dtype),
         attn_implementation=attn,
@@ -221,7 +248,11 @@ def _load(model_name: str, dtype: str, device: str, attn: str):
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    path, tokenizer, model = _load(args.model, args.dtype, args.device, args.attn_implementation)
+    if args.eviction_features is not None and args.save_features is None:
+        raise SystemExit("--eviction-features saves head inputs: give --save-features DTYPE as well")
+    path, tokenizer, model = _load(
+        args.model, args.dtype, args.device, args.attn_implementation, args.eviction_features
+    )
     if not args.raw_template and tokenizer.chat_template is None:
         raise SystemExit(f"{args.model} has no chat template: pass --raw-template for a base model")
     if args.distractor_tokens and not args.distractor_text:
@@ -251,13 +282,35 @@ def main(argv: list[str] | None = None) -> None:
         "chat_template": template,
         "tokenization": asdict(tokenization),
     }
+    eviction = None
+    if args.eviction_features is not None:
+        stabilizers = (
+            args.eviction_budget // 4 if args.eviction_stabilizers is None else args.eviction_stabilizers
+        )
+        eviction = LocretConfig(
+            budget=args.eviction_budget,
+            chunk_size=args.eviction_chunk_size,
+            n_stabilizers=stabilizers,
+            score_pooling=args.eviction_pooling,
+        )
+        weights = (args.eviction_features / HEADS_WEIGHTS_NAME).read_bytes()
+        header["eviction_features"] = {
+            "heads": str(args.eviction_features),
+            "heads_sha256": hashlib.sha256(weights).hexdigest()[:16],
+            **{
+                key: getattr(eviction, key)
+                for key in ("budget", "chunk_size", "n_stabilizers", "score_pooling")
+            },
+        }
     settings = GenerationSettings(args.shard_size, args.answer_block, args.label_dtype, args.save_features)
     total = sum(isinstance(item, TextExample) for item in text_examples(args.data, args.format))
     total = max(total - args.skip_examples, 0)
     total = total if args.max_examples is None else min(total, args.max_examples)
     source = itertools.islice(text_examples(args.data, args.format), args.skip_examples, None)
     stream = examples(source, tokenizer, tokenization)
-    manifest = generate_labels(model, stream, args.out, header, settings, args.max_examples, total)
+    manifest = generate_labels(
+        model, stream, args.out, header, settings, args.max_examples, total, eviction=eviction
+    )
     count = sum(len(shard["examples"]) for shard in manifest["shards"])
     print(
         f"{count} examples in {len(manifest['shards'])} shards at {args.out} "

@@ -1,0 +1,44 @@
+"""Retaining-head inputs as inference computes them: during a chunked prefill that evicts.
+
+CIS labels come from one full-attention forward, and by default so do the head inputs saved beside them. At
+inference each chunk's hidden states attend only to what the cache kept, so from the first eviction on the
+heads score inputs unlike any they were trained on. Recording the inputs of an evicting prefill (run with
+given heads: the cache those heads would keep, as in DAgger) lets training see what inference feeds them,
+while the labels stay the full-attention ones: what the answer needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from ..config import LocretConfig
+from ..generation import new_cache, prefill_prompt
+
+
+@torch.no_grad()
+def features_under_eviction(
+    model, prompt_ids: torch.Tensor, config: LocretConfig, dtype: torch.dtype = torch.bfloat16
+) -> torch.Tensor:
+    """Head inputs ``[num_layers, n_prompt, F]`` of every prompt token, as ``prefill_prompt`` with ``config``
+    computes them (the model's own heads choose what is evicted). ``config.n_local`` is ignored: the whole
+    prompt is prefilled, its last token by a plain forward on the evicted cache."""
+    ids = prompt_ids.reshape(1, -1).to(next(model.parameters()).device)
+    config = replace(config, n_local=0)
+    heads = model.retaining_heads
+    recorded: list[list[torch.Tensor]] = [[] for _ in heads]
+
+    def recorder(sink: list[torch.Tensor]):
+        return lambda module, args: sink.append(args[0][0].to(dtype))  # batch row 0: [T, F]
+
+    handles = [
+        head.register_forward_pre_hook(recorder(sink)) for head, sink in zip(heads, recorded, strict=True)
+    ]
+    try:
+        cache = prefill_prompt(model, ids, config, cache=new_cache(model, config))
+        model.model(input_ids=ids[:, cache.get_seq_length() :], past_key_values=cache, use_cache=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack([torch.cat(sink) for sink in recorded])
