@@ -10,7 +10,7 @@ from locret.cache import LocretLayer
 from locret.generation import new_cache
 from locret.models.base import collecting_scores
 from locret.scorers import SCORERS, RetainingHeadScorer, StreamingLLMScorer
-from locret.scorers.base import chunk_attention_probs
+from locret.scorers.base import attention_received
 
 CONFIG = LocretConfig(budget=24, chunk_size=8, n_stabilizers=4, n_local=4)
 
@@ -39,15 +39,20 @@ def test_streaming_llm_keeps_sinks_and_recent():
             assert head.tolist() == expected
 
 
-def test_chunk_attention_probs_is_causal_softmax():
+def test_attention_received_sums_each_heads_causal_softmax():
     torch.manual_seed(0)
-    query, key = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 5, 8)
-    probs = chunk_attention_probs(query, key, scaling=8**-0.5)
-    assert probs.shape == (1, 2, 2, 3, 5)
-    assert torch.allclose(probs.sum(-1), torch.ones(1, 2, 2, 3))
-    assert probs[..., 0, 3:].abs().max() == 0 and probs[..., 1, 4].abs().max() == 0
-    manual = torch.softmax((query[0, 0, 0] @ key[0, 0, :3].T) * 8**-0.5, dim=-1)
-    assert torch.allclose(probs[0, 0, 0, 0, :3], manual, atol=1e-6)
+    query, key = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 5, 8)  # 3 new tokens, the last 3 of 5 keys
+    received = attention_received(query, key, scaling=8**-0.5)
+    expected = torch.zeros(1, 2, 5)
+    for head in range(4):  # written out: each query head, each query row, its own causal softmax
+        for row in range(3):
+            visible = 5 - 3 + row + 1
+            logits = query[0, head, row] @ key[0, head // 2, :visible].T * 8**-0.5
+            expected[0, head // 2, :visible] += torch.softmax(logits, dim=-1)
+    torch.testing.assert_close(received, expected, atol=1e-6, rtol=1e-6)
+    assert torch.allclose(received.sum(-1), torch.full((1, 2), 6.0))  # 2 heads x 3 rows per KV head
+    huge = attention_received(query * 1e4, key, scaling=1.0)  # logits ~1e4: no overflow, still sums to 6
+    assert torch.isfinite(huge).all() and torch.allclose(huge.sum(-1), torch.full((1, 2), 6.0))
 
 
 def test_score_pooling_takes_the_neighbourhood_maximum_across_appends():

@@ -28,14 +28,21 @@ class EntryScorer:
         """Optionally rescore ``layer.scores`` from ``query`` ``[B, H, T, D]`` and all keys ``[B, Hkv, S, D]``."""
 
 
-def chunk_attention_probs(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Softmax attention ``[B, Hkv, G, T, S]`` of a chunk's queries over all stored keys (the chunk is last,
-    causal inside itself), grouped by KV head. Materialised: meant for the baselines, not for Locret."""
+def attention_received(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Softmax attention each stored entry receives from a chunk's queries, summed over those queries and the
+    query heads of its KV group: ``[B, Hkv, S]`` (the chunk is the last ``T`` keys, causal inside itself).
+
+    For the attention-based baselines. One ``[B, Hkv, G, T, S]`` float32 buffer is normalised in place
+    (max-shifted exp, then each row's 1/sum folded into the reduction), instead of a logits, masked copy and
+    softmax output of that size each.
+    """
     batch, heads, new, dim = query.shape
     kv_heads, stored = key.shape[1], key.shape[2]
-    grouped = query.view(batch, kv_heads, heads // kv_heads, new, dim).float()
-    logits = torch.einsum("bhgtd,bhsd->bhgts", grouped, key.float()) * scaling
-    future = torch.ones(new, new, dtype=torch.bool, device=query.device).triu(1)
-    mask = torch.zeros(new, stored, dtype=torch.bool, device=query.device)
-    mask[:, stored - new :] = future
-    return torch.softmax(logits.masked_fill(mask, float("-inf")), dim=-1)
+    grouped = query.view(batch, kv_heads, heads // kv_heads, new, dim).float() * scaling
+    weights = torch.einsum("bhgtd,bhsd->bhgts", grouped, key.float())
+    weights[..., stored - new :].masked_fill_(
+        torch.ones(new, new, dtype=torch.bool, device=query.device).triu(1), float("-inf")
+    )
+    weights.sub_(weights.amax(dim=-1, keepdim=True)).exp_()
+    inverse_row_sums = weights.sum(dim=-1).reciprocal_()  # [B, Hkv, G, T]
+    return torch.einsum("bhgts,bhgt->bhs", weights, inverse_row_sums)

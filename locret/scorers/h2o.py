@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import EntryScorer, chunk_attention_probs
+from .base import EntryScorer, attention_received
 
 
 @dataclass
@@ -15,5 +15,5 @@ class H2OScorer(EntryScorer):
         return key.new_zeros(key.shape[:3], dtype=torch.float32)
 
     def after_attention(self, layer, query, key, scaling) -> None:
-        received = chunk_attention_probs(query, key, scaling).sum(dim=(2, 3))
+        received = attention_received(query, key, scaling)
         layer.scores = layer.scores + received

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import EntryScorer, chunk_attention_probs
+from .base import EntryScorer, attention_received
 
 
 @dataclass
@@ -21,7 +21,7 @@ class SnapKVScorer(EntryScorer):
 
     def after_attention(self, layer, query, key, scaling) -> None:
         observed = query[:, :, -self.window :]
-        votes = chunk_attention_probs(observed, key, scaling).sum(dim=(2, 3))
+        votes = attention_received(observed, key, scaling)
         pooled = F.avg_pool1d(votes, self.kernel_size, stride=1, padding=self.kernel_size // 2)
         protected = torch.isinf(layer.scores)
         layer.scores = torch.where(protected, layer.scores, pooled)
