@@ -289,6 +289,14 @@ def read_predictions(path: Path, repair: bool = False) -> list[dict]:
     return records
 
 
+def _extends(predictions: Path, samples: list[Sample]) -> bool:
+    """Whether a larger ``--n`` only adds samples to those stored: every stored prediction is one of the new
+    samples, same id and answers (seeded synthetic tasks at a fixed depth and file tasks draw in a fixed
+    order; a depth sweep spreads its depths by n, so its ids change and it cannot be extended)."""
+    answers = {sample.id: list(sample.answers) for sample in samples}
+    return all(answers.get(r["id"]) == list(r["answers"]) for r in read_predictions(predictions))
+
+
 def summarise(case: Case, records: list[dict], expected: int) -> dict:
     scored = [r for r in records if r.get("score") is not None]
 
@@ -367,7 +375,13 @@ def run_case(
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
         changed = [k for k in _RESULT_KEYS if previous.get(k) != config.get(k)]
-        if changed:
+        if (
+            changed == ["n"]
+            and previous["n"] < config["n"]
+            and _extends(folder / "predictions.jsonl", samples)
+        ):
+            logger.info("%s: adding samples (n %d -> %d)", folder, previous["n"], config["n"])
+        elif changed:
             raise ValueError(
                 f"{folder} holds results of another configuration (differs in {', '.join(changed)}); "
                 "use another --out"

@@ -126,6 +126,34 @@ def test_runner_end_to_end_resumes_and_summarises(tiny_dir, tmp_path, monkeypatc
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_more_samples_extend_a_case_at_a_fixed_depth(tiny_dir, tmp_path, monkeypatch):
+    model_dir, heads = tiny_dir
+    argv = _argv(model_dir, heads, tmp_path / "runs")
+    argv[argv.index("--method") + 1] = "streaming_llm"
+    argv[argv.index("--budget") + 1] = "64"
+    (first,) = bench_run.main(argv)
+    folder = (
+        Path(first["folder"]) if "folder" in first else tmp_path / "runs/passkey/streaming_llm/b64_L300_d0.5"
+    )
+    stored = (folder / "predictions.jsonl").read_text()
+    calls = []
+    original = Method.generate
+    monkeypatch.setattr(Method, "generate", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    argv[argv.index("--n") + 1] = "3"
+    (grown,) = bench_run.main(argv)
+    assert len(calls) == 1 and grown["n"] == 3  # only the third key ran; the first two were kept as they were
+    assert (folder / "predictions.jsonl").read_text().startswith(stored)
+    argv[argv.index("--n") + 1] = "2"
+    with pytest.raises(ValueError, match="differs in n"):  # fewer samples than stored: refused
+        bench_run.main(argv)
+    sweep = [a for a in argv if a not in ("--depth", "0.5")]
+    sweep[sweep.index("--out") + 1] = str(tmp_path / "sweep")
+    bench_run.main(sweep)  # a depth sweep spreads its depths by n: the same keys do not come back
+    sweep[sweep.index("--n") + 1] = "3"
+    with pytest.raises(ValueError, match="differs in n"):
+        bench_run.main(sweep)
+
+
 def test_full_cache_marks_prompts_beyond_the_window(tiny_dir, tmp_path):
     model_dir, heads = tiny_dir
     argv = _argv(model_dir, heads, tmp_path / "runs")
