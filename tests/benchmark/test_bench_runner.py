@@ -132,9 +132,8 @@ def test_more_samples_extend_a_case_at_a_fixed_depth(tiny_dir, tmp_path, monkeyp
     argv[argv.index("--method") + 1] = "streaming_llm"
     argv[argv.index("--budget") + 1] = "64"
     (first,) = bench_run.main(argv)
-    folder = (
-        Path(first["folder"]) if "folder" in first else tmp_path / "runs/passkey/streaming_llm/b64_L300_d0.5"
-    )
+    folder = tmp_path / "runs/passkey/streaming_llm/b64_L300_d0.5"
+    assert first["n"] == 2
     stored = (folder / "predictions.jsonl").read_text()
     calls = []
     original = Method.generate
