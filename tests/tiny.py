@@ -58,7 +58,8 @@ def tiny_pair(arch: str, seed: int = 0, attn: str = "sdpa", **overrides):
             Phi3Config,
         )
     torch.manual_seed(seed)
-    model = locret_cls(locret_cfg(retaining_head_size=16, **kwargs)).eval()
+    heads = kwargs.pop("retaining_head_size", 16)
+    model = locret_cls(locret_cfg(retaining_head_size=heads, **kwargs)).eval()
     model.set_attn_implementation(attn)
     vanilla = vanilla_cls(vanilla_cfg(**kwargs)).eval()
     vanilla.set_attn_implementation(attn)

@@ -4,7 +4,8 @@
   ``torch.load(weights_only=True)`` only: a pickle from elsewhere must not be able to run code);
 - ``extract-heads``: a full Locret model checkpoint directory -> a heads-only adapter;
 - ``from-official``: the official Locret release (``model.layers.{i}.self_attn.fc1.weight`` / ``fc2``,
-  ``.bin`` or ``.safetensors``) plus the base model's config -> our adapter; ``to-official`` goes back.
+  ``.bin`` or ``.safetensors``) plus the base model's config -> our adapter; ``to-official`` goes back;
+- ``ensemble``: several adapters for one model -> one adapter whose scores are their mean.
 
 Every conversion into an adapter checks the heads' shape against the model config and names both shapes
 when they differ (the reference loaded heads with ``strict=False`` and silently kept random ones).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -132,6 +134,29 @@ def to_official(adapter: str | Path, out: str | Path) -> None:
     save_state_dict(official, out)
 
 
+def ensemble(adapters: list[str | Path], out: str | Path) -> Path:
+    """One adapter scoring the mean of ``adapters``' scores (e.g. heads trained with different seeds).
+
+    Exact, because a head has no biases: K heads ``fc2_k(act(fc1_k x))`` are one head of the summed width
+    whose ``fc1`` stacks theirs and whose ``fc2`` places theirs side by side, divided by K. Float32.
+    """
+    if len(adapters) < 2:
+        raise ValueError(f"an ensemble needs at least two adapters, got {len(adapters)}")
+    members = [read_heads(adapter) for adapter in adapters]
+    first = members[0][0]
+    for adapter, (shape, _) in zip(adapters, members, strict=True):
+        check_shape(replace(first, hidden_size=0), replace(shape, hidden_size=0), f"heads at {adapter}")
+    shape = replace(first, hidden_size=sum(member_shape.hidden_size for member_shape, _ in members))
+    state = {}
+    for layer in range(shape.num_layers):
+        fc1, fc2 = f"layers.{layer}.fc1.weight", f"layers.{layer}.fc2.weight"
+        state[fc1] = torch.cat([weights[fc1].float() for _, weights in members], dim=0)
+        state[fc2] = torch.cat([weights[fc2].float() for _, weights in members], dim=1) / len(members)
+    heads = _Heads(shape)
+    load_heads_into(heads, shape, state, f"ensemble of {len(members)} adapters")
+    return save_heads(heads, out, metadata={"ensemble_of": [str(adapter) for adapter in adapters]})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m locret.train.convert",
@@ -155,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     command = commands.add_parser("to-official", help="adapter -> official key layout (.bin/.safetensors)")
     command.add_argument("adapter")
     command.add_argument("target")
+    command = commands.add_parser("ensemble", help="adapters -> one adapter scoring their mean")
+    command.add_argument("adapters", nargs="+")
+    command.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command in ("to-bin", "to-safetensors"):
@@ -164,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         written = extract_heads(args.checkpoint, args.out)
     elif args.command == "from-official":
         written = from_official(args.checkpoint, args.base_model, args.out)
+    elif args.command == "ensemble":
+        written = ensemble(args.adapters, args.out)
     else:
         to_official(args.adapter, args.target)
         written = args.target

@@ -4,7 +4,9 @@ The backbone is frozen; only the heads train. Each step runs the model over one 
 every layer's head scores and fits them to the labels (``loss.retaining_loss``). The output directory
 becomes a heads-only adapter (``locret.load_heads``/``from_pretrained(heads=...)``) plus ``losses.jsonl``
 and ``loss_curve.png``; ``checkpoints/`` allows an exact ``--resume``: the data order is a function of
-the seed and the step, and heads, optimizer, scheduler and RNG state are restored.
+the seed and the step, and heads, optimizer, scheduler and RNG state are restored. ``--validate ADAPTER``
+prints an existing adapter's loss on the same validation examples instead (to compare heads trained
+otherwise, e.g. an ensemble from ``convert ensemble``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 import locret
+from locret.adapter import read_heads
 from locret.models.base import collecting_scores
 
 from .loss import retaining_loss
@@ -349,7 +352,10 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainSettin
         nargs="+",
         help="directories written by locret.train.data_gen (validation: the tail of the first)",
     )
-    parser.add_argument("--out", required=True, help="output: heads adapter, logs, checkpoints")
+    parser.add_argument("--out", help="output: heads adapter, logs, checkpoints (not with --validate)")
+    parser.add_argument(
+        "--validate", metavar="ADAPTER", help="print this adapter's validation loss on --labels and exit"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and exit at this step")
     for name, value in asdict(defaults).items():
@@ -359,12 +365,21 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainSettin
         else:
             parser.add_argument(flag, type=type(value), default=value)
     args = parser.parse_args(argv)
+    if (args.out is None) == (args.validate is None):
+        parser.error("give --out to train, or --validate ADAPTER to score an existing adapter")
     return args, TrainSettings(**{name: getattr(args, name) for name in asdict(defaults)})
 
 
 def main(argv: list[str] | None = None) -> None:
     args, settings = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.validate is not None:
+        width = read_heads(args.validate)[0].hidden_size
+        trainer = Trainer(args.model, args.labels, "", replace(settings, retaining_head_size=width))
+        locret.load_heads(trainer.unwrapped, args.validate)
+        loss = trainer.validation_loss()
+        print(f"validation loss of {args.validate}: {loss:.4f} ({len(trainer.val_refs)} examples)")
+        return
     out = Path(args.out)
     if not args.resume and (out / CHECKPOINTS).exists():
         raise SystemExit(f"{out} already has checkpoints: pass --resume to continue, or use another --out")

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from tiny import tiny_locret
 
 from locret import from_pretrained
-from locret.adapter import heads_state_dict, read_heads
+from locret.adapter import heads_state_dict, load_heads, read_heads, save_heads
 from locret.train import convert
 
 
@@ -87,3 +87,26 @@ def test_missing_layer_rejected(tiny_llama_dir: Path, tmp_path: Path) -> None:
     convert.save_state_dict(state, tmp_path / "three_layers.safetensors")
     with pytest.raises(ValueError, match="num_layers=2.*num_layers=3"):
         convert.from_official(tmp_path / "three_layers.safetensors", tiny_llama_dir, tmp_path / "out")
+
+
+def test_ensemble_scores_the_mean_of_its_members(tmp_path: Path) -> None:
+    members = []
+    for seed, width in ((0, 8), (1, 8), (2, 4)):
+        model = tiny_locret("llama", seed=seed, retaining_head_size=width)
+        for head in model.retaining_heads:
+            head.reset_parameters(0.5)
+        members.append((model, save_heads(model, tmp_path / f"member{seed}")))
+    convert.main(["ensemble", *(str(path) for _, path in members), "--out", str(tmp_path / "mean")])
+    shape, _ = read_heads(tmp_path / "mean")
+    assert shape.hidden_size == 20
+    merged = tiny_locret("llama", retaining_head_size=20)
+    load_heads(merged, tmp_path / "mean")
+    features = torch.randn(1, 7, shape.in_features)
+    for layer, head in enumerate(merged.retaining_heads):
+        mean = sum(model.retaining_heads[layer](features) for model, _ in members) / 3
+        torch.testing.assert_close(head(features), mean, atol=1e-6, rtol=1e-5)
+    other = tiny_locret("phi3", retaining_head_size=8)
+    with pytest.raises(ValueError, match="do not fit"):
+        convert.ensemble([members[0][1], save_heads(other, tmp_path / "phi3")], tmp_path / "bad")
+    with pytest.raises(ValueError, match="at least two"):
+        convert.ensemble([members[0][1]], tmp_path / "bad")

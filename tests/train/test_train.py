@@ -86,6 +86,24 @@ def test_resume_is_exact(tiny_llama_dir: Path, tiny_labels: Path, tmp_path) -> N
     assert logs[0] == logs[1]
 
 
+def test_validate_scores_an_existing_adapter(
+    tiny_llama_dir: Path, tiny_labels: Path, tmp_path, capsys
+) -> None:
+    args = ["--model", str(tiny_llama_dir), "--labels", str(tiny_labels), "--val-examples", "3"]
+    train.main([*args, "--out", str(tmp_path / "heads"), "--steps", "6", "--warmup-steps", "1", "--lr", "0.01",
+                "--retaining-head-size", "16", "--val-every", "6"])  # fmt: skip
+    final = json.loads((tmp_path / "heads" / "locret_heads_config.json").read_text())["final_val_loss"]
+    capsys.readouterr()
+    train.main([*args, "--validate", str(tmp_path / "heads")])  # the width comes from the adapter
+    assert f"validation loss of {tmp_path / 'heads'}: {final:.4f} (3 examples)" in capsys.readouterr().out
+    for both_or_neither in (
+        [*args, "--out", str(tmp_path / "x"), "--validate", str(tmp_path / "heads")],
+        args,
+    ):
+        with pytest.raises(SystemExit):
+            train.main(both_or_neither)
+
+
 def test_saved_features_train_exactly_like_the_backbone(tiny_llama_dir: Path, tmp_path) -> None:
     """Heads-only steps on stored features give the same loss and gradients as running the backbone."""
     for name, dtype in (("plain", None), ("features", "float32")):
