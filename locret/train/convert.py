@@ -134,11 +134,13 @@ def to_official(adapter: str | Path, out: str | Path) -> None:
     save_state_dict(official, out)
 
 
-def ensemble(adapters: list[str | Path], out: str | Path) -> Path:
+def ensemble(adapters: list[str | Path], out: str | Path, dtype: torch.dtype = torch.float32) -> Path:
     """One adapter scoring the mean of ``adapters``' scores (e.g. heads trained with different seeds).
 
     Exact, because a head has no biases: K heads ``fc2_k(act(fc1_k x))`` are one head of the summed width
-    whose ``fc1`` stacks theirs and whose ``fc2`` places theirs side by side, divided by K. Float32.
+    whose ``fc1`` stacks theirs and whose ``fc2`` places theirs side by side, divided by K. Each member is
+    cast to ``dtype`` first and the result is stored in it (for bf16 and K a power of two, exactly the
+    mean of the bf16 members).
     """
     if len(adapters) < 2:
         raise ValueError(f"an ensemble needs at least two adapters, got {len(adapters)}")
@@ -150,11 +152,13 @@ def ensemble(adapters: list[str | Path], out: str | Path) -> Path:
     state = {}
     for layer in range(shape.num_layers):
         fc1, fc2 = f"layers.{layer}.fc1.weight", f"layers.{layer}.fc2.weight"
-        state[fc1] = torch.cat([weights[fc1].float() for _, weights in members], dim=0)
-        state[fc2] = torch.cat([weights[fc2].float() for _, weights in members], dim=1) / len(members)
+        state[fc1] = torch.cat([weights[fc1].to(dtype).float() for _, weights in members], dim=0)
+        state[fc2] = torch.cat([weights[fc2].to(dtype).float() for _, weights in members], dim=1) / len(
+            members
+        )
     heads = _Heads(shape)
     load_heads_into(heads, shape, state, f"ensemble of {len(members)} adapters")
-    return save_heads(heads, out, metadata={"ensemble_of": [str(adapter) for adapter in adapters]})
+    return save_heads(heads.to(dtype), out, metadata={"ensemble_of": [str(adapter) for adapter in adapters]})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     command = commands.add_parser("ensemble", help="adapters -> one adapter scoring their mean")
     command.add_argument("adapters", nargs="+")
     command.add_argument("--out", required=True)
+    command.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="stored dtype")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command in ("to-bin", "to-safetensors"):
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "from-official":
         written = from_official(args.checkpoint, args.base_model, args.out)
     elif args.command == "ensemble":
-        written = ensemble(args.adapters, args.out)
+        written = ensemble(args.adapters, args.out, getattr(torch, args.dtype))
     else:
         to_official(args.adapter, args.target)
         written = args.target

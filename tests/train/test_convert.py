@@ -105,6 +105,12 @@ def test_ensemble_scores_the_mean_of_its_members(tmp_path: Path) -> None:
     for layer, head in enumerate(merged.retaining_heads):
         mean = sum(model.retaining_heads[layer](features) for model, _ in members) / 3
         torch.testing.assert_close(head(features), mean, atol=1e-6, rtol=1e-5)
+    convert.main(["ensemble", str(members[0][1]), str(members[1][1]), "--out", str(tmp_path / "bf16"), "--dtype",
+                  "bfloat16"])  # fmt: skip
+    _, stored = read_heads(tmp_path / "bf16")
+    assert all(tensor.dtype == torch.bfloat16 for tensor in stored.values())
+    fc2 = torch.cat([members[k][0].retaining_heads[1].fc2.weight.bfloat16() for k in (0, 1)], dim=1) / 2
+    assert torch.equal(stored["layers.1.fc2.weight"], fc2)  # halving is exact in bf16
     other = tiny_locret("phi3", retaining_head_size=8)
     with pytest.raises(ValueError, match="do not fit"):
         convert.ensemble([members[0][1], save_heads(other, tmp_path / "phi3")], tmp_path / "bad")
