@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 
 from ..config import LocretConfig
-from ..generation import new_cache, prefill_prompt
+from ..generation import prefill_prompt
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def features_under_eviction(
         head.register_forward_pre_hook(recorder(sink)) for head, sink in zip(heads, recorded, strict=True)
     ]
     try:
-        cache = prefill_prompt(model, ids, config, cache=new_cache(model, config))
+        cache = prefill_prompt(model, ids, config)
         model.model(input_ids=ids[:, cache.get_seq_length() :], past_key_values=cache, use_cache=True)
     finally:
         for handle in handles:
