@@ -43,16 +43,25 @@ def save_heads(model, directory: str | os.PathLike, metadata: dict | None = None
     return directory
 
 
-def read_heads(path: str | os.PathLike) -> tuple[HeadShape, dict[str, torch.Tensor]]:
-    """Read an adapter directory (or its safetensors file) without touching any model."""
+def _adapter_files(path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
     directory = path if path.is_dir() else path.parent
     weights, config_file = directory / HEADS_WEIGHTS_NAME, directory / HEADS_CONFIG_NAME
     for required in (weights, config_file):
         if not required.is_file():
             raise FileNotFoundError(f"not a Locret heads adapter: {required} is missing")
-    config = json.loads(config_file.read_text())
-    return HeadShape(**config["shape"]), load_file(weights)
+    return weights, config_file
+
+
+def read_heads_config(path: str | os.PathLike) -> dict:
+    """An adapter's JSON config: its shape plus whatever training metadata was saved with it."""
+    return json.loads(_adapter_files(path)[1].read_text())
+
+
+def read_heads(path: str | os.PathLike) -> tuple[HeadShape, dict[str, torch.Tensor]]:
+    """Read an adapter directory (or its safetensors file) without touching any model."""
+    weights, _ = _adapter_files(path)
+    return HeadShape(**read_heads_config(path)["shape"]), load_file(weights)
 
 
 def check_shape(expected: HeadShape, found: HeadShape, what: str) -> None:

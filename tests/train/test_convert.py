@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from tiny import tiny_locret
 
 from locret import from_pretrained
-from locret.adapter import heads_state_dict, load_heads, read_heads, save_heads
+from locret.adapter import heads_state_dict, load_heads, read_heads, read_heads_config, save_heads
 from locret.train import convert
 
 
@@ -95,22 +95,29 @@ def test_ensemble_scores_the_mean_of_its_members(tmp_path: Path) -> None:
         model = tiny_locret("llama", seed=seed, retaining_head_size=width)
         for head in model.retaining_heads:
             head.reset_parameters(0.5)
-        members.append((model, save_heads(model, tmp_path / f"member{seed}")))
+        members.append(
+            (model, save_heads(model, tmp_path / f"member{seed}", metadata={"trained_by": "test"}))
+        )
     convert.main(["ensemble", *(str(path) for _, path in members), "--out", str(tmp_path / "mean")])
     shape, _ = read_heads(tmp_path / "mean")
     assert shape.hidden_size == 20
+    provenance = read_heads_config(tmp_path / "mean")["ensemble_of"]
+    assert [member["path"] for member in provenance] == [str(path) for _, path in members]
+    assert all(member["trained_by"] == "test" for member in provenance)
     merged = tiny_locret("llama", retaining_head_size=20)
     load_heads(merged, tmp_path / "mean")
     features = torch.randn(1, 7, shape.in_features)
     for layer, head in enumerate(merged.retaining_heads):
         mean = sum(model.retaining_heads[layer](features) for model, _ in members) / 3
         torch.testing.assert_close(head(features), mean, atol=1e-6, rtol=1e-5)
-    convert.main(["ensemble", str(members[0][1]), str(members[1][1]), "--out", str(tmp_path / "bf16"), "--dtype",
-                  "bfloat16"])  # fmt: skip
-    _, stored = read_heads(tmp_path / "bf16")
-    assert all(tensor.dtype == torch.bfloat16 for tensor in stored.values())
-    fc2 = torch.cat([members[k][0].retaining_heads[1].fc2.weight.bfloat16() for k in (0, 1)], dim=1) / 2
-    assert torch.equal(stored["layers.1.fc2.weight"], fc2)  # halving is exact in bf16
+    for dtype in (torch.bfloat16, torch.float16):
+        name = str(dtype).removeprefix("torch.")
+        convert.main(["ensemble", str(members[0][1]), str(members[1][1]), "--out", str(tmp_path / name),
+                      "--dtype", name])  # fmt: skip
+        _, stored = read_heads(tmp_path / name)
+        assert all(tensor.dtype == dtype for tensor in stored.values())
+        fc2 = torch.cat([members[k][0].retaining_heads[1].fc2.weight.to(dtype) for k in (0, 1)], dim=1) / 2
+        assert torch.equal(stored["layers.1.fc2.weight"], fc2)  # halving is exact in 16-bit floats
     other = tiny_locret("phi3", retaining_head_size=8)
     with pytest.raises(ValueError, match="do not fit"):
         convert.ensemble([members[0][1], save_heads(other, tmp_path / "phi3")], tmp_path / "bad")
