@@ -35,10 +35,12 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.methods import METHODS, Method, get_method
-from benchmark.methods.base import NONE
+from benchmark.methods.base import NONE, TRAINED
 from benchmark.sample import Sample
 from benchmark.tasks import TASKS, load_task, score
+from locret.adapter import heads_digest, read_heads
 from locret.hardware import resolve_dtype_name
+from locret.loading import shipped_heads_for
 
 logger = logging.getLogger("benchmark.run")
 
@@ -349,6 +351,13 @@ class ModelPool:
         self.models[method.heads] = model
         return model
 
+    @cached_property
+    def trained_heads_digest(self) -> str | None:
+        """What trained-heads methods load, as ``from_pretrained`` resolves it (``--heads``, else the heads
+        shipped for the model), digested from the file; None for heads inside a full checkpoint."""
+        adapter = self.settings.heads or shipped_heads_for(self.model_dir)
+        return None if adapter is None else heads_digest(read_heads(adapter)[1])
+
 
 def run_case(
     case: Case,
@@ -371,10 +380,14 @@ def run_case(
         "budget": case.budget,
         "n_stabilizers": None if case.budget is None else settings.stabilizers(case.budget),
     }
+    if method.heads == TRAINED:
+        config["heads_digest"] = pool.trained_heads_digest
     config_path = folder / "config.json"
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
         changed = [k for k in _RESULT_KEYS if previous.get(k) != config.get(k)]
+        if "heads_digest" in previous and previous["heads_digest"] != config.get("heads_digest"):
+            changed.append("heads_digest")  # folders written before the digest existed are not checked
         if (
             changed == ["n"]
             and previous["n"] < config["n"]

@@ -5,6 +5,7 @@ Loading is strict: the saved shape must equal the model's, tensor by tensor, or 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,6 +27,16 @@ def heads_state_dict(model) -> dict[str, torch.Tensor]:
         for i, head in enumerate(model.retaining_heads)
         for name, tensor in head.state_dict().items()
     }
+
+
+def heads_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 (16 hex digits) of a heads state dict: tells runs apart whose ``--heads`` looked the same (no
+    path, or a path whose file was replaced, e.g. new heads shipped for a model)."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(state.items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def save_heads(model, directory: str | os.PathLike, metadata: dict | None = None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,25 @@ def test_more_samples_extend_a_case_at_a_fixed_depth(tiny_dir, tmp_path, monkeyp
     sweep[sweep.index("--n") + 1] = "3"
     with pytest.raises(ValueError, match="differs in n"):
         bench_run.main(sweep)
+
+
+def test_a_case_refuses_other_heads_under_the_same_path(tiny_dir, tmp_path):
+    model_dir, heads = tiny_dir
+    changed = tmp_path / "heads"
+    shutil.copytree(heads, changed)
+    argv = _argv(model_dir, changed, tmp_path / "runs")
+    argv[argv.index("--budget") + 1] = "64"
+    argv[argv.index("--n") + 1] = "1"
+    bench_run.main(argv)
+    config = json.loads((tmp_path / "runs/passkey/locret/b64_L300_d0.5/config.json").read_text())
+    assert len(config["heads_digest"]) == 16
+    assert "heads_digest" not in json.loads(
+        (tmp_path / "runs/passkey/streaming_llm/b64_L300_d0.5/config.json").read_text()
+    )
+    other = tiny_locret(vocab_size=len(word_tokenizer()), max_position_embeddings=512, seed=5)
+    locret.save_heads(other, changed)  # new weights where the old ones were: same --heads argument
+    with pytest.raises(ValueError, match="differs in heads_digest"):
+        bench_run.main(argv)
 
 
 def test_full_cache_marks_prompts_beyond_the_window(tiny_dir, tmp_path):
