@@ -22,6 +22,7 @@ from benchmark.passkey_retention import digit_positions, needle_token_span, pass
 from benchmark.run import encode_sample
 from locret.acquire import load_tokenizer
 from locret.cache import LocretCache
+from locret.config import default_stabilizers
 
 
 class NeedleTracingCache(LocretCache):
@@ -65,7 +66,7 @@ def main() -> None:
     config = locret.LocretConfig(
         budget=args.budget,
         chunk_size=args.chunk_size,
-        n_stabilizers=args.budget // 4,
+        n_stabilizers=default_stabilizers(args.budget),
         n_local=prompt.n_question,
         score_pooling=args.pooling,
     )

@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import DynamicCache
 
 import locret
-from locret.config import EVICTION_KERNELS
+from locret.config import EVICTION_KERNELS, default_stabilizers
 from locret.generation import new_cache
 from locret.hardware import resolve_device, resolve_dtype
 from locret.models.base import EVICT_EVENT, SCORE_EVENT
@@ -50,7 +50,7 @@ def main() -> None:
     config = locret.LocretConfig(
         budget=args.budget,
         chunk_size=args.chunk_size,
-        n_stabilizers=args.budget // 4,
+        n_stabilizers=default_stabilizers(args.budget),
         eviction_kernel=args.eviction_kernel,
     )
     ids = torch.randint(100, model.config.vocab_size - 100, (1, args.budget + args.chunk_size), device=device)

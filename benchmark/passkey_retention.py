@@ -25,6 +25,7 @@ import locret
 from benchmark.infinite_bench.generators import generate_passkey
 from benchmark.text import make_counter
 from locret.acquire import load_tokenizer
+from locret.config import default_stabilizers
 from locret.generation import new_cache
 from locret.models.base import collecting_scores
 from locret.scorers import EntryScorer
@@ -124,7 +125,10 @@ def main() -> None:
         print(f"{layer:5d} | " + " | ".join(cells))
 
     config = locret.LocretConfig(
-        budget=args.budget, chunk_size=args.chunk_size, n_stabilizers=args.budget // 4, n_local=len(question)
+        budget=args.budget,
+        chunk_size=args.chunk_size,
+        n_stabilizers=default_stabilizers(args.budget),
+        n_local=len(question),
     )
     prompt = torch.tensor([context + question])
     digits = digit_positions(tokenizer, context, needle_span)

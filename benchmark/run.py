@@ -39,6 +39,7 @@ from benchmark.methods.base import NONE, TRAINED
 from benchmark.sample import Sample
 from benchmark.tasks import TASKS, load_task, score
 from locret.adapter import heads_digest, read_heads
+from locret.config import default_stabilizers
 from locret.hardware import resolve_dtype_name
 from locret.loading import shipped_heads_for
 
@@ -91,7 +92,7 @@ class Settings:
         return "chat" if self.chat_template else "completion"
 
     def stabilizers(self, budget: int) -> int:
-        n = budget // 4 if self.n_stabilizers is None else self.n_stabilizers
+        n = default_stabilizers(budget) if self.n_stabilizers is None else self.n_stabilizers
         return min(n, budget - 1)
 
 

@@ -5,9 +5,11 @@
 Reads every ``metrics.json`` under the given roots (or an earlier summary's ``results.json``). Writes
 ``results.md`` (one row per case, then a score grid per task/length/depth: methods x budgets),
 ``results.json`` (the rows), and plots:
-``score_vs_budget_<task>_L<length>_d<depth>.png`` (one line per method; full cache and other
-budget-independent methods as dashed horizontal lines) and ``score_vs_length_<task>_b<budget>_d<depth>.png``
-(only where a task and depth ran at two or more lengths).
+``score_vs_budget_<task>_L<length>_d<depth>.png`` (only where two or more budgets ran; one line per
+method, full cache and other budget-independent methods as dashed horizontal lines),
+``score_vs_length_<task>_b<budget>_d<depth>.png`` (only where a task and depth ran at two or more lengths) and
+``depth_by_length_<task>_<method>_b<budget>.png`` (the needle-in-a-haystack picture: one coloured cell per
+length and depth, where a method and budget ran at two or more of each).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+PLOT_PREFIXES = ("score_vs_budget", "score_vs_length", "depth_by_length")
 
 
 def collect(roots: list[str | Path], lengths: set[int] | None = None) -> list[dict]:
@@ -157,6 +161,8 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
     for r in scored:
         by_length[(r["task"], r["length"], r["depth"])].append(r)
     for (task, length, depth), group in sorted(by_length.items(), key=lambda kv: str(kv[0])):
+        if len({r["budget"] for r in group if r["budget"] is not None}) < 2:
+            continue  # one budget is a point per method, not a curve
         series: dict[str, list] = defaultdict(list)
         flat = {}
         for r in group:
@@ -186,6 +192,45 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
                 path, f"{task}, budget {_label(budget, 'full')}", "prompt length (tokens)", series, {}, True
             )
             written.append(path)
+    return written + depth_by_length_maps(scored, out)
+
+
+def depth_by_length_maps(scored: list[dict], out: Path) -> list[Path]:
+    """One length x depth score map per task, method and budget that ran on such a grid."""
+    grids: dict[tuple, list[dict]] = defaultdict(list)
+    for r in scored:
+        if isinstance(r["length"], int) and isinstance(r["depth"], float):
+            grids[(r["task"], r["method"], r["budget"])].append(r)
+    written = []
+    for (task, method, budget), group in sorted(grids.items(), key=lambda kv: str(kv[0])):
+        lengths = sorted({r["length"] for r in group})
+        depths = sorted({r["depth"] for r in group})
+        if len(lengths) < 2 or len(depths) < 2:
+            continue
+        cell = {(r["depth"], r["length"]): r for r in group}
+        fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 2, 0.8 * len(depths) + 1.6))
+        scores = [
+            [100 * cell[d, n]["mean_score"] if (d, n) in cell else float("nan") for n in lengths]
+            for d in depths
+        ]
+        image = ax.imshow(scores, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+        for i, d in enumerate(depths):
+            for j, n in enumerate(lengths):
+                if (d, n) in cell:
+                    row = cell[d, n]
+                    text = f"{scores[i][j]:.0f}\nn={row.get('n_scored', row['n'])}"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(lengths)), [f"{n // 1024}K" if n % 1024 == 0 else str(n) for n in lengths])
+        ax.set_yticks(range(len(depths)), [f"{100 * d:g}%" for d in depths])
+        ax.set_xlabel("prompt length (tokens)")
+        ax.set_ylabel("needle depth")
+        ax.set_title(f"{task}, {method}, budget {_label(budget, 'full')}")
+        fig.colorbar(image, ax=ax, label="score (x100)")
+        fig.tight_layout()
+        path = out / f"depth_by_length_{task}_{method}_b{_label(budget, 'full')}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
     return written
 
 
@@ -208,7 +253,10 @@ def main(argv: list[str] | None = None) -> Path:
     (out / "results.md").write_text(markdown(rows))
     (out / "results.json").write_text(json.dumps(sorted(rows, key=_sort_key), indent=1) + "\n")
     written = plots(rows, out)
-    print(f"{len(rows)} cases -> {out / 'results.md'} and {len(written)} plots")
+    stale = [png for prefix in PLOT_PREFIXES for png in out.glob(f"{prefix}_*.png") if png not in written]
+    for png in stale:
+        png.unlink()  # a plot an earlier summary drew in this folder that no longer describes its rows
+    print(f"{len(rows)} cases -> {out / 'results.md'} and {len(written)} plots ({len(stale)} stale removed)")
     return out / "results.md"
 
 

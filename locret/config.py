@@ -100,6 +100,12 @@ class LocretConfig:
         return asdict(self)
 
 
+def default_stabilizers(budget: int) -> int:
+    """Stabilizers when a tool's caller gives none: a quarter of the budget keeps the newest text continuous
+    while leaving most of the cache to the heads' choice (the paper's settings, below, use 2500 explicitly)."""
+    return budget // 4
+
+
 # The paper's reference settings (SPEC section 4), by base model type.
 PAPER_SETTINGS: dict[str, LocretConfig] = {
     "phi3": LocretConfig(budget=6000, chunk_size=3072, n_stabilizers=2500, n_local=100),

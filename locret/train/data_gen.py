@@ -21,7 +21,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from ..adapter import HEADS_WEIGHTS_NAME
-from ..config import LocretConfig
+from ..config import LocretConfig, default_stabilizers
 from .data import FORMATS, Example, Skip, SkipLog, TextExample, Tokenization, examples, text_examples
 from .eviction_features import features_under_eviction
 from .labels import DEFAULT_ANSWER_BLOCK, compute_cis_labels, compute_labels_and_features
@@ -284,9 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     eviction = None
     if args.eviction_features is not None:
-        stabilizers = (
-            args.eviction_budget // 4 if args.eviction_stabilizers is None else args.eviction_stabilizers
-        )
+        stabilizers = args.eviction_stabilizers
+        if stabilizers is None:
+            stabilizers = default_stabilizers(args.eviction_budget)
         eviction = LocretConfig(
             budget=args.eviction_budget,
             chunk_size=args.eviction_chunk_size,

@@ -232,7 +232,27 @@ def test_summary_grids_per_length_and_across_lengths(tmp_path):
     written = summary.plots(rows, tmp_path)  # two lengths: one score-vs-length curve per budget
     curves = sorted(p.name for p in written if p.name.startswith("score_vs_length"))
     assert curves == ["score_vs_length_passkey_b1024_d0.5.png", "score_vs_length_passkey_b256_d0.5.png"]
+    budget_curves = [p.name for p in written if p.name.startswith("score_vs_budget")]
+    assert budget_curves == [
+        "score_vs_budget_passkey_L4096_d0.5.png"
+    ]  # 8192 ran one budget: a point, no curve
+    assert not any(p.name.startswith("depth_by_length") for p in written)  # one depth: no map
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_summary_maps_a_length_by_depth_grid(tmp_path):
+    rows = [
+        {"task": "passkey", "method": m, "budget": 1024, "length": n, "depth": d, "mean_score": s, "n": 5}
+        for m, s in (("locret", 1.0), ("streaming_llm", 0.0))
+        for n in (4096, 8192)
+        for d in (0.1, 0.9)
+    ]
+    written = sorted(p.name for p in summary.plots(rows, tmp_path))
+    assert [n for n in written if not n.startswith("score_vs_length")] == [
+        "depth_by_length_passkey_locret_b1024.png",
+        "depth_by_length_passkey_streaming_llm_b1024.png",
+    ]  # one budget: no score-vs-budget curve
+    assert (tmp_path / written[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_summary_joins_earlier_summaries_and_new_runs(tmp_path, capsys):
@@ -261,3 +281,9 @@ def test_summary_joins_earlier_summaries_and_new_runs(tmp_path, capsys):
     assert "| locret | 100.0 | 100.0 |  |" in table and "| 4096 |" not in table
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert pngs == ["score_vs_budget_passkey_L131072_d0.5.png"]  # one length: no score-vs-length curve
+
+    (tmp_path / "out" / "score_vs_length_passkey_b512_d0.5.png").write_bytes(b"an earlier summary's plot")
+    (tmp_path / "out" / "notes.png").write_bytes(b"not a summary plot")
+    summary.main([str(earlier), str(tmp_path / "runs"), "--length", "131072", "--out", str(tmp_path / "out")])
+    pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert pngs == ["notes.png", "score_vs_budget_passkey_L131072_d0.5.png"]  # stale plot gone, others kept
