@@ -73,7 +73,8 @@ def settings_for(model, args: argparse.Namespace) -> locret.LocretConfig:
 
 def main() -> int:
     args = parse_args()
-    rng = random.Random(args.seed)
+    seed = random.SystemRandom().randrange(2**31) if args.seed is None else args.seed
+    rng = random.Random(seed)
     depth = rng.random() if args.depth is None else args.depth
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -90,7 +91,7 @@ def main() -> int:
     input_ids = tokenizer(sample.prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
     print(
         f"input: {input_ids.shape[1]} tokens (model window {model.config.max_position_embeddings}), "
-        f"pass key {sample.answers[0]} at depth {depth:.0%}"
+        f"pass key {sample.answers[0]} at depth {depth:.0%} (seed {seed}: rerun with --seed {seed})"
     )
     print(
         f"locret: budget {config.budget}, chunk {config.chunk_size}, stabilizers {config.n_stabilizers}, "

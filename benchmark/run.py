@@ -41,7 +41,7 @@ from benchmark.tasks import TASKS, load_task, score
 from locret.adapter import heads_digest, read_heads
 from locret.config import default_stabilizers
 from locret.hardware import resolve_dtype_name
-from locret.loading import shipped_heads_for
+from locret.loading import default_heads_for
 
 logger = logging.getLogger("benchmark.run")
 
@@ -52,6 +52,7 @@ _RESULT_KEYS = (
     "model",
     "heads",
     "dtype",
+    "heads_dtype",
     "chunk_size",
     "n_stabilizers",
     "chat_template",
@@ -78,6 +79,7 @@ class Settings:
     chunk_size: int = 512
     n_stabilizers: int | None = None  # None: budget // 4
     dtype: str = "bfloat16"
+    heads_dtype: str | None = None  # None: the model's
     data_dir: str | None = None
     chat_template: bool = False
     max_new_tokens: int | None = None  # None: the task's own
@@ -129,6 +131,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default="auto",
         help="auto: bf16 on CUDA and CPUs with native bf16, float32 elsewhere (bf16 is ~10x slower on AVX2)",
     )
+    p.add_argument(
+        "--heads-dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="retaining heads' dtype (default: the model's)",
+    )
     p.add_argument("--data-dir", default=None, help="released data root (e.g. ../shared/data)")
     p.add_argument("--chat-template", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's own")
@@ -158,6 +166,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         chunk_size=a.chunk_size,
         n_stabilizers=a.n_stabilizers,
         dtype=resolve_dtype_name(a.dtype, a.device),
+        heads_dtype=a.heads_dtype,
         data_dir=a.data_dir,
         chat_template=a.chat_template,
         max_new_tokens=a.max_new_tokens,
@@ -347,6 +356,7 @@ class ModelPool:
             dtype=DTYPES[s.dtype],
             device=s.device,
             attn_implementation=s.attn_implementation,
+            heads_dtype=None if s.heads_dtype is None else DTYPES[s.heads_dtype],
         )
         self.loads += 1
         self.models[method.heads] = model
@@ -356,7 +366,7 @@ class ModelPool:
     def trained_heads_digest(self) -> str | None:
         """What trained-heads methods load, as ``from_pretrained`` resolves it (``--heads``, else the heads
         shipped for the model), digested from the file; None for heads inside a full checkpoint."""
-        adapter = self.settings.heads or shipped_heads_for(self.model_dir)
+        adapter = default_heads_for(self.model_dir, self.settings.heads)
         return None if adapter is None else heads_digest(read_heads(adapter)[1])
 
 

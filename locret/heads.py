@@ -46,7 +46,9 @@ class RetainingHead(nn.Module):
     """``score = fc2(act(fc1([Q|K|V])))``: one score per token and KV head, from the pre-RoPE projections.
 
     No biases, as in the paper; ``fc1``/``fc2`` match the official release's names. Every KV head's score sees
-    the query, key and value features of all heads.
+    the query, key and value features of all heads. A head computes in its own dtype, so a bf16 model can keep
+    float32 heads (``from_pretrained(..., heads_dtype=torch.float32)``). By default heads follow the model's
+    dtype: on SmolLM2 in bf16, float32 heads found the same keys and prefilled about 4% slower (model card).
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class RetainingHead(nn.Module):
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         """``qkv`` ``[B, T, in_features]`` -> scores ``[B, T, num_kv_heads]``."""
-        return self.fc2(self.act(self.fc1(qkv)))
+        return self.fc2(self.act(self.fc1(qkv.to(self.fc1.weight.dtype))))
 
     def reset_parameters(self, std: float) -> None:
         """Small random weights. Never zero: with SiLU(0) = 0 both layers' gradients would be exactly zero."""

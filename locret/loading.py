@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, PreTrainedModel
 
 from .adapter import load_heads, read_heads
@@ -31,6 +32,18 @@ def shipped_heads_for(name: str | os.PathLike) -> Path | None:
     return path if path is not None and path.is_dir() else None
 
 
+def default_heads_for(
+    model_or_path: str | os.PathLike | PreTrainedModel, heads: str | os.PathLike | None = None
+) -> str | os.PathLike | Path | None:
+    """The adapter ``from_pretrained`` loads: ``heads`` when given, else the heads shipped for the model (a
+    loaded model by the name it was loaded from); None: a Locret checkpoint's own heads, or fresh ones."""
+    if heads is not None:
+        return heads
+    if isinstance(model_or_path, PreTrainedModel):
+        model_or_path = model_or_path.config.name_or_path
+    return shipped_heads_for(model_or_path)
+
+
 def attach_retaining_heads(model: PreTrainedModel, head_size: int | None = None) -> PreTrainedModel:
     """Give an already loaded transformers model fresh retaining heads, in place (like a PEFT adapter)."""
     cls = locret_class_for(model.config.model_type)
@@ -52,6 +65,7 @@ def from_pretrained(
     *,
     random_heads: bool = False,
     retaining_head_size: int | None = None,
+    heads_dtype: torch.dtype | None = None,
     **hf_kwargs,
 ) -> PreTrainedModel:
     """Load a model with retaining heads attached.
@@ -64,16 +78,21 @@ def from_pretrained(
             checkpoint are used, else the heads shipped with locret for that model, else fresh random heads.
         random_heads: force fresh random heads (e.g. the untrained baseline).
         retaining_head_size: width of fresh heads (default: the config's, or 1024).
+        heads_dtype: the heads' dtype (default: the model's). ``torch.float32`` keeps a bf16 model's heads as
+            trained; an adapter's weights are then loaded exactly, a full checkpoint's after the model's dtype.
         **hf_kwargs: passed to transformers' ``from_pretrained`` (``dtype``, ``device_map``,
             ``attn_implementation``...).
     """
-    adapter = None if random_heads else (heads or shipped_heads_for(model_or_path))
+    adapter = None if random_heads else default_heads_for(model_or_path, heads)
     if adapter is not None:
         retaining_head_size = read_heads(adapter)[0].hidden_size
     if isinstance(model_or_path, PreTrainedModel):
         model = attach_retaining_heads(model_or_path, retaining_head_size)
     else:
         model = _load(model_or_path, retaining_head_size, **hf_kwargs)
+    if heads_dtype is not None:
+        for head in model.retaining_heads:
+            head.to(heads_dtype)
     if adapter is not None:
         load_heads(model, adapter)
         logger.info("loaded retaining heads from %s", adapter)

@@ -33,6 +33,29 @@ def test_locret_checkpoint_round_trip(tmp_path, arch):
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_heads_follow_the_model_dtype_unless_asked_for_float32(tmp_path, dtype):
+    model, vanilla = tiny_pair("llama")
+    locret.save_heads(model, tmp_path / "heads")
+    vanilla.save_pretrained(tmp_path / "base")
+    loaded = locret.from_pretrained(tmp_path / "base", heads=tmp_path / "heads", dtype=dtype)
+    assert {head.fc1.weight.dtype for head in loaded.retaining_heads} == {dtype}
+    exact = locret.from_pretrained(
+        tmp_path / "base", heads=tmp_path / "heads", dtype=dtype, heads_dtype=torch.float32
+    )
+    assert exact.model.layers[0].self_attn.q_proj.weight.dtype == dtype
+    for ours, trained in zip(exact.retaining_heads, model.retaining_heads, strict=True):
+        assert torch.equal(ours.fc1.weight, trained.fc1.weight) and torch.equal(
+            ours.fc2.weight, trained.fc2.weight
+        )
+    features = torch.randn(1, 5, model.head_shape.in_features).to(dtype)  # what a half-precision layer gives
+    scores = exact.retaining_heads[0](features)
+    assert scores.dtype == torch.float32 and torch.equal(scores, model.retaining_heads[0](features.float()))
+    ids = torch.randint(3, 97, (1, 40))
+    config = locret.LocretConfig(budget=16, chunk_size=8, n_stabilizers=4, n_local=4)
+    assert locret.generate(exact, ids, config, max_new_tokens=2).new_tokens.shape == (1, 2)
+
+
 def test_heads_adapter_round_trip_on_an_untouched_base(tmp_path):
     model, vanilla = tiny_pair("llama")
     locret.save_heads(model, tmp_path / "heads", metadata={"note": "test"})

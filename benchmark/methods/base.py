@@ -56,11 +56,12 @@ class Method:
         dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
         attn_implementation: str = "sdpa",
+        heads_dtype: torch.dtype | None = None,
     ):
         """Load the model this method runs on (a Locret model: every method uses the same attention path)."""
-        kwargs = dict(dtype=dtype, attn_implementation=attn_implementation)
+        kwargs = dict(dtype=dtype, attn_implementation=attn_implementation, heads_dtype=heads_dtype)
         if self.heads == TRAINED:
-            if heads_dir is None and locret.loading.shipped_heads_for(model_path) is None:
+            if locret.loading.default_heads_for(model_path, heads_dir) is None:
                 raise ValueError(
                     f"method {self.name!r} needs trained retaining heads: pass --heads DIR "
                     "(an adapter saved with locret.save_heads / locret-train)"
