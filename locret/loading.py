@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from .models import locret_class_for
 
 logger = logging.getLogger(__name__)
 
+LOCRET_PREFIX = "locret_"  # model_type of the Locret classes: locret_llama, locret_phi3
 SHIPPED_HEADS_DIR = Path(__file__).parent / "pretrained_heads"
 # Model names whose trained heads ship inside the package, and the folder holding them.
 SHIPPED_HEADS: dict[str, str] = {
@@ -35,12 +37,17 @@ def shipped_heads_for(name: str | os.PathLike) -> Path | None:
 def default_heads_for(
     model_or_path: str | os.PathLike | PreTrainedModel, heads: str | os.PathLike | None = None
 ) -> str | os.PathLike | Path | None:
-    """The adapter ``from_pretrained`` loads: ``heads`` when given, else the heads shipped for the model (a
-    loaded model by the name it was loaded from); None: a Locret checkpoint's own heads, or fresh ones."""
+    """The adapter ``from_pretrained`` loads: ``heads`` when given; None for a Locret model or checkpoint
+    (it has heads of its own); else the heads shipped for the model (a loaded one by the name it came from)."""
     if heads is not None:
         return heads
     if isinstance(model_or_path, PreTrainedModel):
-        model_or_path = model_or_path.config.name_or_path
+        if model_or_path.config.model_type.startswith(LOCRET_PREFIX):
+            return None
+        return shipped_heads_for(model_or_path.config.name_or_path)
+    config = Path(model_or_path) / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("model_type", "").startswith(LOCRET_PREFIX):
+        return None
     return shipped_heads_for(model_or_path)
 
 

@@ -56,6 +56,19 @@ def test_heads_follow_the_model_dtype_unless_asked_for_float32(tmp_path, dtype):
     assert locret.generate(exact, ids, config, max_new_tokens=2).new_tokens.shape == (1, 2)
 
 
+def test_a_locret_checkpoint_keeps_its_own_heads_under_a_shipped_model_name(tmp_path):
+    """Shipped heads are the default for a vanilla model of that name, never over a Locret model's own."""
+    model, vanilla = tiny_pair("llama")
+    named = tmp_path / "SmolLM2-135M-Instruct-tiny"
+    model.save_pretrained(named / "locret")
+    for loaded in (locret.from_pretrained(named / "locret"), locret.from_pretrained(model)):
+        for ours, saved in zip(loaded.retaining_heads, model.retaining_heads, strict=True):
+            assert torch.equal(ours.fc1.weight, saved.fc1.weight)
+    vanilla.save_pretrained(named / "vanilla")
+    with pytest.raises(ValueError, match="do not fit this model"):  # the shipped SmolLM2 heads were chosen
+        locret.from_pretrained(named / "vanilla")
+
+
 def test_heads_adapter_round_trip_on_an_untouched_base(tmp_path):
     model, vanilla = tiny_pair("llama")
     locret.save_heads(model, tmp_path / "heads", metadata={"note": "test"})
