@@ -79,7 +79,7 @@ class Settings:
     chunk_size: int = 512
     n_stabilizers: int | None = None  # None: budget // 4
     dtype: str = "bfloat16"
-    heads_dtype: str | None = None  # None: the model's
+    heads_dtype: str = "float32"  # the resolved name ("model" on the command line: the model's dtype)
     data_dir: str | None = None
     chat_template: bool = False
     max_new_tokens: int | None = None  # None: the task's own
@@ -133,9 +133,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
     p.add_argument(
         "--heads-dtype",
-        choices=sorted(DTYPES),
-        default=None,
-        help="retaining heads' dtype (default: the model's)",
+        choices=["model", *sorted(DTYPES)],
+        default="float32",
+        help="retaining heads' dtype (model: round them to the model's dtype)",
     )
     p.add_argument("--data-dir", default=None, help="released data root (e.g. ../shared/data)")
     p.add_argument("--chat-template", action="store_true", help="wrap the prompt in the chat template")
@@ -166,7 +166,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         chunk_size=a.chunk_size,
         n_stabilizers=a.n_stabilizers,
         dtype=resolve_dtype_name(a.dtype, a.device),
-        heads_dtype=a.heads_dtype,
+        heads_dtype=resolve_dtype_name(a.dtype, a.device) if a.heads_dtype == "model" else a.heads_dtype,
         data_dir=a.data_dir,
         chat_template=a.chat_template,
         max_new_tokens=a.max_new_tokens,
@@ -356,7 +356,7 @@ class ModelPool:
             dtype=DTYPES[s.dtype],
             device=s.device,
             attn_implementation=s.attn_implementation,
-            heads_dtype=None if s.heads_dtype is None else DTYPES[s.heads_dtype],
+            heads_dtype=DTYPES[s.heads_dtype],
         )
         self.loads += 1
         self.models[method.heads] = model
@@ -396,6 +396,7 @@ def run_case(
     config_path = folder / "config.json"
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
+        previous.setdefault("heads_dtype", previous.get("dtype"))  # before the setting existed: the model's
         changed = [k for k in _RESULT_KEYS if previous.get(k) != config.get(k)]
         if "heads_digest" in previous and previous["heads_digest"] != config.get("heads_digest"):
             changed.append("heads_digest")  # folders written before the digest existed are not checked

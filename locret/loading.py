@@ -72,7 +72,7 @@ def from_pretrained(
     *,
     random_heads: bool = False,
     retaining_head_size: int | None = None,
-    heads_dtype: torch.dtype | None = None,
+    heads_dtype: torch.dtype | None = torch.float32,
     **hf_kwargs,
 ) -> PreTrainedModel:
     """Load a model with retaining heads attached.
@@ -85,8 +85,8 @@ def from_pretrained(
             checkpoint are used, else the heads shipped with locret for that model, else fresh random heads.
         random_heads: force fresh random heads (e.g. the untrained baseline).
         retaining_head_size: width of fresh heads (default: the config's, or 1024).
-        heads_dtype: the heads' dtype (default: the model's). ``torch.float32`` keeps a bf16 model's heads as
-            trained; an adapter's weights are then loaded exactly, a full checkpoint's after the model's dtype.
+        heads_dtype: the heads' dtype; float32 (the default) keeps a bf16 model's heads as trained, None rounds
+            them to the model's dtype (half the memory: 0.4 instead of 0.8 GB for Llama-3.1-8B's width-1024 heads).
         **hf_kwargs: passed to transformers' ``from_pretrained`` (``dtype``, ``device_map``,
             ``attn_implementation``...).
     """
@@ -97,9 +97,8 @@ def from_pretrained(
         model = attach_retaining_heads(model_or_path, retaining_head_size)
     else:
         model = _load(model_or_path, retaining_head_size, **hf_kwargs)
-    if heads_dtype is not None:
-        for head in model.retaining_heads:
-            head.to(heads_dtype)
+    for head in model.retaining_heads:
+        head.to(model.dtype if heads_dtype is None else heads_dtype)
     if adapter is not None:
         load_heads(model, adapter)
         logger.info("loaded retaining heads from %s", adapter)

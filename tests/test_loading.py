@@ -34,26 +34,32 @@ def test_locret_checkpoint_round_trip(tmp_path, arch):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_heads_follow_the_model_dtype_unless_asked_for_float32(tmp_path, dtype):
+def test_heads_stay_float32_in_a_half_precision_model_unless_asked(tmp_path, dtype):
+    """Adapter or full checkpoint, a bf16/fp16 backbone scores with the heads exactly as trained."""
     model, vanilla = tiny_pair("llama")
     locret.save_heads(model, tmp_path / "heads")
     vanilla.save_pretrained(tmp_path / "base")
-    loaded = locret.from_pretrained(tmp_path / "base", heads=tmp_path / "heads", dtype=dtype)
-    assert {head.fc1.weight.dtype for head in loaded.retaining_heads} == {dtype}
-    exact = locret.from_pretrained(
-        tmp_path / "base", heads=tmp_path / "heads", dtype=dtype, heads_dtype=torch.float32
-    )
-    assert exact.model.layers[0].self_attn.q_proj.weight.dtype == dtype
-    for ours, trained in zip(exact.retaining_heads, model.retaining_heads, strict=True):
-        assert torch.equal(ours.fc1.weight, trained.fc1.weight) and torch.equal(
-            ours.fc2.weight, trained.fc2.weight
-        )
+    model.save_pretrained(tmp_path / "full")
+    for exact in (
+        locret.from_pretrained(tmp_path / "base", heads=tmp_path / "heads", dtype=dtype),
+        locret.from_pretrained(tmp_path / "full", dtype=dtype),
+        AutoModelForCausalLM.from_pretrained(tmp_path / "full", dtype=dtype),
+    ):
+        assert exact.model.layers[0].self_attn.q_proj.weight.dtype == dtype
+        for ours, trained in zip(exact.retaining_heads, model.retaining_heads, strict=True):
+            assert torch.equal(ours.fc1.weight, trained.fc1.weight) and torch.equal(
+                ours.fc2.weight, trained.fc2.weight
+            )
     features = torch.randn(1, 5, model.head_shape.in_features).to(dtype)  # what a half-precision layer gives
     scores = exact.retaining_heads[0](features)
     assert scores.dtype == torch.float32 and torch.equal(scores, model.retaining_heads[0](features.float()))
     ids = torch.randint(3, 97, (1, 40))
     config = locret.LocretConfig(budget=16, chunk_size=8, n_stabilizers=4, n_local=4)
     assert locret.generate(exact, ids, config, max_new_tokens=2).new_tokens.shape == (1, 2)
+    rounded = locret.from_pretrained(
+        tmp_path / "base", heads=tmp_path / "heads", dtype=dtype, heads_dtype=None
+    )
+    assert {head.fc1.weight.dtype for head in rounded.retaining_heads} == {dtype}
 
 
 def test_a_locret_checkpoint_keeps_its_own_heads_under_a_shipped_model_name(tmp_path):

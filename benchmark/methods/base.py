@@ -56,7 +56,7 @@ class Method:
         dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
         attn_implementation: str = "sdpa",
-        heads_dtype: torch.dtype | None = None,
+        heads_dtype: torch.dtype | None = torch.float32,
     ):
         """Load the model this method runs on (a Locret model: every method uses the same attention path)."""
         kwargs = dict(dtype=dtype, attn_implementation=attn_implementation, heads_dtype=heads_dtype)

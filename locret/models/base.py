@@ -115,9 +115,10 @@ class LocretForCausalLMMixin:
 
     locret_attention_class: type
     _keys_to_ignore_on_load_missing = [r"retaining_head"]
+    _keep_in_fp32_modules_strict = ["retaining_head"]  # a bf16/fp16 load keeps the heads as trained
 
     def install_retaining_heads(self) -> None:
-        """Turn every decoder layer's attention into the Locret subclass and give it a fresh head."""
+        """Turn every decoder layer's attention into the Locret subclass and give it a fresh float32 head."""
         shape = HeadShape.from_config(self.config)
         rope = RopeTable(self.model.rotary_emb, self.config)
         first = next(self.parameters())
@@ -126,7 +127,7 @@ class LocretForCausalLMMixin:
             attention.__class__ = self.locret_attention_class
             head = RetainingHead(shape.in_features, shape.hidden_size, shape.num_kv_heads, shape.hidden_act)
             head.reset_parameters(self.config.initializer_range)
-            attention.retaining_head = head.to(device=first.device, dtype=first.dtype)
+            attention.retaining_head = head.to(device=first.device, dtype=torch.float32)
             attention.locret_rope = rope
 
     @property

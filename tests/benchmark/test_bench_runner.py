@@ -97,7 +97,7 @@ def test_runner_end_to_end_resumes_and_summarises(tiny_dir, tmp_path, monkeypatc
             # the cache never held more than budget + chunk entries per head
             assert record["cache_length_after_prefill"] <= case["budget"] + record["question_tokens"]
         config = json.loads((folder / "config.json").read_text())
-        assert config["model"] == str(model_dir) and config["dtype"] == "float32"
+        assert config["model"] == str(model_dir) and config["dtype"] == config["heads_dtype"] == "float32"
         assert config["machine"]["cpu_count"] and config["machine"]["torch"] == torch.__version__
         assert config["method"]["name"] == case["method"] and config["style"] == "completion"
 
