@@ -11,11 +11,10 @@ import torch
 from transformers import AutoConfig, PreTrainedModel
 
 from .adapter import load_heads, read_heads
-from .models import locret_class_for
+from .models import LOCRET_MODEL_TYPES, locret_class_for
 
 logger = logging.getLogger(__name__)
 
-LOCRET_PREFIX = "locret_"  # model_type of the Locret classes: locret_llama, locret_phi3
 SHIPPED_HEADS_DIR = Path(__file__).parent / "pretrained_heads"
 # Model names whose trained heads ship inside the package, and the folder holding them.
 SHIPPED_HEADS: dict[str, str] = {
@@ -42,11 +41,11 @@ def default_heads_for(
     if heads is not None:
         return heads
     if isinstance(model_or_path, PreTrainedModel):
-        if model_or_path.config.model_type.startswith(LOCRET_PREFIX):
+        if model_or_path.config.model_type in LOCRET_MODEL_TYPES:
             return None
         return shipped_heads_for(model_or_path.config.name_or_path)
     config = Path(model_or_path) / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("model_type", "").startswith(LOCRET_PREFIX):
+    if config.is_file() and json.loads(config.read_text()).get("model_type") in LOCRET_MODEL_TYPES:
         return None
     return shipped_heads_for(model_or_path)
 

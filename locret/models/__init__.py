@@ -14,6 +14,9 @@ LOCRET_CLASSES: dict[str, type[LocretForCausalLMMixin]] = {
     "phi3": LocretPhi3ForCausalLM,
 }
 
+# The model_type values of the Locret configs (``locret_llama``...): a checkpoint with one has heads of its own.
+LOCRET_MODEL_TYPES = frozenset(cls.config_class.model_type for cls in LOCRET_CLASSES.values())
+
 
 def locret_class_for(model_type: str) -> type[LocretForCausalLMMixin]:
     """The Locret class for a base (or Locret) ``model_type``; a ValueError names the supported ones."""
@@ -34,6 +37,7 @@ def register_auto_classes() -> None:
 
 __all__ = [
     "LOCRET_CLASSES",
+    "LOCRET_MODEL_TYPES",
     "LocretAttentionMixin",
     "LocretForCausalLMMixin",
     "LocretLlamaConfig",
