@@ -301,12 +301,23 @@ def read_predictions(path: Path, repair: bool = False) -> list[dict]:
     return records
 
 
-def _extends(predictions: Path, samples: list[Sample]) -> bool:
+def _extends(records: list[dict], samples: list[Sample]) -> bool:
     """Whether a larger ``--n`` only adds samples to those stored: every stored prediction is one of the new
     samples, same id and answers (seeded synthetic tasks at a fixed depth and file tasks draw in a fixed
     order; a depth sweep spreads its depths by n, so its ids change and it cannot be extended)."""
     answers = {sample.id: list(sample.answers) for sample in samples}
-    return all(answers.get(r["id"]) == list(r["answers"]) for r in read_predictions(predictions))
+    return all(answers.get(r["id"]) == list(r["answers"]) for r in records)
+
+
+def _changed_settings(previous: dict, config: dict) -> list[str]:
+    """The result-changing settings in which a case folder's stored configuration differs from this run's.
+    Folders written by older versions lack two keys: ``heads_dtype`` (the heads then took the model's
+    dtype) and ``heads_digest`` (not checked for them)."""
+    previous = {"heads_dtype": previous.get("dtype"), **previous}
+    changed = [k for k in _RESULT_KEYS if previous.get(k) != config.get(k)]
+    if "heads_digest" in previous and previous["heads_digest"] != config.get("heads_digest"):
+        changed.append("heads_digest")
+    return changed
 
 
 def summarise(case: Case, records: list[dict], expected: int) -> dict:
@@ -393,18 +404,13 @@ def run_case(
     }
     if method.heads == TRAINED:
         config["heads_digest"] = pool.trained_heads_digest
+    predictions = folder / "predictions.jsonl"
+    records = read_predictions(predictions, repair=True)
     config_path = folder / "config.json"
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
-        previous.setdefault("heads_dtype", previous.get("dtype"))  # before the setting existed: the model's
-        changed = [k for k in _RESULT_KEYS if previous.get(k) != config.get(k)]
-        if "heads_digest" in previous and previous["heads_digest"] != config.get("heads_digest"):
-            changed.append("heads_digest")  # folders written before the digest existed are not checked
-        if (
-            changed == ["n"]
-            and previous["n"] < config["n"]
-            and _extends(folder / "predictions.jsonl", samples)
-        ):
+        changed = _changed_settings(previous, config)
+        if changed == ["n"] and previous["n"] < config["n"] and _extends(records, samples):
             logger.info("%s: adding samples (n %d -> %d)", folder, previous["n"], config["n"])
         elif changed:
             raise ValueError(
@@ -412,8 +418,6 @@ def run_case(
                 "use another --out"
             )
     config_path.write_text(json.dumps(config, indent=1, default=str) + "\n")
-    predictions = folder / "predictions.jsonl"
-    records = read_predictions(predictions, repair=True)
     done = {r["id"] for r in records}
     todo = [(s, p) for s, p in zip(samples, prompts, strict=True) if s.id not in done]
     if todo:

@@ -69,10 +69,15 @@ def read_heads_config(path: str | os.PathLike) -> dict:
     return json.loads(_adapter_files(path)[1].read_text())
 
 
+def read_heads_shape(path: str | os.PathLike) -> HeadShape:
+    """An adapter's head shape, from its config alone (the weights are not read)."""
+    return HeadShape(**read_heads_config(path)["shape"])
+
+
 def read_heads(path: str | os.PathLike) -> tuple[HeadShape, dict[str, torch.Tensor]]:
     """Read an adapter directory (or its safetensors file) without touching any model."""
     weights, _ = _adapter_files(path)
-    return HeadShape(**read_heads_config(path)["shape"]), load_file(weights)
+    return read_heads_shape(path), load_file(weights)
 
 
 def check_shape(expected: HeadShape, found: HeadShape, what: str) -> None:

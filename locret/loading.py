@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, PreTrainedModel
 
-from .adapter import load_heads, read_heads
+from .adapter import load_heads_into, read_heads
 from .models import LOCRET_MODEL_TYPES, locret_class_for
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ def from_pretrained(
     """
     adapter = None if random_heads else default_heads_for(model_or_path, heads)
     if adapter is not None:
-        retaining_head_size = read_heads(adapter)[0].hidden_size
+        shape, state = read_heads(adapter)
+        retaining_head_size = shape.hidden_size
     if isinstance(model_or_path, PreTrainedModel):
         model = attach_retaining_heads(model_or_path, retaining_head_size)
     else:
@@ -99,7 +100,7 @@ def from_pretrained(
     for head in model.retaining_heads:
         head.to(model.dtype if heads_dtype is None else heads_dtype)
     if adapter is not None:
-        load_heads(model, adapter)
+        load_heads_into(model, shape, state, what=f"retaining heads at {adapter}")
         logger.info("loaded retaining heads from %s", adapter)
     elif random_heads:
         for head in model.retaining_heads:

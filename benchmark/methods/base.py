@@ -53,13 +53,11 @@ class Method:
         model_path,
         *,
         heads_dir=None,
-        dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
-        attn_implementation: str = "sdpa",
-        heads_dtype: torch.dtype | None = torch.float32,
+        **kwargs,
     ):
-        """Load the model this method runs on (a Locret model: every method uses the same attention path)."""
-        kwargs = dict(dtype=dtype, attn_implementation=attn_implementation, heads_dtype=heads_dtype)
+        """Load the model this method runs on (a Locret model: every method uses the same attention path).
+        ``kwargs`` (``dtype``, ``attn_implementation``, ``heads_dtype``...) go to ``locret.from_pretrained``."""
         if self.heads == TRAINED:
             if locret.loading.default_heads_for(model_path, heads_dir) is None:
                 raise ValueError(
@@ -68,7 +66,7 @@ class Method:
                 )
             model = locret.from_pretrained(model_path, heads=heads_dir, **kwargs)
         elif self.heads == RANDOM:
-            size = locret.adapter.read_heads(heads_dir)[0].hidden_size if heads_dir else None
+            size = locret.adapter.read_heads_shape(heads_dir).hidden_size if heads_dir else None
             torch.manual_seed(0)  # the same random heads on every run
             model = locret.from_pretrained(model_path, random_heads=True, retaining_head_size=size, **kwargs)
         else:  # heads unused: whatever loads (the given adapter, the checkpoint's own, or fresh ones)

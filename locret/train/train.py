@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 import locret
-from locret.adapter import read_heads
+from locret.adapter import read_heads_shape
 from locret.models.base import collecting_scores
 
 from .loss import retaining_loss
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     args, settings = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.validate is not None:
-        width = read_heads(args.validate)[0].hidden_size
+        width = read_heads_shape(args.validate).hidden_size
         trainer = Trainer(args.model, args.labels, "", replace(settings, retaining_head_size=width))
         locret.load_heads(trainer.unwrapped, args.validate)
         loss = trainer.validation_loss()

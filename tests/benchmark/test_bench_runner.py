@@ -173,6 +173,17 @@ def test_a_case_refuses_other_heads_under_the_same_path(tiny_dir, tmp_path):
         bench_run.main(argv)
 
 
+def test_folders_of_older_versions_are_compared_by_what_they_ran():
+    """Before ``heads_dtype`` was recorded the heads took the model's dtype; before ``heads_digest`` existed
+    the heads file was not recorded, so it cannot be checked."""
+    current = {"model": "m", "dtype": "bfloat16", "heads_dtype": "float32", "heads_digest": "ab", "n": 5}
+    older = {"model": "m", "dtype": "bfloat16", "n": 5}
+    assert bench_run._changed_settings(older, current) == ["heads_dtype"]
+    assert bench_run._changed_settings(older, {**current, "heads_dtype": "bfloat16"}) == []
+    assert bench_run._changed_settings({**current, "heads_digest": "cd"}, current) == ["heads_digest"]
+    assert bench_run._changed_settings({**current, "n": 2}, current) == ["n"]
+
+
 def test_full_cache_marks_prompts_beyond_the_window(tiny_dir, tmp_path):
     model_dir, heads = tiny_dir
     argv = _argv(model_dir, heads, tmp_path / "runs")
