@@ -1,14 +1,16 @@
 """Training examples for retaining heads: (prompt, answer) pairs from several sources, tokenized.
 
 Sources: LongAlpaca-12k from the hub (``longalpaca``), or local files in ShareGPT, Alpaca or SQuALITY
-form (``.jsonl`` read line by line so one broken line is counted, not fatal; ``.json``/``.parquet``/
-``.csv`` through ``datasets``). Every source becomes the same stream of ``TextExample`` and then
-``Example`` (token ids). A row that cannot be used is never dropped silently: it becomes a ``Skip`` with
-a reason, which ``SkipLog`` counts, logs and hands to the manifest.
+form (``squality``: the first reference answer of each question; ``squality-all``: all of them) (``.jsonl``
+read line by line so one broken line is counted, not fatal; ``.json``/``.parquet``/``.csv`` through
+``datasets``). Every source becomes the same stream of ``TextExample`` and then ``Example`` (token ids). A
+row that cannot be used is never dropped silently: it becomes a ``Skip`` with a reason, which ``SkipLog``
+counts, logs and hands to the manifest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -16,13 +18,12 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 LONGALPACA_HUB_ID = "Yukang/LongAlpaca-12k"
-FORMATS = ("auto", "sharegpt", "alpaca", "squality")
+FORMATS = ("auto", "sharegpt", "alpaca", "squality", "squality-all")
 USER_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "bot", "model"}
 
@@ -34,23 +35,32 @@ NO_ANSWER = "no_answer"
 PROMPT_TOO_SHORT = "prompt_too_short"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TextExample:
+    """A prompt and its answer; ``more_answers`` are other reference answers to the same prompt (the labels
+    are then the maximum over all answers: each token is kept if any good answer needs it)."""
+
     id: str
     prompt: str
     answer: str
+    more_answers: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Example:
     """One tokenized training example: labels are computed for ``prompt_ids`` from ``answer_ids``."""
 
     id: str
     prompt_ids: list[int]
     answer_ids: list[int]
+    more_answer_ids: tuple[list[int], ...] = ()
+
+    @property
+    def answers(self) -> list[list[int]]:
+        return [self.answer_ids, *self.more_answer_ids]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Skip:
     """A row (or one question of a row) that could not be used, and why."""
 
@@ -146,8 +156,8 @@ def row_examples(index: int, row: dict | None, fmt: str) -> list[TextExample | S
             return [_check(row_id, *_sharegpt(row))]
         if fmt == "alpaca":
             return [_check(row_id, *_alpaca(row))]
-        if fmt == "squality":
-            return _squality(row_id, row)
+        if fmt in ("squality", "squality-all"):
+            return _squality(row_id, row, every_reference=fmt == "squality-all")
     except (KeyError, TypeError, AttributeError, IndexError):
         return [Skip(row_id, UNREADABLE)]
     return [Skip(row_id, UNKNOWN_FORMAT)]
@@ -181,16 +191,20 @@ def _alpaca(row: dict) -> tuple[str | None, str | None]:
     return prompt, row["output"]
 
 
-def _squality(row_id: str, row: dict) -> list[TextExample | Skip]:
-    """One example per question: the story then the question; the first reference response is the answer."""
+def _squality(row_id: str, row: dict, every_reference: bool = False) -> list[TextExample | Skip]:
+    """One example per question: the story then the question; the first reference response is the answer,
+    and with ``every_reference`` the other (non-empty) responses are its ``more_answers``."""
     document = row["document"]
     out: list[TextExample | Skip] = []
     for number, question in enumerate(row["questions"]):
         example_id = f"{row_id}-q{question.get('question_number', number)}"
-        responses = question.get("responses") or []
-        answer = responses[0].get("response_text") if responses else None
+        texts = [r.get("response_text") for r in question.get("responses") or []]
         prompt = f"{document.strip()}\n\n{question['question_text']}" if document else None
-        out.append(_check(example_id, prompt, answer))
+        example = _check(example_id, prompt, texts[0] if texts else None)
+        if every_reference and isinstance(example, TextExample):
+            more = tuple(text for text in texts[1:] if text and text.strip())
+            example = dataclasses.replace(example, more_answers=more)
+        out.append(example)
     return out
 
 
@@ -205,7 +219,7 @@ def text_examples(source: str, fmt: str = "auto") -> Iterator[TextExample | Skip
 # ------------------------------------------------------------------------------------- tokenization
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Tokenization:
     """How text becomes token ids.
 
@@ -223,18 +237,18 @@ class Tokenization:
     distractor_text: str | None = None
 
 
-def render(tokenizer, example: TextExample, raw_template: bool) -> tuple[list[int], list[int]]:
+def render(tokenizer, prompt: str, answer: str, raw_template: bool) -> tuple[list[int], list[int]]:
     """Prompt and answer token ids. The answer is what the template adds after the generation prompt
     (for ChatML: the text and ``<|im_end|>``), so the label rows are the tokens the model would write."""
     if raw_template:
-        prompt_ids = tokenizer(example.prompt)["input_ids"]
-        return prompt_ids, tokenizer(example.answer, add_special_tokens=False)["input_ids"]
-    user = [{"role": "user", "content": example.prompt}]
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        return prompt_ids, tokenizer(answer, add_special_tokens=False)["input_ids"]
+    user = [{"role": "user", "content": prompt}]
     prompt_text = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(
-        [*user, {"role": "assistant", "content": example.answer}], tokenize=False
+        [*user, {"role": "assistant", "content": answer}], tokenize=False
     )
-    answer_text = full_text[len(prompt_text) :] if full_text.startswith(prompt_text) else example.answer
+    answer_text = full_text[len(prompt_text) :] if full_text.startswith(prompt_text) else answer
     return (
         tokenizer(prompt_text, add_special_tokens=False)["input_ids"],
         tokenizer(answer_text.rstrip("\n"), add_special_tokens=False)["input_ids"],
@@ -279,7 +293,10 @@ def insert_repeated_passage(
 
 
 def tokenize(tokenizer, example: TextExample, settings: Tokenization) -> Example | Skip:
-    prompt_ids, answer_ids = render(tokenizer, example, settings.raw_template)
+    prompt_ids, answer_ids = render(tokenizer, example.prompt, example.answer, settings.raw_template)
+    more_answer_ids = [
+        render(tokenizer, example.prompt, answer, settings.raw_template)[1] for answer in example.more_answers
+    ]
     if len(prompt_ids) < settings.min_prompt_tokens:
         return Skip(example.id, PROMPT_TOO_SHORT)
     if not answer_ids:
@@ -294,6 +311,7 @@ def tokenize(tokenizer, example: TextExample, settings: Tokenization) -> Example
         example.id,
         prompt_ids,
         answer_ids[: settings.max_answer_tokens],  # the first answer tokens: the ones the prompt shapes most
+        tuple(ids[: settings.max_answer_tokens] for ids in more_answer_ids if ids),
     )
 
 

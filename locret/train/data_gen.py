@@ -152,15 +152,17 @@ def generate_labels(
             if max_examples is not None and len(run.done) >= max_examples:
                 exhausted = False
                 break
-            input_ids = torch.tensor(item.prompt_ids + item.answer_ids, dtype=torch.long)
+            answers = item.answers
+            input_ids = torch.tensor(item.prompt_ids + sum(answers, []), dtype=torch.long)
+            lengths = [len(answer) for answer in answers]
             features_dtype = LABEL_DTYPES[settings.features_dtype] if settings.features_dtype else None
             n_prompt = len(item.prompt_ids)
             if eviction is None:
                 labels, features = compute_labels_and_features(
-                    model, input_ids, n_prompt, settings.answer_block, features_dtype
+                    model, input_ids, n_prompt, settings.answer_block, features_dtype, lengths
                 )
             else:
-                labels = compute_cis_labels(model, input_ids, n_prompt, settings.answer_block)
+                labels = compute_cis_labels(model, input_ids, n_prompt, settings.answer_block, lengths)
                 features = features_under_eviction(model, input_ids[:n_prompt], eviction, features_dtype)
             run.add(item.id, labels, input_ids, features)
             bar.update(1)

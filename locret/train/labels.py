@@ -8,12 +8,17 @@ module takes that layer's input and its ``position_embeddings``, projects and ro
 reduces the answer-rows x prompt-columns block of logits right away, a block of answer rows at a time.
 Only one layer's ``[H, block, n_prompt]`` slice of logits exists at any moment, so memory grows linearly
 with the prompt (the reference held every layer's full attention matrix and ran out of memory).
+
+Several answers to one prompt (e.g. SQuALITY's four references) are labelled in the same forward: they
+follow the prompt side by side, each at positions ``n_prompt, n_prompt + 1, ...`` and attending to the
+prompt and itself only (a 4D mask), so each answer row is computed exactly as in a forward of the prompt
+and that answer alone, and the labels are the maximum over every answer's rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -93,15 +98,22 @@ def _labelling_hooks(
 
 @torch.no_grad()
 def compute_cis_labels(
-    model, input_ids: torch.Tensor, n_prompt: int, answer_block: int = DEFAULT_ANSWER_BLOCK
+    model,
+    input_ids: torch.Tensor,
+    n_prompt: int,
+    answer_block: int = DEFAULT_ANSWER_BLOCK,
+    answer_lengths: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """CIS labels ``[num_layers, num_kv_heads, n_prompt]`` (float32) for one example.
 
     ``model`` is a Locret causal LM (its attention modules provide ``project_qkv``); ``input_ids`` ``[T]`` or
-    ``[1, T]`` is the prompt followed by the answer. Only the decoder runs (``model.model``): no vocabulary
-    logits are ever computed.
+    ``[1, T]`` is the prompt followed by the answer, or by several answers of ``answer_lengths`` tokens (the
+    labels: the maximum over them). Only the decoder runs (``model.model``): no vocabulary logits are ever
+    computed.
     """
-    return compute_labels_and_features(model, input_ids, n_prompt, answer_block, features_dtype=None)[0]
+    return compute_labels_and_features(
+        model, input_ids, n_prompt, answer_block, features_dtype=None, answer_lengths=answer_lengths
+    )[0]
 
 
 @torch.no_grad()
@@ -111,6 +123,7 @@ def compute_labels_and_features(
     n_prompt: int,
     answer_block: int = DEFAULT_ANSWER_BLOCK,
     features_dtype: torch.dtype | None = torch.bfloat16,
+    answer_lengths: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Labels as ``compute_cis_labels``, plus the prompt's retaining-head inputs ``[L, n_prompt, F]``.
 
@@ -127,6 +140,36 @@ def compute_labels_and_features(
         features = torch.empty(
             (layers, n_prompt, model.head_shape.in_features), dtype=features_dtype, device=input_ids.device
         )
+    packing = {}
+    if answer_lengths is not None and len(answer_lengths) > 1:
+        if sum(answer_lengths) != input_ids.shape[1] - n_prompt:
+            raise ValueError(
+                f"answer_lengths {list(answer_lengths)} do not add up to the tokens after the prompt"
+            )
+        if "flash" in str(config._attn_implementation):
+            raise ValueError("several answers need a 4D attention mask: load the model with sdpa or eager")
+        packing = side_by_side_answers(n_prompt, answer_lengths, model.dtype, input_ids.device)
     with _labelling_hooks(model, target, n_prompt, answer_block, features):
-        model.model(input_ids=input_ids, use_cache=False)
+        model.model(input_ids=input_ids, use_cache=False, **packing)
     return target, features
+
+
+def side_by_side_answers(
+    n_prompt: int, answer_lengths: Sequence[int], dtype: torch.dtype, device: torch.device | str
+) -> dict[str, torch.Tensor]:
+    """``position_ids`` and an additive 4D ``attention_mask`` for a prompt followed by several answers, each
+    answer placed right after the prompt and seeing only the prompt and its own earlier tokens."""
+    total = n_prompt + sum(answer_lengths)
+    positions = torch.cat(
+        [torch.arange(n_prompt)] + [torch.arange(n_prompt, n_prompt + n) for n in answer_lengths]
+    )
+    segment = torch.cat(
+        [torch.zeros(n_prompt, dtype=torch.long)]
+        + [torch.full((n,), i + 1, dtype=torch.long) for i, n in enumerate(answer_lengths)]
+    )
+    index = torch.arange(total)
+    causal = index[None, :] <= index[:, None]
+    same_or_prompt = (segment[None, :] == 0) | (segment[None, :] == segment[:, None])
+    allowed = causal & same_or_prompt
+    mask = torch.zeros((total, total), dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return {"position_ids": positions[None].to(device), "attention_mask": mask[None, None].to(device)}

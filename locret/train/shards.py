@@ -1,9 +1,9 @@
 """On-disk format of generated labels: safetensors shards plus ``manifest.json``.
 
 Each shard holds, per example ``ID``, ``ID/labels`` ``[L, Hkv, n_prompt]``, ``ID/input_ids`` (prompt
-then answer, int32) and, with ``--save-features``, ``ID/features`` ``[L, n_prompt, F]`` (the heads' input).
-The manifest lists the shards in order with their example ids, the generation
-settings and the skipped rows. Shards and the manifest are written atomically (temporary file, then
+then the answer, or the answers one after another, int32) and, with ``--save-features``, ``ID/features``
+``[L, n_prompt, F]`` (the heads' input). The manifest lists the shards in order with their example ids, the
+generation settings and the skipped rows. Shards and the manifest are written atomically (temporary file, then
 rename), so an interrupted run leaves either the old or the new file, never half of one, and the manifest
 only ever names shards that are complete on disk.
 """

@@ -17,6 +17,7 @@ from locret.train.data import (
     examples,
     passages,
     read_rows,
+    row_examples,
     text_examples,
     tokenize,
     truncate_middle,
@@ -81,6 +82,23 @@ def test_squality_one_example_per_question() -> None:
     assert [e.id for e in first] == [f"000000-q{q['question_number']}" for q in row["questions"]]
     assert first[0].prompt.endswith(row["questions"][0]["question_text"])
     assert first[0].answer == row["questions"][0]["responses"][0]["response_text"]
+
+
+def test_squality_all_keeps_every_reference_answer() -> None:
+    row = {
+        "document": "A story.",
+        "questions": [
+            {"question_number": 1, "question_text": "Q?", "responses": [{"response_text": t} for t in "abc"]},
+            {"question_number": 2, "question_text": "R?", "responses": [{"response_text": "d"}, {}]},
+        ],
+    }
+    first, second = row_examples(0, row, "squality-all")
+    assert (first.answer, first.more_answers) == ("a", ("b", "c"))
+    assert (second.answer, second.more_answers) == ("d", ())  # an empty response is no answer
+    assert row_examples(0, row, "squality")[0].more_answers == ()
+    settings = Tokenization(max_prompt_tokens=64, max_answer_tokens=2)
+    example = tokenize(char_tokenizer(), TextExample("x", "q" * 20, "abcdef", ("gh", "ijkl")), settings)
+    assert [char_tokenizer().decode(ids) for ids in example.answers] == ["ab", "gh", "ij"]
 
 
 def test_unusable_rows_counted(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from train_helpers import synthetic_examples
 
 from locret import from_pretrained
 from locret.train import data_gen
+from locret.train.data import Example
 from locret.train.data_gen import GenerationSettings, generate_labels
 from locret.train.labels import compute_cis_labels
 from locret.train.shards import LabelSet
@@ -84,3 +85,16 @@ def test_cli_counts_unusable_rows(tiny_llama_dir: Path, sharegpt_file: Path, tmp
     assert manifest["header"]["chat_template"] != "raw"
     data_gen.main(argv)  # a complete directory is left as it is
     assert json.loads((out / "manifest.json").read_text()) == manifest
+
+
+def test_several_answers_stored_one_after_another(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """SQuALITY with every reference: the ids hold the answers in order; the labels are over all of them."""
+    model = from_pretrained(tiny_llama_dir, random_heads=True).eval()
+    prompt, answers = list(range(3, 33)), [[40, 41, 42], [50, 51], [60, 61, 62, 63]]
+    example = Example("multi", prompt, answers[0], tuple(answers[1:]))
+    generate_labels(model, [example], tmp_path, {"model": "tiny"}, GenerationSettings(shard_size=1))
+    input_ids, stored = LabelSet(tmp_path).load(LabelSet(tmp_path).examples[0])
+    assert input_ids.tolist() == prompt + sum(answers, [])
+    expected = compute_cis_labels(model, input_ids, len(prompt), answer_lengths=[3, 2, 4])
+    torch.testing.assert_close(stored, expected, atol=0, rtol=0)
+    assert not torch.allclose(stored, compute_cis_labels(model, input_ids, len(prompt)))

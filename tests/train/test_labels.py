@@ -47,6 +47,22 @@ def test_labels_match_brute_force(arch: str, n_prompt: int, n_answer: int) -> No
         torch.testing.assert_close(labels, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["llama", "phi3"])
+def test_several_answers_label_as_the_max_over_separate_forwards(arch: str) -> None:
+    """Answers side by side after one prompt: each labels as if it followed the prompt alone."""
+    model = tiny_locret(arch)
+    torch.manual_seed(3)
+    prompt = torch.randint(3, 97, (18,))
+    answers = [torch.randint(3, 97, (n,)) for n in (4, 7, 2)]  # phi3: at most 25 tokens, short RoPE
+    separate = [brute_force_labels(model, torch.cat([prompt, a]), 18) for a in answers]
+    packed = compute_cis_labels(model, torch.cat([prompt, *answers]), 18, answer_lengths=[4, 7, 2])
+    torch.testing.assert_close(packed, torch.stack(separate).amax(dim=0), atol=1e-5, rtol=0)
+    single = compute_cis_labels(model, torch.cat([prompt, answers[1]]), 18, answer_lengths=[7])
+    torch.testing.assert_close(single, separate[1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="do not add up"):
+        compute_cis_labels(model, torch.cat([prompt, *answers]), 18, answer_lengths=[4, 7])
+
+
 def test_phi3_long_prompt_uses_long_rope_factors() -> None:
     """Crossing the original window (32) changes the labels of the early prompt tokens: RoPE switched."""
     model = tiny_locret("phi3")
