@@ -12,7 +12,9 @@ with the prompt (the reference held every layer's full attention matrix and ran 
 Several answers to one prompt (e.g. SQuALITY's four references) are labelled in the same forward: they
 follow the prompt side by side, each at positions ``n_prompt, n_prompt + 1, ...`` and attending to the
 prompt and itself only (a 4D mask), so each answer row is computed exactly as in a forward of the prompt
-and that answer alone, and the labels are the maximum over every answer's rows.
+and that answer alone, and the labels are the maximum over every answer's rows. (LongRoPE, Phi-3, picks
+its factors once per forward, from the longest answer: they differ from a separate forward only when the
+prompt plus a shorter answer stays within the original window and the longest does not.)
 """
 
 from __future__ import annotations
