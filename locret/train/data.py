@@ -17,7 +17,7 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -237,22 +237,25 @@ class Tokenization:
     distractor_text: str | None = None
 
 
-def render(tokenizer, prompt: str, answer: str, raw_template: bool) -> tuple[list[int], list[int]]:
-    """Prompt and answer token ids. The answer is what the template adds after the generation prompt
-    (for ChatML: the text and ``<|im_end|>``), so the label rows are the tokens the model would write."""
+def render(
+    tokenizer, prompt: str, answers: Sequence[str], raw_template: bool
+) -> tuple[list[int], list[list[int]]]:
+    """Prompt token ids (tokenized once) and each answer's. An answer is what the template adds after the
+    generation prompt (for ChatML: the text and ``<|im_end|>``), so the label rows are the tokens the model
+    would write."""
     if raw_template:
         prompt_ids = tokenizer(prompt)["input_ids"]
-        return prompt_ids, tokenizer(answer, add_special_tokens=False)["input_ids"]
+        return prompt_ids, [tokenizer(answer, add_special_tokens=False)["input_ids"] for answer in answers]
     user = [{"role": "user", "content": prompt}]
     prompt_text = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(
-        [*user, {"role": "assistant", "content": answer}], tokenize=False
-    )
-    answer_text = full_text[len(prompt_text) :] if full_text.startswith(prompt_text) else answer
-    return (
-        tokenizer(prompt_text, add_special_tokens=False)["input_ids"],
-        tokenizer(answer_text.rstrip("\n"), add_special_tokens=False)["input_ids"],
-    )
+    answer_ids = []
+    for answer in answers:
+        full_text = tokenizer.apply_chat_template(
+            [*user, {"role": "assistant", "content": answer}], tokenize=False
+        )
+        answer_text = full_text[len(prompt_text) :] if full_text.startswith(prompt_text) else answer
+        answer_ids.append(tokenizer(answer_text.rstrip("\n"), add_special_tokens=False)["input_ids"])
+    return tokenizer(prompt_text, add_special_tokens=False)["input_ids"], answer_ids
 
 
 def truncate_middle(ids: list[int], max_tokens: int) -> list[int]:
@@ -293,10 +296,9 @@ def insert_repeated_passage(
 
 
 def tokenize(tokenizer, example: TextExample, settings: Tokenization) -> Example | Skip:
-    prompt_ids, answer_ids = render(tokenizer, example.prompt, example.answer, settings.raw_template)
-    more_answer_ids = [
-        render(tokenizer, example.prompt, answer, settings.raw_template)[1] for answer in example.more_answers
-    ]
+    prompt_ids, (answer_ids, *more_answer_ids) = render(
+        tokenizer, example.prompt, [example.answer, *example.more_answers], settings.raw_template
+    )
     if len(prompt_ids) < settings.min_prompt_tokens:
         return Skip(example.id, PROMPT_TOO_SHORT)
     if not answer_ids:

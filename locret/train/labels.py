@@ -142,12 +142,12 @@ def compute_labels_and_features(
         features = torch.empty(
             (layers, n_prompt, model.head_shape.in_features), dtype=features_dtype, device=input_ids.device
         )
+    if answer_lengths is not None and sum(answer_lengths) != input_ids.shape[1] - n_prompt:
+        raise ValueError(
+            f"answer_lengths {list(answer_lengths)} do not add up to the tokens after the prompt"
+        )
     packing = {}
     if answer_lengths is not None and len(answer_lengths) > 1:
-        if sum(answer_lengths) != input_ids.shape[1] - n_prompt:
-            raise ValueError(
-                f"answer_lengths {list(answer_lengths)} do not add up to the tokens after the prompt"
-            )
         if "flash" in str(config._attn_implementation):
             raise ValueError("several answers need a 4D attention mask: load the model with sdpa or eager")
         packing = side_by_side_answers(n_prompt, answer_lengths, model.dtype, input_ids.device)
