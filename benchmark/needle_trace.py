@@ -7,7 +7,14 @@ Builds the ``index``-th passkey prompt of ``benchmark.run --task passkey --lengt
 ``locret_pooled`` method does (``--pooling 1`` for the paper's rule), and prints after the needle's chunk and
 after every later chunk where something changed how many of the key's digit tokens each layer still holds
 (summed over its KV heads), then per KV head at the end, and the answer. ``--track needle`` follows every
-token of the needle sentence instead, and ends with how many (layer, KV head) pairs kept each token.
+token of the needle sentence instead, and ends with how many (layer, KV head) pairs kept each token;
+``--track instruction`` follows the task instruction before the haystack (which a retention policy must keep
+too, ``../shared/notes/smollm2.md``).
+
+Two counterfactuals ask whether retention explains a miss: ``--protect needle instruction`` keeps those spans
+in every layer and KV head (score +inf; the heads still choose the rest of the budget), and
+``--scores-from J`` replays the heads' scores of the ``J``-th key's prompt (the same haystack and length), so
+this key sees exactly the cache entries that key's prompt kept.
 ``benchmark.passkey_retention`` compares the heads with the true labels but needs a full-attention pass;
 this needs none, so it runs at any length.
 """
@@ -20,16 +27,25 @@ import locret
 from benchmark.infinite_bench.generators import generate
 from benchmark.passkey_retention import digit_positions, needle_token_span, passkey_parser, surviving
 from benchmark.run import encode_sample
+from benchmark.text import make_counter
 from locret.acquire import load_tokenizer
 from locret.cache import LocretCache
 from locret.config import default_stabilizers
+from locret.generation import new_cache
+from locret.scorers.retaining_head import RetainingHeadScorer
 
 
 class NeedleTracingCache(LocretCache):
     """A Locret cache that records, after each prefill chunk, how many ``tracked`` positions every layer holds."""
 
-    def __init__(self, config: locret.LocretConfig, num_layers: int, tracked: list[int]) -> None:
-        super().__init__(config, num_layers, track_positions=True)
+    def __init__(
+        self,
+        config: locret.LocretConfig,
+        num_layers: int,
+        tracked: list[int],
+        scorer: RetainingHeadScorer | None = None,
+    ) -> None:
+        super().__init__(config, num_layers, scorer=scorer, track_positions=True)
         self.tracked = torch.tensor(tracked)
         self.history: list[tuple[int, list[int]]] = []  # (tokens seen, tracked entries kept per layer)
 
@@ -40,6 +56,40 @@ class NeedleTracingCache(LocretCache):
             self.history.append((self.layers[-1].seen, kept))
 
 
+class CounterfactualScorer(RetainingHeadScorer):
+    """The heads' scores, replaced by ``replay`` (one ``[B, Hkv, T]`` tensor per call, in call order) when
+    given, with ``protected`` positions raised to +inf (in ``protected_layers`` only, when given); every score
+    it returns is appended to ``record``.
+    Once ``replay`` runs out (the donor prompt was shorter in decoding), the heads' own scores are used."""
+
+    def __init__(
+        self,
+        replay: list[torch.Tensor] | None = None,
+        protected: list[int] = (),
+        protected_layers: range | None = None,
+    ) -> None:
+        super().__init__()
+        self.protected_layers = protected_layers
+        self.replay = iter(replay) if replay is not None else None
+        self.protected = torch.tensor(list(protected), dtype=torch.long)
+        self.record: list[torch.Tensor] = []
+
+    def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
+        scores = super().score_new(attention, features, query, key, positions)
+        replayed = next(self.replay, None) if self.replay is not None else None
+        if replayed is not None:
+            if replayed.shape != scores.shape:
+                raise ValueError("--scores-from needs a prompt of the same length, chunked the same way")
+            scores = replayed.to(scores.device, scores.dtype)
+        in_layers = self.protected_layers is None or attention.layer_idx in self.protected_layers
+        if len(self.protected) and in_layers:
+            scores = scores.masked_fill(
+                torch.isin(positions, self.protected.to(positions.device)), float("inf")
+            )
+        self.record.append(scores)
+        return scores
+
+
 def main() -> None:
     parser = passkey_parser(__doc__, length=32768)
     parser.add_argument("--index", type=int, default=0, help="which key of the seed's sequence (0-based)")
@@ -47,9 +97,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
         "--track",
-        choices=["digits", "needle"],
+        choices=["digits", "needle", "instruction"],
         default="digits",
-        help="follow the key's digit tokens, or every token of the needle sentence",
+        help="follow the key's digit tokens, every token of the needle sentence, or the task instruction",
+    )
+    parser.add_argument(
+        "--protect",
+        nargs="*",
+        choices=["needle", "instruction"],
+        default=[],
+        help="keep these spans in every layer and KV head (a counterfactual: what if the heads kept them)",
+    )
+    parser.add_argument(
+        "--protect-layers",
+        default=None,
+        help="FIRST-LAST: protect only in these layers (0-based, inclusive; default every layer)",
+    )
+    parser.add_argument(
+        "--scores-from",
+        type=int,
+        default=None,
+        help="replay the heads' scores of this key's prompt (0-based)",
     )
     args = parser.parse_args()
     if args.threads:
@@ -57,12 +125,25 @@ def main() -> None:
 
     tokenizer = load_tokenizer(args.model)
     model = locret.from_pretrained(args.model, heads=args.heads, dtype=torch.float32).eval()
-    sample = generate(
-        "passkey", tokenizer, args.length, args.index + 1, args.seed, depth=args.depth, style="completion"
-    )[args.index]
+    samples = generate(
+        "passkey",
+        tokenizer,
+        args.length,
+        max(args.index, args.scores_from or 0) + 1,
+        args.seed,
+        depth=args.depth,
+        style="completion",
+    )
+    sample = samples[args.index]
     prompt = encode_sample(tokenizer, sample, chat_template=False)
-    span = needle_token_span(tokenizer, sample)
-    tracked = list(span) if args.track == "needle" else digit_positions(tokenizer, prompt.ids, span)
+    spans = {
+        "needle": list(needle_token_span(tokenizer, sample)),
+        "instruction": list(range(make_counter(tokenizer)(sample.prefix))),
+    }
+    if args.track == "digits":
+        tracked = digit_positions(tokenizer, prompt.ids, needle_token_span(tokenizer, sample))
+    else:
+        tracked = spans[args.track]
     config = locret.LocretConfig(
         budget=args.budget,
         chunk_size=args.chunk_size,
@@ -70,7 +151,21 @@ def main() -> None:
         n_local=prompt.n_question,
         score_pooling=args.pooling,
     )
-    cache = NeedleTracingCache(config, model.config.num_hidden_layers, tracked)
+    replay = None
+    if args.scores_from is not None:
+        donor = CounterfactualScorer()
+        donor_ids = encode_sample(tokenizer, samples[args.scores_from], chat_template=False).ids
+        locret.generate(
+            model, torch.tensor([donor_ids]), cache=new_cache(model, config, donor), max_new_tokens=1
+        )
+        replay = donor.record
+    protected = [p for name in args.protect for p in spans[name]]
+    layers = None
+    if args.protect_layers:
+        first, last = (int(n) for n in args.protect_layers.split("-"))
+        layers = range(first, last + 1)
+    scorer = CounterfactualScorer(replay, protected, layers)
+    cache = NeedleTracingCache(config, model.config.num_hidden_layers, tracked, scorer)
     out = locret.generate(model, torch.tensor([prompt.ids]), cache=cache, max_new_tokens=8)
     answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
 

@@ -1,7 +1,8 @@
 """Training examples for retaining heads: (prompt, answer) pairs from several sources, tokenized.
 
 Sources: LongAlpaca-12k from the hub (``longalpaca``), or local files in ShareGPT, Alpaca or SQuALITY
-form (``squality``: the first reference answer of each question; ``squality-all``: all of them) (``.jsonl``
+form (``squality``: the first reference answer of each question; ``squality-all``: all of them;
+``squality-longalpaca``: the first answer, the prompt framed as LongAlpaca frames its papers) (``.jsonl``
 read line by line so one broken line is counted, not fatal; ``.json``/``.parquet``/``.csv`` through
 ``datasets``). Every source becomes the same stream of ``TextExample`` and then ``Example`` (token ids). A
 row that cannot be used is never dropped silently: it becomes a ``Skip`` with a reason, which ``SkipLog``
@@ -23,7 +24,13 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 LONGALPACA_HUB_ID = "Yukang/LongAlpaca-12k"
-FORMATS = ("auto", "sharegpt", "alpaca", "squality", "squality-all")
+FORMATS = ("auto", "sharegpt", "alpaca", "squality", "squality-all", "squality-longalpaca")
+# LongAlpaca-12k's single-paper prompt (the paper's training data), with "paper" read as "story": an
+# instruction to memorize before the document, and markers around it.
+LONGALPACA_FRAME = (
+    "Below is a story. Memorize the story and answer my question after the story.\n"
+    " The story begins. \n{document}\n Now the story ends. \n{question}"
+)
 USER_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "bot", "model"}
 
@@ -156,8 +163,13 @@ def row_examples(index: int, row: dict | None, fmt: str) -> list[TextExample | S
             return [_check(row_id, *_sharegpt(row))]
         if fmt == "alpaca":
             return [_check(row_id, *_alpaca(row))]
-        if fmt in ("squality", "squality-all"):
-            return _squality(row_id, row, every_reference=fmt == "squality-all")
+        if fmt in ("squality", "squality-all", "squality-longalpaca"):
+            return _squality(
+                row_id,
+                row,
+                every_reference=fmt == "squality-all",
+                longalpaca_frame=fmt == "squality-longalpaca",
+            )
     except (KeyError, TypeError, AttributeError, IndexError):
         return [Skip(row_id, UNREADABLE)]
     return [Skip(row_id, UNKNOWN_FORMAT)]
@@ -191,15 +203,25 @@ def _alpaca(row: dict) -> tuple[str | None, str | None]:
     return prompt, row["output"]
 
 
-def _squality(row_id: str, row: dict, every_reference: bool = False) -> list[TextExample | Skip]:
+def _squality(
+    row_id: str, row: dict, every_reference: bool = False, longalpaca_frame: bool = False
+) -> list[TextExample | Skip]:
     """One example per question: the story then the question; the first reference response is the answer,
-    and with ``every_reference`` the other (non-empty) responses are its ``more_answers``."""
+    and with ``every_reference`` the other (non-empty) responses are its ``more_answers``. With
+    ``longalpaca_frame`` the prompt reads as LongAlpaca's (``LONGALPACA_FRAME``), the data SQuALITY stands in
+    for: the paper's heads learned from prompts that open with a task instruction, as real long-input
+    prompts do."""
     document = row["document"]
     out: list[TextExample | Skip] = []
     for number, question in enumerate(row["questions"]):
         example_id = f"{row_id}-q{question.get('question_number', number)}"
         texts = [r.get("response_text") for r in question.get("responses") or []]
-        prompt = f"{document.strip()}\n\n{question['question_text']}" if document else None
+        if not document:
+            prompt = None
+        elif longalpaca_frame:
+            prompt = LONGALPACA_FRAME.format(document=document.strip(), question=question["question_text"])
+        else:
+            prompt = f"{document.strip()}\n\n{question['question_text']}"
         example = _check(example_id, prompt, texts[0] if texts else None)
         if every_reference and isinstance(example, TextExample):
             more = tuple(text for text in texts[1:] if text and text.strip())

@@ -182,6 +182,40 @@ def test_needle_trace_records_each_chunk_and_ends_with_what_survived(pair, ids):
     assert cache.history[-1][1] == final
 
 
+def test_needle_trace_counterfactuals_protect_spans_and_replay_another_prompts_choices(pair, ids):
+    """``--protect`` keeps a span in every layer and KV head; ``--scores-from`` makes a prompt keep exactly the
+    positions another prompt of the same length kept."""
+    import locret
+    from benchmark.needle_trace import CounterfactualScorer, NeedleTracingCache
+
+    model, _ = pair
+    config = locret.LocretConfig(budget=24, chunk_size=16, n_stabilizers=4, n_local=4)
+    needle = list(range(40, 46))
+
+    def kept(prompt, scorer):
+        cache = NeedleTracingCache(config, model.config.num_hidden_layers, needle, scorer)
+        locret.generate(model, prompt, cache=cache, max_new_tokens=1)
+        return [layer.positions for layer in cache.layers], cache
+
+    _, unprotected = kept(ids[:, :100], CounterfactualScorer())
+    assert any(n < len(needle) * model.config.num_key_value_heads for n in unprotected.history[-1][1])
+    _, protected = kept(ids[:, :100], CounterfactualScorer(protected=needle))
+    assert protected.history[-1][1] == [len(needle) * model.config.num_key_value_heads] * 2
+    _, first_layer_only = kept(
+        ids[:, :100], CounterfactualScorer(protected=needle, protected_layers=range(1))
+    )
+    layer0, layer1 = first_layer_only.history[-1][1]
+    assert layer0 == len(needle) * model.config.num_key_value_heads > layer1  # layer 1 still evicts some
+
+    other = ids[:, :100].flip(1)  # same length, other tokens: the heads choose other positions
+    donor = CounterfactualScorer()
+    donor_positions, _ = kept(ids[:, :100], donor)
+    own_positions, _ = kept(other, CounterfactualScorer())
+    replayed_positions, _ = kept(other, CounterfactualScorer(replay=donor.record))
+    assert any(not torch.equal(a, b) for a, b in zip(own_positions, donor_positions, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(replayed_positions, donor_positions, strict=True))
+
+
 @pytest.mark.parametrize("name", ["full", "locret", "locret_random", "streaming_llm", "h2o", "snapkv"])
 def test_questions_sharing_a_context_get_what_they_would_alone(pair, ids, name):
     """The runner prefills a document once for all its questions: each must generate exactly as if alone."""

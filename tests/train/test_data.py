@@ -101,6 +101,20 @@ def test_squality_all_keeps_every_reference_answer() -> None:
     assert [char_tokenizer().decode(ids) for ids in example.answers] == ["ab", "gh", "ij"]
 
 
+def test_squality_longalpaca_frames_the_story_as_longalpaca_frames_papers() -> None:
+    row = {
+        "document": "  A story.\n",
+        "questions": [{"question_number": 1, "question_text": "Q?", "responses": [{"response_text": "a"}]}],
+    }
+    (framed,) = row_examples(0, row, "squality-longalpaca")
+    assert framed.prompt == (
+        "Below is a story. Memorize the story and answer my question after the story.\n"
+        " The story begins. \nA story.\n Now the story ends. \nQ?"
+    )
+    assert framed.answer == "a"
+    assert row_examples(0, row, "squality")[0].prompt == "A story.\n\nQ?"
+
+
 def test_unusable_rows_counted(tmp_path: Path) -> None:
     rows = [
         "[1, 2]",
