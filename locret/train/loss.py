@@ -25,6 +25,32 @@ def top_rank_weights(label: torch.Tensor, top_fraction: float, top_weight: float
     return weights
 
 
+def share_across_layers(labels: torch.Tensor, weight: float) -> torch.Tensor:
+    """Blend each layer's ``[L, Hkv, T]`` labels toward the token's importance in the layer that needs it most.
+
+    Each (layer, KV head) row is standardised over tokens (the logits' scales differ by layer), the shared
+    score of a token is its largest standardised label in any layer and head (standardised in turn), and
+    the target is ``(1 - weight) * own + weight * shared`` in the row's own mean and spread (eviction ranks
+    entries within one row, so only the order inside a row changes). Why: a token that a few retrieval
+    layers need, such as a fact asked for later, is cheap to lose in the other layers by their own labels,
+    yet the answer can depend on those layers keeping it too. ``weight`` 0 returns the labels unchanged.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"need 0 <= shared-label weight <= 1, got {weight}")
+    if weight == 0.0 or labels.shape[-1] < 2:
+        return labels
+    standard = _standardise(labels)
+    shared = _standardise(standard.amax(dim=(0, 1)))  # [T]
+    mean, spread = labels.mean(dim=-1, keepdim=True), labels.std(dim=-1, keepdim=True)
+    return mean + spread * ((1.0 - weight) * standard + weight * shared)
+
+
+def _standardise(values: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit spread along the last (token) dimension."""
+    centred = values - values.mean(dim=-1, keepdim=True)
+    return centred / centred.std(dim=-1, keepdim=True).clamp_min(1e-6)
+
+
 def retaining_loss(
     scores: list[torch.Tensor],
     labels: torch.Tensor,

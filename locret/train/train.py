@@ -29,7 +29,7 @@ import locret
 from locret.adapter import read_heads_shape
 from locret.models.base import collecting_scores
 
-from .loss import retaining_loss
+from .loss import retaining_loss, share_across_layers
 from .shards import ExampleRef, FeatureReader, LabelSet
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class TrainSettings:
     # Not in the paper (0 / 1 = its unweighted loss): weight each head's top-labelled tokens in the loss.
     top_fraction: float = 0.0
     top_weight: float = 1.0
+    # Not in the paper (0 = its labels): blend each layer's labels toward the most-needing layer's.
+    shared_label_weight: float = 0.0
 
 
 def example_for_step(step: int, n_train: int, seed: int, rank: int = 0, world: int = 1) -> int:
@@ -165,6 +167,7 @@ class Trainer:
 
     def _loss(self, scores: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         settings = self.settings
+        labels = share_across_layers(labels, settings.shared_label_weight)
         return retaining_loss(
             scores, labels, top_fraction=settings.top_fraction, top_weight=settings.top_weight
         )

@@ -12,7 +12,7 @@ from train_helpers import write_tiny_labels
 
 from locret.adapter import read_heads
 from locret.train import train
-from locret.train.loss import retaining_loss, top_rank_weights
+from locret.train.loss import retaining_loss, share_across_layers, top_rank_weights
 from locret.train.train import Trainer, TrainSettings, example_for_step
 
 FAST = TrainSettings(
@@ -39,6 +39,20 @@ def test_top_rank_weighting() -> None:
     assert retaining_loss([pred], labels).item() == pytest.approx((1.5 + 3.5 + 4.5 + 0.5) / 6)
     with pytest.raises(ValueError, match="top_fraction"):
         retaining_loss([pred], labels, top_fraction=1.5)
+
+
+def test_shared_labels_raise_a_token_another_layer_needs_and_keep_each_rows_scale() -> None:
+    # Layer 0 ranks token 2 last; layer 1 needs it most (a retrieval layer); scales differ tenfold.
+    labels = torch.tensor([[[3.0, 2.0, 1.0, 2.0]], [[0.0, 0.0, 40.0, 0.0]]])  # [L=2, Hkv=1, T=4]
+    assert torch.equal(share_across_layers(labels, 0.0), labels)
+    shared = share_across_layers(labels, 1.0)
+    assert shared.argmax(dim=-1).flatten().tolist() == [2, 2]  # every layer now keeps token 2 first
+    assert torch.allclose(shared.mean(-1), labels.mean(-1))  # each row keeps its own mean and spread
+    assert torch.allclose(shared.std(-1), shared.std(-1).new_tensor([[labels[0].std()], [labels[1].std()]]))
+    half = share_across_layers(labels, 0.5)
+    assert labels[0, 0, 2] < half[0, 0, 2] < shared[0, 0, 2]
+    with pytest.raises(ValueError, match="shared-label weight"):
+        share_across_layers(labels, 1.5)
 
 
 def test_data_order_is_a_permutation_per_pass() -> None:
