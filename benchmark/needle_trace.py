@@ -21,6 +21,9 @@ this needs none, so it runs at any length.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
+
 import torch
 
 import locret
@@ -65,7 +68,7 @@ class CounterfactualScorer(RetainingHeadScorer):
     def __init__(
         self,
         replay: list[torch.Tensor] | None = None,
-        protected: list[int] = (),
+        protected: Sequence[int] = (),
         protected_layers: range | None = None,
     ) -> None:
         super().__init__()
@@ -90,6 +93,17 @@ class CounterfactualScorer(RetainingHeadScorer):
         return scores
 
 
+def layer_range(text: str) -> range:
+    """``--protect-layers FIRST-LAST`` (inclusive) as a range."""
+    try:
+        first, last = (int(n) for n in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST, e.g. 0-9, got {text!r}") from None
+    if not 0 <= first <= last:
+        raise argparse.ArgumentTypeError(f"need 0 <= FIRST <= LAST, got {text!r}")
+    return range(first, last + 1)
+
+
 def main() -> None:
     parser = passkey_parser(__doc__, length=32768)
     parser.add_argument("--index", type=int, default=0, help="which key of the seed's sequence (0-based)")
@@ -110,6 +124,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--protect-layers",
+        type=layer_range,
         default=None,
         help="FIRST-LAST: protect only in these layers (0-based, inclusive; default every layer)",
     )
@@ -136,12 +151,13 @@ def main() -> None:
     )
     sample = samples[args.index]
     prompt = encode_sample(tokenizer, sample, chat_template=False)
+    needle = needle_token_span(tokenizer, sample)
     spans = {
-        "needle": list(needle_token_span(tokenizer, sample)),
+        "needle": list(needle),
         "instruction": list(range(make_counter(tokenizer)(sample.prefix))),
     }
     if args.track == "digits":
-        tracked = digit_positions(tokenizer, prompt.ids, needle_token_span(tokenizer, sample))
+        tracked = digit_positions(tokenizer, prompt.ids, needle)
     else:
         tracked = spans[args.track]
     config = locret.LocretConfig(
@@ -160,11 +176,7 @@ def main() -> None:
         )
         replay = donor.record
     protected = [p for name in args.protect for p in spans[name]]
-    layers = None
-    if args.protect_layers:
-        first, last = (int(n) for n in args.protect_layers.split("-"))
-        layers = range(first, last + 1)
-    scorer = CounterfactualScorer(replay, protected, layers)
+    scorer = CounterfactualScorer(replay, protected, args.protect_layers)
     cache = NeedleTracingCache(config, model.config.num_hidden_layers, tracked, scorer)
     out = locret.generate(model, torch.tensor([prompt.ids]), cache=cache, max_new_tokens=8)
     answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
