@@ -39,9 +39,9 @@ def share_across_layers(labels: torch.Tensor, weight: float) -> torch.Tensor:
         raise ValueError(f"need 0 <= shared-label weight <= 1, got {weight}")
     if weight == 0.0 or labels.shape[-1] < 2:
         return labels
-    standard = _standardise(labels)
-    shared = _standardise(standard.amax(dim=(0, 1)))  # [T]
     mean, spread = labels.mean(dim=-1, keepdim=True), labels.std(dim=-1, keepdim=True)
+    standard = (labels - mean) / spread.clamp_min(1e-6)
+    shared = _standardise(standard.amax(dim=(0, 1)))  # [T]
     return mean + spread * ((1.0 - weight) * standard + weight * shared)
 
 
