@@ -14,6 +14,7 @@ from .models import (
     LocretPhi3ForCausalLM,
     register_auto_classes,
 )
+from .session import Session
 
 register_auto_classes()
 
@@ -29,6 +30,7 @@ __all__ = [
     "LocretPhi3Config",
     "LocretPhi3ForCausalLM",
     "RetainingHead",
+    "Session",
     "attach_retaining_heads",
     "from_pretrained",
     "generate",
