@@ -1,12 +1,17 @@
-"""What Locret adds to one steady-state prefill chunk, against the same chunk in plain transformers.
+"""Locret's prefill against its ceiling, plain transformers chunk forwards over a cache of ``budget`` entries.
 
     python -m benchmark.overhead --model HuggingFaceTB/SmolLM2-135M-Instruct --budget 1024 --chunk-size 512
+    python -m benchmark.overhead --budget 256 1024 --dtype bfloat16 float32 --tokens 16384
 
-Both sides run the same chunk of ``chunk_size`` new tokens over a cache of ``budget`` entries, alternating,
-in one process: (a) transformers with a ``DynamicCache`` (the ceiling: no heads, no eviction, no
-re-rotation), (b) Locret with its evicting cache holding ``budget`` entries (heads, re-packed RoPE,
-top-k eviction back to ``budget``). Prints the median times, Locret's throughput as a share of the
-ceiling, and the share of Locret's chunk time spent scoring and evicting (torch.profiler events).
+Both sides run the same chunks of ``chunk_size`` new tokens, alternating, in one process: (a) transformers
+with a ``DynamicCache`` (the ceiling: no heads, no eviction, no re-rotation), (b) Locret with its evicting
+cache (heads, re-packed RoPE, top-k eviction back to ``budget``). Every budget and dtype given runs in the same
+process (one model load per dtype), and a table of Locret's throughput as a share of the ceiling ends the run.
+
+Without ``--tokens``: one steady-state chunk over ``budget`` cached entries, median of ``--repeats``, plus the
+share of Locret's chunk time spent scoring and evicting (torch.profiler events). With ``--tokens N``: the whole
+chunked prefill of N random tokens (``locret.prefill_prompt``) against the same chunks over a ``DynamicCache``
+cropped to its newest ``budget`` entries after each chunk, median of ``--repeats``.
 ``--scorer h2o`` (or ``snapkv``, ``streaming_llm``) runs a baseline's scorer in the same evicting cache
 instead of the retaining heads: its rescoring from attention counts as eviction time.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -29,33 +35,28 @@ from locret.models.base import EVICT_EVENT, SCORE_EVENT
 from locret.scorers import SCORERS
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    parser.add_argument("--budget", type=int, default=1024)
-    parser.add_argument("--chunk-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--eviction-kernel", choices=EVICTION_KERNELS, default="torch")
-    parser.add_argument("--scorer", choices=sorted(SCORERS), default="locret")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    model = locret.from_pretrained(args.model, dtype=resolve_dtype(args.dtype, device)).to(device).eval()
-    config = locret.LocretConfig(
-        budget=args.budget,
-        chunk_size=args.chunk_size,
-        n_stabilizers=default_stabilizers(args.budget),
-        eviction_kernel=args.eviction_kernel,
-    )
-    ids = torch.randint(100, model.config.vocab_size - 100, (1, args.budget + args.chunk_size), device=device)
-    history, chunk = ids[:, : args.budget], ids[:, args.budget :]
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def timed(run: Callable[[], None], sync: Callable[[], None]) -> float:
+    sync()
+    started = time.perf_counter()
+    run()
+    sync()
+    return time.perf_counter() - started
+
+
+def random_ids(model, length: int, device: torch.device) -> torch.Tensor:
+    return torch.randint(100, model.config.vocab_size - 100, (1, length), device=device)
+
+
+def steady_chunk(model, config: locret.LocretConfig, scorer: str, repeats: int, device: torch.device):
+    """Seconds per chunk of ``chunk_size`` over ``budget`` cached entries for each side, and the shares of a
+    profiled Locret chunk spent scoring and evicting."""
+    ids = random_ids(model, config.budget + config.chunk_size, device)
+    history, chunk = ids[:, : config.budget], ids[:, config.budget :]
+    sync = synchronizer(device)
 
     def vanilla_cache() -> DynamicCache:
         cache = DynamicCache(config=model.config)
@@ -63,28 +64,23 @@ def main() -> None:
         return cache
 
     def evicting_cache():
-        cache = new_cache(model, config, scorer=SCORERS[args.scorer]())
+        cache = new_cache(model, config, scorer=SCORERS[scorer]())
         model.model(input_ids=history, past_key_values=cache)
         cache.prefilling = True
         return cache
 
-    def timed_chunk(cache) -> float:
-        sync()
-        started = time.perf_counter()
-        model.model(input_ids=chunk, past_key_values=cache)
-        sync()
-        return time.perf_counter() - started
+    def chunk_seconds(cache) -> float:
+        return timed(lambda: model.model(input_ids=chunk, past_key_values=cache), sync)
 
-    times: dict[str, list[float]] = {"transformers": [], args.scorer: []}
-    with torch.no_grad():
-        timed_chunk(vanilla_cache()), timed_chunk(evicting_cache())  # warm-up
-        for _ in range(args.repeats):
-            times["transformers"].append(timed_chunk(vanilla_cache()))
-            times[args.scorer].append(timed_chunk(evicting_cache()))
-        cache = evicting_cache()  # outside the profile: only the timed chunk's events count
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=activities) as prof:
-            total = timed_chunk(cache)
+    times: dict[str, list[float]] = {"ceiling": [], "locret": []}
+    chunk_seconds(vanilla_cache()), chunk_seconds(evicting_cache())  # warm-up
+    for _ in range(repeats):
+        times["ceiling"].append(chunk_seconds(vanilla_cache()))
+        times["locret"].append(chunk_seconds(evicting_cache()))
+    cache = evicting_cache()  # outside the profile: only the timed chunk's events count
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        total = chunk_seconds(cache)
     events = {e.key: e for e in prof.key_averages()}
 
     def share(name: str) -> float:
@@ -92,17 +88,109 @@ def main() -> None:
         spent = (event.device_time_total if device.type == "cuda" else event.cpu_time_total) if event else 0
         return spent / 1e6 / total
 
-    median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"model {args.model}, {model.dtype}, {device}, threads {torch.get_num_threads()}")
-    print(f"chunk of {args.chunk_size} tokens over {args.budget} cached entries, median of {args.repeats}:")
-    for name, seconds in median.items():
-        print(f"  {name:12s} {seconds * 1000:8.1f} ms  {args.chunk_size / seconds:7.1f} tokens/s")
-    ceiling = median["transformers"] / median[args.scorer]
-    print(f"{args.scorer} throughput = {ceiling:.1%} of the transformers ceiling")
-    print(
-        f"share of a profiled {args.scorer} chunk: scoring {share(SCORE_EVENT):.1%}, "
-        f"eviction {share(EVICT_EVENT):.1%}"
+    return times, {"scoring": share(SCORE_EVENT), "eviction": share(EVICT_EVENT)}
+
+
+def whole_prefill(
+    model, config: locret.LocretConfig, scorer: str, tokens: int, repeats: int, device: torch.device
+) -> tuple[dict[str, list[float]], int]:
+    """Seconds for Locret's chunked prefill of ``tokens`` random tokens and for the ceiling's same chunks, and
+    the number of tokens both prefill (all but the local tail)."""
+    ids = random_ids(model, tokens, device)
+    end = tokens - max(config.n_local, 1)
+    sync = synchronizer(device)
+
+    def ceiling() -> None:
+        cache = DynamicCache(config=model.config)
+        for start in range(0, end, config.chunk_size):
+            model.model(input_ids=ids[:, start : min(start + config.chunk_size, end)], past_key_values=cache)
+            for layer in cache.layers:
+                layer.keys, layer.values = (
+                    layer.keys[..., -config.budget :, :],
+                    layer.values[..., -config.budget :, :],
+                )
+
+    def evicting() -> None:
+        locret.prefill_prompt(model, ids, config, cache=new_cache(model, config, scorer=SCORERS[scorer]()))
+
+    times: dict[str, list[float]] = {"ceiling": [], "locret": []}
+    for _ in range(repeats):
+        times["ceiling"].append(timed(ceiling, sync))
+        times["locret"].append(timed(evicting, sync))
+    return times, end
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    parser.add_argument("--budget", type=int, nargs="+", default=[1024])
+    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--score-pooling", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=None, help="time a whole prefill of this many tokens")
+    parser.add_argument("--repeats", type=int, default=None, help="default: 5 steady chunks, 1 whole prefill")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", nargs="+", default=["auto"])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--eviction-kernel", choices=EVICTION_KERNELS, default="torch")
+    parser.add_argument("--scorer", choices=sorted(SCORERS), default="locret")
+    args = parser.parse_args()
+    if args.tokens is not None and args.tokens <= args.chunk_size:
+        parser.error(f"--tokens must exceed --chunk-size ({args.chunk_size}), got {args.tokens}")
+    repeats = args.repeats or (5 if args.tokens is None else 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    what = (
+        f"whole prefill of {args.tokens} tokens"
+        if args.tokens
+        else f"chunk of {args.chunk_size} over budget cached entries"
+    )
+    print(
+        f"model {args.model}, {device}, threads {torch.get_num_threads()}, scorer {args.scorer}; {what}, "
+        f"median of {repeats}"
+    )
+    rows = []
+    for dtype_name in args.dtype:
+        dtype = resolve_dtype(dtype_name, device)
+        model = locret.from_pretrained(args.model, dtype=dtype).to(device).eval()
+        for budget in args.budget:
+            config = locret.LocretConfig(
+                budget=budget,
+                chunk_size=args.chunk_size,
+                n_stabilizers=max(default_stabilizers(budget), args.score_pooling // 2),
+                score_pooling=args.score_pooling,
+                eviction_kernel=args.eviction_kernel,
+            )
+            with torch.no_grad():
+                if args.tokens is None:
+                    times, shares = steady_chunk(model, config, args.scorer, repeats, device)
+                    tokens = args.chunk_size
+                else:
+                    times, tokens = whole_prefill(model, config, args.scorer, args.tokens, repeats, device)
+                    shares = None
+            median = {name: statistics.median(values) for name, values in times.items()}
+            speed = {name: tokens / seconds for name, seconds in median.items()}
+            rows.append((str(dtype).removeprefix("torch."), budget, speed["ceiling"], speed["locret"]))
+            print(
+                f"{rows[-1][0]} budget {budget}: ceiling {median['ceiling'] * 1000:.1f} ms "
+                f"({speed['ceiling']:.1f} tok/s), {args.scorer} {median['locret'] * 1000:.1f} ms "
+                f"({speed['locret']:.1f} tok/s)"
+                + (
+                    f"; profiled {args.scorer} chunk: scoring {shares['scoring']:.1%}, "
+                    f"eviction {shares['eviction']:.1%}"
+                    if shares
+                    else ""
+                ),
+                flush=True,
+            )
+        del model
+    print(
+        f"\n| dtype | budget | ceiling tok/s | {args.scorer} tok/s | share of the ceiling |\n|---|---|---|---|---|"
+    )
+    for dtype_name, budget, ceiling, ours in rows:
+        print(f"| {dtype_name} | {budget} | {ceiling:.1f} | {ours:.1f} | {ours / ceiling:.1%} |")
 
 
 if __name__ == "__main__":
