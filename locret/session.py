@@ -150,7 +150,7 @@ class Session:
         # generate reads a prompt from cache.get_seq_length() on; the tokens before are in the cache already
         # and stand in as zeros.
         prompt = torch.cat([ids.new_zeros(1, self.cache.get_seq_length()), self.pending, ids], dim=1)
-        out = generate(self.model, prompt, cache=copy.deepcopy(self.cache), **generate_kwargs)
+        out = generate(self.model, prompt, self.config, cache=copy.deepcopy(self.cache), **generate_kwargs)
         tokens = out.new_tokens[0]
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if self.tokenizer is not None else None
         return Answer(tokens, text, out.prefill_seconds, out.decode_seconds)
