@@ -6,8 +6,8 @@ from pathlib import Path
 
 from benchmark.natural.splits import HAYSTACK_BOOKS, Split
 
-_START = re.compile(r"^\*\*\* ?START OF.*$", re.MULTILINE)
-_END = re.compile(r"^\*\*\* ?END OF.*$", re.MULTILINE)
+_START = re.compile(r"^[ \t]*\*\*\* ?START OF.*$", re.MULTILINE)
+_END = re.compile(r"^[ \t]*\*\*\* ?END OF.*$", re.MULTILINE)
 
 
 def strip_gutenberg(text: str) -> str:

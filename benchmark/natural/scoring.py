@@ -1,7 +1,8 @@
 """Scorers of the natural-text tasks.
 
 ``niah_text``: the needle's value, normalised (lowercase, punctuation dropped, whitespace collapsed), must
-appear as whole words in the reply's first non-empty line (a value mentioned only after a wrong first
+appear as whole words in the reply's first non-empty line (digit groups may be
+written with separators) (a value mentioned only after a wrong first
 answer does not count). ``niah_text_multi_all``: the fraction of the values found, as whole words, anywhere
 in the reply. ``multidoc_qa``: "Lost in the Middle"'s ``best_subspan_em`` (any reference answer, normalised
 as SQuAD does, is a substring of the normalised reply).
@@ -14,7 +15,9 @@ _PUNCTUATION = set(string.punctuation)
 
 
 def normalise(text: str) -> str:
-    """Lowercase, punctuation replaced by spaces, whitespace collapsed."""
+    """Lowercase, digit-group separators dropped (4,821,937), other punctuation made spaces, whitespace
+    collapsed."""
+    text = re.sub(r"(?<=\d)[,.](?=\d{3}(?!\d))", "", text)
     text = "".join(" " if ch in _PUNCTUATION else ch for ch in text.lower())
     return " ".join(text.split())
 
