@@ -7,7 +7,8 @@ Protocol: the prompt is ``prefix + context`` followed by ``question``. The two p
 separately and concatenated, and ``n_local`` is set to the question's token count, so the chunked prefill
 evicts over ``prefix + context`` before the question is seen; the question is the protected local tail.
 
-Each case folder ``<out>/<task>/<method>/b<budget>_L<length>_d<depth>/`` holds
+Each case folder ``<out>/<task>/<method>/b<budget>_L<length>_d<depth>/`` (``<task>-<split>`` for tasks with
+splits: ``--split validation``, the default, or ``test``) holds
 - ``predictions.jsonl``: one line per sample (written as soon as it finishes: a rerun skips it);
 - ``metrics.json``: mean score, counts and timings;
 - ``config.json``: the exact configuration (model, dtype, method parameters, git commit, machine).
