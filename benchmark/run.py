@@ -7,7 +7,8 @@ Protocol: the prompt is ``prefix + context`` followed by ``question``. The two p
 separately and concatenated, and ``n_local`` is set to the question's token count, so the chunked prefill
 evicts over ``prefix + context`` before the question is seen; the question is the protected local tail.
 
-Each case folder ``<out>/<task>/<method>/b<budget>_L<length>_d<depth>/`` holds
+Each case folder ``<out>/<task>/<method>/b<budget>_L<length>_d<depth>/`` (``<task>-<split>`` for tasks with
+splits: ``--split validation``, the default, or ``test``) holds
 - ``predictions.jsonl``: one line per sample (written as soon as it finishes: a rerun skips it);
 - ``metrics.json``: mean score, counts and timings;
 - ``config.json``: the exact configuration (model, dtype, method parameters, git commit, machine).
@@ -36,7 +37,9 @@ from tqdm.auto import tqdm
 
 from benchmark.methods import METHODS, Method, get_method
 from benchmark.methods.base import NONE, TRAINED
-from benchmark.sample import Sample
+from benchmark.natural.splits import SPLITS
+from benchmark.oracle import token_spans
+from benchmark.sample import Sample, SampleSpecific
 from benchmark.tasks import TASKS, load_task, score
 from locret.adapter import heads_digest, read_heads
 from locret.config import default_stabilizers
@@ -88,6 +91,7 @@ class Settings:
     attn_implementation: str = "sdpa"
     longheads_window: int = 256
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    split: str = "validation"  # for tasks with splits (natural tasks); the test split only when asked
 
     @property
     def style(self) -> str:
@@ -123,6 +127,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--length", type=_csv(_length), default=[None], help="comma list of prompt lengths")
     p.add_argument("--depth", type=_csv(_depth), default=[None], help="needle depth(s) 0..1; default: sweep")
     p.add_argument("--n", type=int, default=5, help="samples per case")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="validation",
+        help="split of the tasks that have one (niah_text*, multidoc_qa); report test only once per version",
+    )
     p.add_argument("--chunk-size", type=int, default=512)
     p.add_argument("--n-stabilizers", type=int, default=None, help="default: budget // 4")
     p.add_argument(
@@ -175,6 +185,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         attn_implementation=a.attn_implementation,
         longheads_window=a.longheads_window,
         threads=a.threads,
+        split=a.split,
     )
 
 
@@ -235,9 +246,16 @@ def encode_sample(tokenizer, sample: Sample, chat_template: bool) -> Prompt:
         cut = text.rindex(sample.question) if sample.question else len(text)
         head, tail = text[:cut], text[cut:]
         head_ids = tokenizer.encode(head, add_special_tokens=False)
+        shift = text.find(sample.prefix + sample.context)
     else:
         head, tail = sample.prefix + sample.context, sample.question
         head_ids = tokenizer.encode(head)  # BOS, if the tokenizer adds one
+        shift = 0
+    if sample.meta.get("needle_char_spans"):
+        if shift < 0:
+            raise ValueError(f"the chat template changed the text of {sample.id}: cannot locate its needles")
+        spans = [(start + shift, end + shift) for start, end in sample.meta["needle_char_spans"]]
+        sample.meta["needle_token_spans"] = token_spans(tokenizer, head, head_ids, spans, not chat_template)
     tail_ids = tokenizer.encode(tail, add_special_tokens=False) if tail else []
     return Prompt(ids=head_ids + tail_ids, n_question=len(tail_ids))
 
@@ -262,23 +280,30 @@ class Case:
     budget: int | None  # None: the method does not depend on it (full cache)
     length: int | None
     depth: float | None
+    split: str | None = None  # for tasks with splits
+
+    @property
+    def label(self) -> str:
+        """The task with its split (``niah_text-test``): folders and summaries keep splits apart."""
+        return self.task if self.split is None else f"{self.task}-{self.split}"
 
     @property
     def key(self) -> str:
         budget = "full" if self.budget is None else self.budget
         length = "orig" if self.length is None else self.length
         depth = "sweep" if self.depth is None else f"{self.depth:g}"
-        return f"{self.task}/{self.method}/b{budget}_L{length}_d{depth}"
+        return f"{self.label}/{self.method}/b{budget}_L{length}_d{depth}"
 
 
 def plan_cases(settings: Settings) -> list[Case]:
     cases = []
     for task in settings.tasks:
+        split = settings.split if TASKS[task].splits else None
         for length in settings.lengths:
             for depth in settings.depths:
                 for name in settings.methods:
                     budgets = [None] if METHODS[name].budget_independent else settings.budgets
-                    cases.extend(Case(task, name, b, length, depth) for b in budgets)
+                    cases.extend(Case(task, name, b, length, depth, split) for b in budgets)
     return cases
 
 
@@ -332,6 +357,7 @@ def summarise(case: Case, records: list[dict], expected: int) -> dict:
         status = records[0].get("status", "n/a")
     return {
         **asdict(case),
+        "task": case.label,
         "status": status,
         "n": len(records),
         "n_expected": expected,
@@ -474,9 +500,12 @@ def run_sample(case, method, model, sample, prompt, tokenizer, settings, eos, de
         "question_tokens": prompt.n_question,
         "depth": sample.meta.get("depth"),
         "needle_depth": sample.meta.get("needle_depth"),
+        "needle_token_spans": sample.meta.get("needle_token_spans"),
     }
     if not method.fits(len(prompt.ids), max_new, model):
         return {**base, "prediction": None, "score": None, "status": NA_WINDOW}
+    if isinstance(method, SampleSpecific):
+        method = method.for_sample(sample)
     budget = case.budget if case.budget is not None else len(prompt.ids)
     config = method.locret_config(
         budget, settings.chunk_size, settings.stabilizers(budget), prompt.n_question, len(prompt.ids)
@@ -505,8 +534,10 @@ def run_sample(case, method, model, sample, prompt, tokenizer, settings, eos, de
     }
 
 
-def load_samples(settings: Settings, tokenizer, task: str, length, depth) -> list[Sample]:
+def load_samples(settings: Settings, tokenizer, task: str, length, depth, split=None) -> list[Sample]:
     kwargs = dict(data_dir=settings.data_dir, tokenizer=tokenizer, n=settings.n, seed=settings.seed)
+    if split is not None:
+        kwargs["split"] = split
     if length is not None:
         kwargs["length"] = length
     if depth is not None:
@@ -539,7 +570,7 @@ def run(settings: Settings, tokenizer=None, model_dir: Path | None = None) -> li
     loaded: dict[tuple, tuple[list[Sample], list[Prompt]]] = {}
     results = []
     for case in tqdm(cases, desc="cases", unit="case"):
-        key = (case.task, case.length, case.depth)
+        key = (case.task, case.length, case.depth, case.split)
         if key not in loaded:
             samples = load_samples(settings, tokenizer, *key)
             loaded[key] = (samples, [encode_sample(tokenizer, s, settings.chat_template) for s in samples])

@@ -6,7 +6,7 @@ was known, which is the setting Locret is designed for.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass
@@ -26,3 +26,10 @@ class Sample:
     def prompt(self) -> str:
         """The full prompt text, ``prefix + context + question``."""
         return self.prefix + self.context + self.question
+
+
+@runtime_checkable
+class SampleSpecific(Protocol):
+    """A method whose cache depends on the sample (the needle oracle): the runner binds it per sample."""
+
+    def for_sample(self, sample: Sample) -> Any: ...

@@ -12,6 +12,7 @@ from .locret_pooled import LocretPooled
 from .locret_random import LocretRandomHeads, LocretRandomHeadsPooled
 from .locret_trained import Locret
 from .longheads import LongHeads
+from .needle_oracle import NeedleOracle
 from .snapkv import SnapKV
 from .streaming_llm import StreamingLLM
 
@@ -27,6 +28,7 @@ METHODS: dict[str, type[Method]] = {
         H2O,
         SnapKV,
         LongHeads,
+        NeedleOracle,
     )
 }
 

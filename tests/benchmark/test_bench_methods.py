@@ -37,6 +37,7 @@ def test_registry_names_every_method():
         "h2o",
         "snapkv",
         "longheads",
+        "needle_oracle",
     }
     for name in METHODS:
         method = get_method(name)

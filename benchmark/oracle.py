@@ -1,0 +1,62 @@
+"""The needle oracle: a scorer that knows where the answer is, to tell a budget limit from a scorer limit.
+
+It keeps every token of the sample's needle spans (in every layer and KV head) and otherwise does what
+StreamingLLM does (4 attention sinks, then the newest entries). If the oracle answers where a method at
+the same budget does not, the budget was enough and that method's scorer dropped the needle; if the
+oracle fails too, the budget (or the model) is the limit. The spans come from the task
+(``needle_char_spans``) and are mapped to token positions by ``token_spans`` once the prompt is tokenized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from locret.scorers.streaming import StreamingLLMScorer
+
+Span = tuple[int, int]  # [start, end) positions
+
+
+@dataclass
+class NeedleOracleScorer(StreamingLLMScorer):
+    """StreamingLLM's scores, with +inf for tokens whose absolute position lies in a needle span."""
+
+    spans: tuple[Span, ...] = ()
+
+    def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
+        scores = super().score_new(attention, features, query, key, positions)
+        in_needle = torch.zeros_like(positions, dtype=torch.bool)
+        for start, end in self.spans:
+            in_needle |= (positions >= start) & (positions < end)
+        return torch.where(in_needle, torch.full_like(scores, float("inf")), scores)
+
+
+def token_spans(
+    tokenizer, text: str, ids: Sequence[int], char_spans: Sequence[Span], add_special_tokens: bool
+) -> list[Span]:
+    """The token positions covering each ``[start, end)`` character span of ``text``, tokenized as ``ids``.
+
+    A fast tokenizer's offsets give the exact tokens that overlap the span (a token merging the space before
+    a needle counts as the needle's); other tokenizers count the tokens of the text up to each end.
+    """
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        if list(encoded["input_ids"]) != list(ids):
+            raise ValueError("the text does not tokenize to the given ids: cannot map character spans")
+        offsets = encoded["offset_mapping"]
+        spans = []
+        for start, end in char_spans:
+            covering = [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
+            if not covering:
+                raise ValueError(f"no token covers characters {start}..{end}")
+            spans.append((covering[0], covering[-1] + 1))
+        return spans
+    return [
+        (
+            len(tokenizer.encode(text[:start], add_special_tokens=add_special_tokens)),
+            len(tokenizer.encode(text[:end], add_special_tokens=add_special_tokens)),
+        )
+        for start, end in char_spans
+    ]

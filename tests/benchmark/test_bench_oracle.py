@@ -1,0 +1,140 @@
+"""The needle oracle: its scorer, the needle token spans, retention through eviction, and the runner plumbing."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_locret
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from benchmark import run as bench_run
+from benchmark.methods import get_method
+from benchmark.oracle import NeedleOracleScorer, token_spans
+from benchmark.sample import Sample
+from benchmark.tasks import load_task
+from locret.config import LocretConfig
+from locret.generation import new_cache, prefill_prompt
+from locret.scorers import StreamingLLMScorer
+
+
+class SlowWhitespaceTokenizer:
+    """One token per word, without offsets, taking ``add_special_tokens`` as HF's slow tokenizers do."""
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = []
+        for word in text.split():
+            if word not in self.words:
+                self.words.append(word)
+            ids.append(self.words.index(word))
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(self.words[i] for i in ids)
+
+
+def test_scorer_marks_needle_positions_infinite() -> None:
+    scorer = NeedleOracleScorer(spans=((5, 8), (20, 21)))
+    key = torch.zeros(1, 2, 25, 4)
+    scores = scorer.score_new(None, None, None, key, torch.arange(25))
+    assert scores.shape == (1, 2, 25)
+    infinite = torch.isinf(scores[0, 0]).nonzero().flatten().tolist()
+    assert infinite == [0, 1, 2, 3, 5, 6, 7, 20]  # 4 sinks and the needles
+    assert scores[0, 1, 10] == 10.0  # otherwise recency
+
+
+def test_token_spans_fast_and_counting(smollm2_tokenizer) -> None:
+    text = "Some prose here. The code word for the north gate was amber kettle. More prose follows."
+    sentence = "The code word for the north gate was amber kettle."
+    start = text.index(sentence)
+    ids = smollm2_tokenizer.encode(text)
+    ((a, b),) = token_spans(smollm2_tokenizer, text, ids, [(start, start + len(sentence))], True)
+    assert smollm2_tokenizer.decode(ids[a:b]).strip() == sentence
+    slow = SlowWhitespaceTokenizer()  # no offsets: spans come from counting the text's tokens up to each end
+    ws_ids = slow.encode(text)
+    ((a, b),) = token_spans(slow, text, ws_ids, [(start, start + len(sentence))], True)
+    assert slow.decode(ws_ids[a:b]) == sentence
+    with pytest.raises(ValueError, match="does not tokenize"):
+        token_spans(smollm2_tokenizer, text, ids[:-1], [(0, 4)], True)
+
+
+@pytest.mark.parametrize("scorer_kind", ["oracle", "streaming_llm"])
+def test_oracle_keeps_the_needle_through_eviction(scorer_kind: str) -> None:
+    model = tiny_locret()
+    needle = (40, 52)
+    config = LocretConfig(budget=32, chunk_size=16, n_stabilizers=4, n_local=8)
+    scorer = NeedleOracleScorer(spans=(needle,)) if scorer_kind == "oracle" else StreamingLLMScorer()
+    cache = new_cache(model, config, scorer=scorer, track_positions=True)
+    torch.manual_seed(1)
+    prefill_prompt(model, torch.randint(3, 97, (1, 200)), config, cache=cache)
+    wanted = torch.arange(*needle)
+    for layer in cache.layers:
+        assert layer.positions.shape[-1] <= config.budget
+        kept = [
+            bool(torch.isin(wanted, layer.positions[0, h]).all()) for h in range(layer.positions.shape[1])
+        ]
+        assert all(kept) if scorer_kind == "oracle" else not any(kept)
+
+
+def test_oracle_method_needs_sample_spans() -> None:
+    method = get_method("needle_oracle")
+    plain = Sample(id="x", context="c", question="q", answers=["a"], task="passkey", max_new_tokens=1)
+    with pytest.raises(ValueError, match="records none"):
+        method.for_sample(plain)
+    with pytest.raises(ValueError, match="for_sample"):
+        method.make_cache(tiny_locret(), LocretConfig(budget=32, chunk_size=16, n_stabilizers=4, n_local=8))
+    plain.meta["needle_token_spans"] = [[3, 9]]
+    assert method.for_sample(plain).needle_spans == ((3, 9),)
+    assert "needle_spans" not in method.params()
+
+
+def _prose_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\s\w]", t)})
+    vocab = {token: i for i, token in enumerate(["<unk>", "</s>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="</s>")
+
+
+def test_runner_binds_the_oracle_per_sample(shared_data: Path, tmp_path: Path, ws_tokenizer) -> None:
+    threads = torch.get_num_threads()
+    probe = load_task(
+        "niah_text", data_dir=str(shared_data), tokenizer=ws_tokenizer, length=300, n=1, split="test"
+    )
+    tokenizer = _prose_tokenizer([probe[0].prompt])
+    model = tiny_locret(vocab_size=len(tokenizer), max_position_embeddings=1024)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    argv = [
+        "--model", str(tmp_path / "model"), "--task", "niah_text", "--split", "test",
+        "--method", "needle_oracle,streaming_llm", "--budget", "64", "--length", "400", "--depth", "0.5",
+        "--n", "1", "--chunk-size", "32", "--dtype", "float32", "--threads", "1", "--max-new-tokens", "2",
+        "--data-dir", str(shared_data), "--out", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    try:
+        results = bench_run.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    assert {r["task"] for r in results} == {"niah_text-test"} and all(r["split"] == "test" for r in results)
+    folder = tmp_path / "runs" / "niah_text-test" / "needle_oracle" / "b64_L400_d0.5"
+    (record,) = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    ((start, end),) = record["needle_token_spans"]
+    (sample,) = load_task("niah_text", data_dir=str(shared_data), tokenizer=tokenizer, length=400, n=1,
+                          depth=0.5, split="test", style="completion")  # fmt: skip
+    ids = tokenizer.encode(sample.prefix + sample.context)
+    assert tokenizer.decode(ids[start:end]) == tokenizer.decode(
+        tokenizer.encode(sample.meta["needles"][0]["statement"].format(value=sample.answers[0]))
+    )
+    assert (
+        record["status"] == "ok"
+        and "needle_spans" not in json.loads((folder / "config.json").read_text())["method"]
+    )
