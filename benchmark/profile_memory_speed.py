@@ -16,7 +16,8 @@ Results are also given as ratios to the full cache at the lengths where the full
 ``--full-max-length``, default the model's window). Writes ``profile.json``, ``profile.md`` and PNG plots.
 
 Presets build the published architectures with RANDOM weights (nothing is downloaded; inputs are random
-token ids): ``llama-3.1-8b``, ``phi-3-mini-128k``, ``smollm2-135m`` and ``tiny`` (for tests). Speed and memory
+token ids): ``llama-3.1-8b``, ``llama-3.2-3b``, ``phi-3-mini-128k``, ``qwen2.5-7b``, ``qwen3-8b``,
+``mistral-7b``, ``gemma-3-4b`` (its text model), ``smollm2-135m`` and ``tiny`` (for tests). Speed and memory
 do not depend on the weights' values, only on the shapes. ``--num-layers N`` scales the depth down on a
 small machine (reported in the output: per-layer costs are unchanged, totals scale with N). ``--model
 PATH`` profiles real weights instead.
@@ -42,11 +43,12 @@ from locret.hardware import resolve_dtype_name
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 RESULT_PREFIX = "PROFILE-RESULT "
 
-# Published shapes (config.json of each release). Phi-3's LongRoPE factor lists are placeholders of the
-# right length (they change rotation angles only, not cost); everything else is as released.
+# Published shapes (config.json of each release), by family of ``locret.models.LOCRET_CLASSES``. Phi-3's
+# LongRoPE factor lists are placeholders of the right length (they change rotation angles only, not cost);
+# everything else is as released.
 PRESETS: dict[str, dict] = {
     "llama-3.1-8b": dict(
-        arch="llama",
+        family="llama",
         vocab_size=128256,
         hidden_size=4096,
         intermediate_size=14336,
@@ -67,7 +69,7 @@ PRESETS: dict[str, dict] = {
         retaining_head_size=1024,
     ),
     "phi-3-mini-128k": dict(
-        arch="phi3",
+        family="phi3",
         vocab_size=32064,
         hidden_size=3072,
         intermediate_size=8192,
@@ -92,7 +94,7 @@ PRESETS: dict[str, dict] = {
         retaining_head_size=1024,
     ),
     "smollm2-135m": dict(
-        arch="llama",
+        family="llama",
         vocab_size=49152,
         hidden_size=576,
         intermediate_size=1536,
@@ -105,8 +107,94 @@ PRESETS: dict[str, dict] = {
         rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
         retaining_head_size=1024,
     ),
+    "llama-3.2-3b": dict(
+        family="llama",
+        vocab_size=128256,
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        retaining_head_size=1024,
+    ),
+    "qwen2.5-7b": dict(
+        family="qwen2",
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        retaining_head_size=1024,
+    ),
+    "qwen3-8b": dict(
+        family="qwen3",
+        vocab_size=151936,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=40960,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        retaining_head_size=1024,
+    ),
+    "mistral-7b": dict(  # v0.3: no sliding window
+        family="mistral",
+        vocab_size=32768,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        sliding_window=None,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        retaining_head_size=1024,
+    ),
+    "gemma-3-4b": dict(  # the text model of gemma-3-4b-it: 5 sliding (window 1024) : 1 global layers
+        family="gemma3_text",
+        vocab_size=262208,
+        hidden_size=2560,
+        intermediate_size=10240,
+        num_hidden_layers=34,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        sliding_window=1024,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        },
+        retaining_head_size=1024,
+    ),
     "tiny": dict(
-        arch="llama",
+        family="llama",
         vocab_size=97,
         hidden_size=64,
         intermediate_size=96,
@@ -171,19 +259,13 @@ class Settings:
 
 def build_preset(name: str, dtype: torch.dtype, device: str, num_layers: int | None = None, seed: int = 0):
     """A Locret model of a preset's shape with random weights, built without a slow default init."""
-    from locret import LocretLlamaConfig, LocretLlamaForCausalLM, LocretPhi3Config, LocretPhi3ForCausalLM
-    from locret.rope import RopeTable
+    from locret.models import LOCRET_CLASSES
 
     spec = dict(PRESETS[name])
-    arch = spec.pop("arch")
+    model_cls = LOCRET_CLASSES[spec.pop("family")]
     if num_layers is not None:
         spec["num_hidden_layers"] = num_layers
-    config_cls, model_cls = (
-        (LocretLlamaConfig, LocretLlamaForCausalLM)
-        if arch == "llama"
-        else (LocretPhi3Config, LocretPhi3ForCausalLM)
-    )
-    config = config_cls(**spec)
+    config = model_cls.config_class(**spec)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -195,16 +277,17 @@ def build_preset(name: str, dtype: torch.dtype, device: str, num_layers: int | N
     generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for pname, param in model.named_parameters():
-            if param.dim() == 1:  # norm weights
+            if pname.endswith("bias"):
+                param.zero_()
+            elif param.dim() == 1:  # norm weights
                 param.fill_(1.0)
             else:
                 param.normal_(0.0, 0.02 if "retaining_head" not in pname else 0.05, generator=generator)
-    # Non-persistent buffers (RoPE frequencies) were left uninitialised by to_empty: rebuild them.
-    rotary = type(model.model.rotary_emb)(model.config).to(device)
-    model.model.rotary_emb = rotary
-    rope = RopeTable(rotary, model.config)
-    for layer in model.model.layers:
-        layer.self_attn.locret_rope = rope
+        # Buffers (RoPE frequencies, Gemma's embedding scale) were left uninitialised by to_empty: the model's
+        # own initialisation sets them.
+        for module in model.modules():
+            if next(module.buffers(recurse=False), None) is not None:
+                model._init_weights(module)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.set_attn_implementation("sdpa")
@@ -495,12 +578,14 @@ def parse_args(argv: list[str] | None) -> Settings | dict:
         return json.loads(a.worker)
     if a.render:
         return Path(a.render)
-    from benchmark.methods import METHODS
+    from benchmark.methods import get_method
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for m in methods:
-        if m not in METHODS:
-            p.error(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
+        try:
+            get_method(m)
+        except ValueError as err:
+            p.error(str(err))
     preset = a.preset if a.preset or a.model else "smollm2-135m"
     return Settings(
         methods=methods,

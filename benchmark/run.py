@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.methods import METHODS, Method, get_method
+from benchmark.methods import METHODS, Method, get_method, parse_method
 from benchmark.methods.base import NONE, TRAINED
 from benchmark.natural.splits import SPLITS
 from benchmark.oracle import token_spans
@@ -122,7 +122,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--model", required=True, help="checkpoint dir, .gguf, or hub id / known name")
     p.add_argument("--heads", default=None, help="trained retaining-heads adapter directory")
     p.add_argument("--task", required=True, type=_csv(str), help=f"comma list of: {', '.join(TASKS)}")
-    p.add_argument("--method", required=True, type=_csv(str), help=f"comma list of: {', '.join(METHODS)}")
+    p.add_argument(
+        "--method",
+        required=True,
+        type=_csv(str),
+        help=f"comma list of: {', '.join(METHODS)}; settings after the name, e.g. snapkv:window=64:kernel_size=5",
+    )
     p.add_argument("--budget", required=True, type=_csv(int), help="comma list of cache budgets")
     p.add_argument("--length", type=_csv(_length), default=[None], help="comma list of prompt lengths")
     p.add_argument("--depth", type=_csv(_depth), default=[None], help="needle depth(s) 0..1; default: sweep")
@@ -158,8 +163,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--out", required=True, help="results root")
     a = p.parse_args(argv)
     for name in a.method:
-        if name not in METHODS:
-            p.error(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+        try:
+            get_method(name)
+        except ValueError as err:
+            p.error(str(err))
     for name in a.task:
         if name not in TASKS:
             p.error(f"unknown task {name!r}")
@@ -302,7 +309,7 @@ def plan_cases(settings: Settings) -> list[Case]:
         for length in settings.lengths:
             for depth in settings.depths:
                 for name in settings.methods:
-                    budgets = [None] if METHODS[name].budget_independent else settings.budgets
+                    budgets = [None] if get_method(name).budget_independent else settings.budgets
                     cases.extend(Case(task, name, b, length, depth, split) for b in budgets)
     return cases
 
@@ -584,9 +591,9 @@ def run(settings: Settings, tokenizer=None, model_dir: Path | None = None) -> li
 
 
 def _make_method(name: str, settings: Settings) -> Method:
-    return (
-        get_method(name, window_size=settings.longheads_window) if name == "longheads" else get_method(name)
-    )
+    if parse_method(name)[0] == "longheads":
+        return get_method(name, window_size=settings.longheads_window)
+    return get_method(name)
 
 
 def _fmt(value) -> str:

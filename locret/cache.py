@@ -7,11 +7,13 @@ keeps at most ``budget`` entries per KV head.
 Lengths: ``get_seq_length()`` counts tokens *seen* (what ``generate`` needs to know which inputs are new),
 while the stored length is smaller once entries were evicted. ``get_mask_sizes`` reports
 ``(stored + q_len, seen - stored)``, which makes the stock causal mask let every new token see every retained
-entry and the earlier tokens of its own chunk.
+entry and the earlier tokens of its own chunk. A sliding-window layer (Gemma 3, Mistral) lays the model's
+sliding mask over the same slots: it sees the newest ``sliding_window`` of the retained entries and chunk.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import torch
@@ -26,17 +28,19 @@ from .scorers import EntryScorer, RetainingHeadScorer
 class LocretLayer(DynamicLayer):
     """One layer's retained entries: keys (pre-RoPE), values, scores and, in absolute mode, positions.
 
-    With ``pool_kernel = 2r + 1 > 1`` every entry's score is the maximum raw score of the tokens within ``r``
-    of it, exactly as if the whole prompt had been scored at once: the layer remembers the last ``r`` raw
-    scores, pools each new chunk together with them, and raises the newest stored entries' scores by their
-    new right-hand neighbours. Those entries are still stored because eviction always keeps the newest
+    The layer reads its settings from the ``LocretConfig`` it was built with (its cache's own, never a copy of
+    its parts). With ``pool_kernel = config.score_pooling = 2r + 1 > 1`` every entry's score is the maximum
+    raw score of the tokens within ``r`` of it, exactly as if the whole prompt had been scored at once: the
+    layer remembers the last ``r`` raw scores, pools each new chunk together with them, and raises the newest
+    stored entries' scores by their new right-hand neighbours. Those entries are still stored because eviction
+    always keeps the newest
     ``n_stabilizers >= r`` entries (``LocretConfig`` checks this).
     """
 
-    def __init__(self, track_positions: bool = False, pool_kernel: int = 1) -> None:
+    def __init__(self, config: LocretConfig | None = None, track_positions: bool = False) -> None:
         super().__init__()
+        self.config = config if config is not None else LocretConfig()
         self.track_positions = track_positions
-        self.pool_kernel = pool_kernel
         self.raw_tail: torch.Tensor | None = None  # the last pool_kernel // 2 raw scores
         self.scores: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None
@@ -84,6 +88,10 @@ class LocretLayer(DynamicLayer):
         self.seen += new
         self.peak_length = max(self.peak_length, self.keys.shape[-2])
         return self.keys, self.values
+
+    @property
+    def pool_kernel(self) -> int:
+        return self.config.score_pooling
 
     def pool(self, raw: torch.Tensor) -> torch.Tensor:
         """Pooled scores of the new entries; also raises the newest stored entries' scores (see the class)."""
@@ -178,16 +186,32 @@ class LocretCache(Cache):
         and analyses can ask which tokens survived."""
         if config.eviction_kernel == "triton" and importlib.util.find_spec("triton") is None:
             raise ImportError('eviction_kernel="triton" needs Triton: pip install triton (or "locret[gpu]")')
-        self.config = config
+        self._config = config
         self.scorer = scorer if scorer is not None else RetainingHeadScorer()
         track = track_positions or config.position_mode == "absolute"
-        super().__init__(
-            layers=[
-                LocretLayer(track_positions=track, pool_kernel=config.score_pooling)
-                for _ in range(num_layers)
-            ]
-        )
+        super().__init__(layers=[LocretLayer(config, track_positions=track) for _ in range(num_layers)])
         self.prefilling = False
+
+    @property
+    def config(self) -> LocretConfig:
+        """The settings this cache was built with; its layers read the same object. Read-only: a cache whose
+        eviction already happened under one config cannot be told it happened under another."""
+        return self._config
+
+    def check_settings(self, config: LocretConfig) -> None:
+        """Raise a ValueError unless ``config`` equals this cache's, ``n_local`` aside (the one per-prompt
+        setting: several questions continue from copies of one context's cache, each with its own tail)."""
+        mine = dataclasses.replace(self._config, n_local=config.n_local)
+        differing = [
+            f"{field.name}: cache {getattr(mine, field.name)!r}, given {getattr(config, field.name)!r}"
+            for field in dataclasses.fields(config)
+            if getattr(mine, field.name) != getattr(config, field.name)
+        ]
+        if differing:
+            raise ValueError(
+                f"this LocretCache was built with other settings ({'; '.join(differing)}): prefill with the "
+                "cache's config, or build a new cache"
+            )
 
     def evict(self, layer_idx: int) -> None:
         """Evict after the layer's attention has used the full cache plus the new chunk."""

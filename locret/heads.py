@@ -30,7 +30,8 @@ class HeadShape:
             in_features=(config.num_attention_heads + 2 * num_kv) * head_dim,
             hidden_size=hidden_size or config.retaining_head_size,
             num_kv_heads=num_kv,
-            hidden_act=config.hidden_act,
+            hidden_act=getattr(config, "hidden_act", None)
+            or config.hidden_activation,  # Gemma: hidden_activation
         )
 
     def to_dict(self) -> dict:

@@ -18,20 +18,32 @@ class RopeTable:
     LongRoPE (Phi-3) picks short or long frequencies per forward from the largest position; with chunked
     prefill that would rotate early chunks differently from later ones. Like the paper, the long factors are
     always used, so every cached key is rotated consistently.
+
+    ``layer_type`` selects one of the frequency sets of a rotary module that keeps one per attention type
+    (Gemma 3: ``sliding_attention`` and ``full_attention`` layers rotate with different bases).
     """
 
-    def __init__(self, rotary_emb: nn.Module, config) -> None:
+    def __init__(self, rotary_emb: nn.Module, config, layer_type: str | None = None) -> None:
         self.rotary_emb = rotary_emb
         self.config = config
+        self.layer_type = layer_type
         self._tables: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _inv_freq(self, device: torch.device) -> torch.Tensor:
         rotary = self.rotary_emb
+        if self.layer_type is not None:
+            inv_freq = getattr(rotary, f"{self.layer_type}_original_inv_freq")
+            return inv_freq.to(device=device, dtype=torch.float32)
         if getattr(rotary, "rope_type", "default") == "longrope":
             original = self.config.rope_parameters["original_max_position_embeddings"]
             inv_freq, _ = ROPE_INIT_FUNCTIONS["longrope"](self.config, device, seq_len=original + 1)
             return inv_freq.to(device=device, dtype=torch.float32)
         return rotary.original_inv_freq.to(device=device, dtype=torch.float32)
+
+    def _attention_scaling(self) -> float:
+        if self.layer_type is not None:
+            return getattr(self.rotary_emb, f"{self.layer_type}_attention_scaling")
+        return getattr(self.rotary_emb, "attention_scaling", 1.0)
 
     def table(
         self, length: int, dtype: torch.dtype, device: torch.device
@@ -44,7 +56,7 @@ class RopeTable:
             positions = torch.arange(size, device=device, dtype=torch.float32)
             freqs = positions[:, None] * self._inv_freq(device)[None, :]
             emb = torch.cat((freqs, freqs), dim=-1)
-            scaling = getattr(self.rotary_emb, "attention_scaling", 1.0)
+            scaling = self._attention_scaling()
             cached = ((emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype))
             self._tables[key] = cached
         return cached[0][:length], cached[1][:length]

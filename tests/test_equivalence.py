@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import tiny_pair
+from tiny import ARCHS, tiny_pair
 from transformers import DynamicCache
 
 from locret import LocretConfig, prefill_prompt
@@ -31,7 +31,7 @@ def locret_logits(model, ids: torch.Tensor, config: LocretConfig, steps: int) ->
     return out
 
 
-@pytest.mark.parametrize("arch", ["llama", "phi3"])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("position_mode", ["repacked", "absolute"])
 def test_no_eviction_matches_vanilla(arch, attn, position_mode):
@@ -43,9 +43,10 @@ def test_no_eviction_matches_vanilla(arch, attn, position_mode):
         got = locret_logits(model, ids, config, steps=6)
     for step, (e, g) in enumerate(zip(expected, got, strict=True)):
         assert torch.allclose(e, g, atol=ATOL), f"step {step}: max diff {(e - g).abs().max():.2e}"
+        assert torch.equal(e.argmax(-1), g.argmax(-1)), f"step {step}: another greedy token"
 
 
-@pytest.mark.parametrize("arch", ["llama", "phi3"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_plain_forward_is_vanilla(arch):
     """Without a LocretCache the patched model is the transformers model (training, evaluation, HF generate)."""
     model, vanilla = tiny_pair(arch)

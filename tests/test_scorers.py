@@ -58,7 +58,7 @@ def test_attention_received_sums_each_heads_causal_softmax():
 def test_score_pooling_takes_the_neighbourhood_maximum_across_appends():
     """Pooled in two appends (a chunk boundary between the 5.0 and its neighbours) as if in one."""
     raw = torch.tensor([[[0.0, 5.0, 0.0, 0.0, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0, 0.0, 3.0]]])
-    layer = LocretLayer(pool_kernel=3)
+    layer = LocretLayer(LocretConfig(score_pooling=3))
     keys = torch.zeros(1, 2, 6, 4)
     layer.update(keys[:, :, :2], keys[:, :, :2], scores=raw[..., :2])
     assert layer.scores.tolist() == [[[5.0, 5.0], [2.0, 2.0]]]  # the right neighbours have not arrived yet

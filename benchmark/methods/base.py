@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import asdict, dataclass
-from typing import ClassVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
 import locret
 from locret.cache import LocretCache
 from locret.config import LocretConfig
-from locret.generation import LocretOutput, new_cache, prefill_prompt
-from locret.scorers import SCORERS
+from locret.generation import LocretOutput
+from locret.prefill import new_cache, prefill_prompt
+from locret.scorers import SCORERS, EntryScorer
 
 # What a method needs from the model's retaining heads (decides which loaded model it may share).
 TRAINED = "trained"  # the trained heads from --heads (or the ones shipped for the model)
@@ -103,11 +104,7 @@ class Method:
         context_cache: LocretCache | None = None,
     ) -> LocretOutput:
         """Generate for one prompt; from a copy of ``context_cache`` (see ``prefill_context``) when given."""
-        if context_cache is None:
-            cache = self.make_cache(model, config)
-        else:
-            cache = copy.deepcopy(context_cache)
-            cache.config = config  # this question's settings (its n_local); the context's eviction is done
+        cache = self.make_cache(model, config) if context_cache is None else copy.deepcopy(context_cache)
         return locret.generate(
             model, input_ids, config, max_new_tokens, eos_token_id=eos_token_id, cache=cache
         )
@@ -115,23 +112,72 @@ class Method:
 
 @dataclass
 class ScorerMethod(Method):
-    """An eviction method: Locret's loop with one of ``locret.scorers.SCORERS``."""
+    """An eviction method: Locret's loop with one scorer of ``locret.scorers.SCORERS``, built with
+    ``scorer_params`` (its dataclass fields), and the head scores pooled over ``score_pooling`` neighbours.
 
-    scorer: ClassVar[str] = ""
+    ``heads`` defaults to what the scorer needs (trained heads for Locret's own scorer, none for the others);
+    ``"random"`` gives the untrained ablation. ``name`` and ``description`` default to the scorer's.
+    """
 
-    def make_cache(self, model, config: LocretConfig) -> LocretCache:
-        return new_cache(model, config, scorer=SCORERS[self.scorer]())
-
-
-@dataclass
-class HeadScoredMethod(ScorerMethod):
-    """Eviction by retaining-head scores (trained or random), max-pooled over ``score_pooling`` neighbours."""
-
-    scorer: ClassVar[str] = "locret"
+    scorer: str = "locret"
+    scorer_params: dict[str, Any] = field(default_factory=dict)
     score_pooling: int = 1
+    heads: str = ""
+    name: str = ""
+    description: str = ""
 
-    def locret_config(self, *args, **kwargs) -> LocretConfig:
-        return dataclasses.replace(super().locret_config(*args, **kwargs), score_pooling=self.score_pooling)
+    def __post_init__(self) -> None:
+        if self.scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {self.scorer!r}; valid scorers: {', '.join(SCORERS)}")
+        scorer_cls = SCORERS[self.scorer]
+        valid = [f.name for f in dataclasses.fields(scorer_cls)]
+        unknown = sorted(set(self.scorer_params) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"scorer {self.scorer!r} has no parameter {', '.join(unknown)}; its parameters: "
+                f"{', '.join(valid) or 'none'} (and every eviction method takes {', '.join(METHOD_SETTINGS)})"
+            )
+        self.make_scorer()  # the scorer checks its own values
+        self.heads = self.heads or (TRAINED if scorer_cls.uses_retaining_heads else NONE)
+        if self.heads not in (TRAINED, RANDOM, NONE):
+            raise ValueError(f"heads must be one of {TRAINED}, {RANDOM}, {NONE}; got {self.heads!r}")
+        self.name = self.name or self.scorer
+        self.description = self.description or (scorer_cls.__doc__ or self.scorer).strip().splitlines()[0]
+
+    def make_scorer(self) -> EntryScorer:
+        return SCORERS[self.scorer](**self.scorer_params)
+
+    def params(self) -> dict:
+        """Name, heads, the pooling of head scores, and the scorer parameters that were set."""
+        pooling = {"score_pooling": self.score_pooling}
+        uses_heads = SCORERS[self.scorer].uses_retaining_heads or self.score_pooling != 1
+        return {
+            "name": self.name,
+            "heads": self.heads,
+            **(pooling if uses_heads else {}),
+            **self.scorer_params,
+        }
+
+    def locret_config(self, budget, chunk_size, n_stabilizers, n_local, prompt_length) -> LocretConfig:
+        """The settings for one prompt; the only place a method's ``score_pooling`` enters a config."""
+        return LocretConfig(
+            budget=budget,
+            chunk_size=chunk_size,
+            n_stabilizers=n_stabilizers,
+            n_local=n_local,
+            score_pooling=self.score_pooling,
+        )
 
     def make_cache(self, model, config: LocretConfig) -> LocretCache:
-        return new_cache(model, config)  # the default scorer: the heads, pooled as the config says
+        return new_cache(model, config, scorer=self.make_scorer())
+
+
+# What ``name:key=value`` may set on any eviction method besides its scorer's own parameters.
+METHOD_SETTINGS = ("score_pooling", "heads")
+
+
+def scorer_method(scorer: str, **settings) -> ScorerMethod:
+    """A ``ScorerMethod`` from flat settings: ``score_pooling``, ``heads``, ``name``, ``description`` are the
+    method's, every other key is a parameter of the scorer."""
+    own = {key: settings.pop(key) for key in (*METHOD_SETTINGS, "name", "description") if key in settings}
+    return ScorerMethod(scorer=scorer, scorer_params=settings, **own)

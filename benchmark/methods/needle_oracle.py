@@ -4,32 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from benchmark.oracle import NeedleOracleScorer, Span
 from benchmark.sample import Sample
-from locret.cache import LocretCache
-from locret.config import LocretConfig
-from locret.generation import new_cache
+from locret.scorers import EntryScorer
 
-from .base import ScorerMethod
+from .base import NONE, ScorerMethod
 
 
 @dataclass
 class NeedleOracle(ScorerMethod):
     """Bound to one sample by the runner (``for_sample``): the scorer needs that sample's needle spans."""
 
-    name: ClassVar[str] = "needle_oracle"
-    description: ClassVar[str] = (
-        "oracle: the needle's tokens in every layer and KV head, 4 sinks, then the newest"
-    )
-    scorer: ClassVar[str] = "streaming_llm"
+    scorer: str = "streaming_llm"
+    heads: str = NONE
+    name: str = "needle_oracle"
+    description: str = "oracle: the needle's tokens in every layer and KV head, 4 sinks, then the newest"
     needle_spans: tuple[Span, ...] = field(default=(), repr=False)
-
-    def params(self) -> dict:
-        params = super().params()
-        del params["needle_spans"]  # per sample: recorded with each prediction, not the case
-        return params
 
     def for_sample(self, sample: Sample) -> NeedleOracle:
         spans = sample.meta.get("needle_token_spans")
@@ -40,7 +31,10 @@ class NeedleOracle(ScorerMethod):
             )
         return dataclasses.replace(self, needle_spans=tuple((int(s), int(e)) for s, e in spans))
 
-    def make_cache(self, model, config: LocretConfig) -> LocretCache:
+    def make_scorer(self) -> EntryScorer:
+        return NeedleOracleScorer(spans=self.needle_spans, **self.scorer_params)
+
+    def make_cache(self, model, config):
         if not self.needle_spans:
             raise ValueError("needle_oracle is per sample: bind it with for_sample(sample) first")
-        return new_cache(model, config, scorer=NeedleOracleScorer(spans=self.needle_spans))
+        return super().make_cache(model, config)

@@ -5,13 +5,22 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .base import LocretAttentionMixin, LocretForCausalLMMixin
+from .gemma3 import LocretGemma3ForCausalLM
 from .llama import LocretLlamaConfig, LocretLlamaForCausalLM
+from .mistral import LocretMistralForCausalLM
 from .phi3 import LocretPhi3Config, LocretPhi3ForCausalLM
+from .qwen2 import LocretQwen2ForCausalLM
+from .qwen3 import LocretQwen3ForCausalLM
 
-# Base model_type -> Locret causal-LM class. Adding an architecture is one file and one entry here.
+# Base model_type -> Locret causal-LM class. Adding an architecture is one file and one entry here; every list
+# of supported families (error messages, the profiler's presets, the tests' matrix) derives from it.
 LOCRET_CLASSES: dict[str, type[LocretForCausalLMMixin]] = {
     "llama": LocretLlamaForCausalLM,
     "phi3": LocretPhi3ForCausalLM,
+    "qwen2": LocretQwen2ForCausalLM,
+    "qwen3": LocretQwen3ForCausalLM,
+    "mistral": LocretMistralForCausalLM,
+    "gemma3_text": LocretGemma3ForCausalLM,
 }
 
 # The model_type values of the Locret configs (``locret_llama``...): a checkpoint with one has heads of its own.
@@ -24,7 +33,7 @@ def locret_class_for(model_type: str) -> type[LocretForCausalLMMixin]:
     if base not in LOCRET_CLASSES:
         raise ValueError(
             f"unsupported architecture {model_type!r}: Locret supports {sorted(LOCRET_CLASSES)} "
-            "(standard attention with separate or fused q/k/v projections)"
+            "(a decoder-only text model of one of these families)"
         )
     return LOCRET_CLASSES[base]
 

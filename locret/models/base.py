@@ -1,14 +1,19 @@
 """What every Locret architecture shares: the attention forward with scores and an evicting cache, and the
 causal-LM mixin that installs heads and routes ``generate`` through chunked prefill.
 
-An architecture file only says where the pre-RoPE Q/K/V come from (``project_qkv``) and which extra
-arguments its attention function takes.
+A family file only says what differs from the common path below: where the q/k/v projections come from
+(separate ``q_proj``/``k_proj``/``v_proj`` by default, with their biases where the family has them; Phi-3's
+fused ``qkv_proj``), whether queries and keys are normalised per head (``qk_norm``: Qwen3, Gemma 3), its own
+eager attention function, and the window it passes to attention (``attention_kwargs``: each layer's
+``sliding_window`` by default). Attention-logit soft-capping would be returned from ``attention_kwargs``
+(``softcap``); no registered family applies it (Gemma 3's forward ignores ``attn_logit_softcapping``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import ClassVar
 
 import torch
 from torch.profiler import record_function
@@ -17,6 +22,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from ..cache import LocretCache
 from ..config import LocretConfig
 from ..heads import HeadShape, RetainingHead
+from ..prefill import prefill_prompt
 from ..rope import RopeTable, apply_rope
 
 # torch.profiler event names, so profiles can attribute time to scoring and to eviction.
@@ -28,19 +34,39 @@ class LocretAttentionMixin:
     """Attention that scores its new KV entries and works with a pre-RoPE evicting cache.
 
     Without a ``LocretCache`` and without score collection it is the unmodified transformers attention.
+
+    Keys are cached after the family's key norm (if any) and before RoPE: exactly the keys the attention
+    uses, un-rotated. The retaining head's input ``[Q|K|V]`` is the projections' raw output, before any norm,
+    in every family (for Phi-3 it is the fused projection's output as it is): one definition whatever the
+    family, the norms only rescale each head's vector, and no normed copy has to be concatenated. The CIS
+    labels (``locret.train.labels``) use ``project_qkv`` too, so they come from the same normed keys and
+    queries the attention uses.
     """
 
     retaining_head: RetainingHead
     locret_rope: RopeTable
     eager_attention: staticmethod  # the architecture's own eager attention function
+    qk_norm: ClassVar[bool] = False  # True: the family's ``q_norm``/``k_norm`` act on every head's vector
     score_sink: list[torch.Tensor] | None = None
 
+    def projections(self, hidden_states: torch.Tensor):
+        """Flat ``q [B,T,H*D]``, ``k, v [B,T,Hkv*D]`` and the retaining-head input ``[Q|K|V]``."""
+        q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+        return q, k, v, torch.cat([q, k, v], dim=-1)
+
     def project_qkv(self, hidden_states: torch.Tensor):
-        """Return pre-RoPE ``q [B,H,T,D]``, ``k, v [B,Hkv,T,D]`` and the head input ``[B,T,(H+2Hkv)D]``."""
-        raise NotImplementedError
+        """Return pre-RoPE ``q [B,H,T,D]``, ``k, v [B,Hkv,T,D]`` (q and k normed where the family norms them)
+        and the head input ``[B,T,(H+2Hkv)D]``."""
+        q, k, v, features = self.projections(hidden_states)
+        shape = (*hidden_states.shape[:-1], -1, self.head_dim)
+        q, k, v = (x.view(shape).transpose(1, 2) for x in (q, k, v))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v, features
 
     def attention_kwargs(self) -> dict:
-        return {}
+        """Extra arguments of the attention function: the layer's window (None: global attention)."""
+        return {"sliding_window": getattr(self, "sliding_window", None)}
 
     def forward(
         self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None, **kwargs
@@ -63,7 +89,7 @@ class LocretAttentionMixin:
             positions = torch.arange(seen, seen + length, device=key.device)
             with record_function(SCORE_EVENT):
                 scores = cache.scorer.score_new(self, features, query, key, positions)
-            key, value = cache.update(key, value, self.layer_idx, scores=scores)
+            key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
         else:
             cos, sin = position_embeddings
@@ -110,17 +136,21 @@ class LocretAttentionMixin:
 class LocretForCausalLMMixin:
     """Adds retaining heads to a transformers causal LM and Locret-aware ``generate``.
 
-    Subclasses set ``locret_attention_class`` (the architecture's attention subclass) and ``config_class``.
+    Subclasses set ``locret_attention_class`` (the architecture's attention subclass) and ``config_class`` (the
+    family's config with ``model_type = "locret_<base type>"`` and a ``retaining_head_size``).
     """
 
     locret_attention_class: type
     _keys_to_ignore_on_load_missing = [r"retaining_head"]
     _keep_in_fp32_modules_strict = ["retaining_head"]  # a bf16/fp16 load keeps the heads as trained
 
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.install_retaining_heads()
+
     def install_retaining_heads(self) -> None:
         """Turn every decoder layer's attention into the Locret subclass and give it a fresh float32 head."""
         shape = HeadShape.from_config(self.config)
-        rope = RopeTable(self.model.rotary_emb, self.config)
         first = next(self.parameters())
         for layer in self.model.layers:
             attention = layer.self_attn
@@ -128,7 +158,21 @@ class LocretForCausalLMMixin:
             head = RetainingHead(shape.in_features, shape.hidden_size, shape.num_kv_heads, shape.hidden_act)
             head.reset_parameters(self.config.initializer_range)
             attention.retaining_head = head.to(device=first.device, dtype=torch.float32)
-            attention.locret_rope = rope
+        self.install_rope()
+
+    def rope_layer_type(self, layer_idx: int) -> str | None:
+        """Which of the rotary module's frequency sets a layer uses; None: its only one (see ``RopeTable``)."""
+        return None
+
+    def install_rope(self) -> None:
+        """Give every layer the cos/sin table of its own rotary frequencies (again after ``rotary_emb`` was
+        rebuilt, e.g. after ``to_empty``); layers with the same frequencies share one table."""
+        tables: dict[str | None, RopeTable] = {}
+        for index, layer in enumerate(self.model.layers):
+            kind = self.rope_layer_type(index)
+            if kind not in tables:
+                tables[kind] = RopeTable(self.model.rotary_emb, self.config, kind)
+            layer.self_attn.locret_rope = tables[kind]
 
     @property
     def retaining_heads(self) -> list[RetainingHead]:
@@ -144,8 +188,6 @@ class LocretForCausalLMMixin:
         """``transformers`` ``generate``, with Locret's chunked evicting prefill when a ``LocretConfig`` (or an
         empty ``LocretCache``) is given; decoding then uses transformers' own loop (sampling, streamers,
         stopping criteria all work)."""
-        from ..generation import prefill_prompt  # local: generation imports the models package
-
         cache = kwargs.get("past_key_values")
         if locret_config is None and isinstance(cache, LocretCache):
             locret_config = cache.config

@@ -1,8 +1,8 @@
-"""Locret for the Llama family (Llama-3.x, and Llama-architecture models such as SmolLM2)."""
+"""Locret for the Llama family: Llama-3.x (3.1, 3.2 with its llama3 RoPE scaling and tied embeddings) and
+Llama-architecture models such as SmolLM2. Everything is the common path of ``base``."""
 
 from __future__ import annotations
 
-import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama import modeling_llama
 
@@ -19,22 +19,7 @@ class LocretLlamaConfig(LlamaConfig):
 class LocretLlamaAttention(LocretAttentionMixin, modeling_llama.LlamaAttention):
     eager_attention = staticmethod(modeling_llama.eager_attention_forward)
 
-    def project_qkv(self, hidden_states: torch.Tensor):
-        shape = (*hidden_states.shape[:-1], -1, self.head_dim)
-        q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
-        features = torch.cat([q, k, v], dim=-1)
-        return (
-            q.view(shape).transpose(1, 2),
-            k.view(shape).transpose(1, 2),
-            v.view(shape).transpose(1, 2),
-            features,
-        )
-
 
 class LocretLlamaForCausalLM(LocretForCausalLMMixin, LlamaForCausalLM):
     config_class = LocretLlamaConfig
     locret_attention_class = LocretLlamaAttention
-
-    def __init__(self, config: LocretLlamaConfig) -> None:
-        super().__init__(config)
-        self.install_retaining_heads()

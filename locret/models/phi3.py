@@ -1,4 +1,5 @@
-"""Locret for Phi-3 (fused ``qkv_proj``, whose output already is the head input ``[Q|K|V]``)."""
+"""Locret for Phi-3: a fused ``qkv_proj`` (whose output already is the head input ``[Q|K|V]``), LongRoPE, and
+the config's ``sliding_window`` passed to attention as Phi-3 does."""
 
 from __future__ import annotations
 
@@ -20,18 +21,11 @@ class LocretPhi3Config(Phi3Config):
 class LocretPhi3Attention(LocretAttentionMixin, modeling_phi3.Phi3Attention):
     eager_attention = staticmethod(modeling_phi3.eager_attention_forward)
 
-    def project_qkv(self, hidden_states: torch.Tensor):
+    def projections(self, hidden_states: torch.Tensor):
         features = self.qkv_proj(hidden_states)
-        shape = (*hidden_states.shape[:-1], -1, self.head_dim)
         q_end = self.config.num_attention_heads * self.head_dim
         k_end = q_end + self.num_key_value_heads * self.head_dim
-        q, k, v = features[..., :q_end], features[..., q_end:k_end], features[..., k_end:]
-        return (
-            q.view(shape).transpose(1, 2),
-            k.view(shape).transpose(1, 2),
-            v.view(shape).transpose(1, 2),
-            features,
-        )
+        return features[..., :q_end], features[..., q_end:k_end], features[..., k_end:], features
 
     def attention_kwargs(self) -> dict:
         return {"sliding_window": getattr(self.config, "sliding_window", None)}
@@ -40,10 +34,6 @@ class LocretPhi3Attention(LocretAttentionMixin, modeling_phi3.Phi3Attention):
 class LocretPhi3ForCausalLM(LocretForCausalLMMixin, Phi3ForCausalLM):
     config_class = LocretPhi3Config
     locret_attention_class = LocretPhi3Attention
-
-    def __init__(self, config: LocretPhi3Config) -> None:
-        super().__init__(config)
-        self.install_retaining_heads()
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, **kwargs):
         # Phi-3 drops the cache to recompute it with long RoPE factors when the input crosses 4096 tokens.

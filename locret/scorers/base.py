@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 
 class EntryScorer:
     """Scores cache entries; higher is kept. Stateless between prompts: all state lives in the cache layer.
 
+    A scorer is a dataclass: its fields are its parameters (SnapKV's ``window``...), set when it is built
+    (the benchmark sets them from ``--method name:field=value``). The first line of its docstring describes it.
+
     ``score_new`` gives the score of each new entry when it is appended. ``after_attention`` may then revise
     the scores of every stored entry from the chunk's (rotated) queries and keys, for attention-based
     baselines; Locret never recomputes a stored score.
     """
+
+    uses_retaining_heads: ClassVar[bool] = False  # True: the scores come from the model's retaining heads
 
     def score_new(
         self,

@@ -11,6 +11,8 @@ from .base import EntryScorer, attention_received
 
 @dataclass
 class H2OScorer(EntryScorer):
+    """Chunked H2O: attention accumulated from every later query."""
+
     def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
         return key.new_zeros(key.shape[:3], dtype=torch.float32)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -11,7 +12,11 @@ from .base import EntryScorer
 
 @dataclass
 class RetainingHeadScorer(EntryScorer):
-    """The heads' raw scores; ``LocretConfig.score_pooling`` is applied by the cache (across chunks)."""
+    """Locret: the retaining heads' predicted causal importance.
+
+    The heads' raw scores; ``LocretConfig.score_pooling`` is applied by the cache (across chunks)."""
+
+    uses_retaining_heads: ClassVar[bool] = True
 
     def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
         return attention.retaining_head(features).transpose(1, 2)

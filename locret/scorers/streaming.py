@@ -11,7 +11,13 @@ from .base import EntryScorer
 
 @dataclass
 class StreamingLLMScorer(EntryScorer):
+    """StreamingLLM: ``n_sink`` attention sinks plus the most recent entries."""
+
     n_sink: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_sink, int) or self.n_sink < 0:
+            raise ValueError(f"StreamingLLM n_sink must be an integer >= 0, got {self.n_sink!r}")
 
     def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
         recency = positions.to(torch.float32)

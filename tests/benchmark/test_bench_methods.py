@@ -258,3 +258,39 @@ def test_longheads_does_not_share_a_context(pair, ids):
     method = get_method("longheads")
     config = method.locret_config(budget=64, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
     assert method.prefill_context(model, ids, config) is None
+
+
+def test_every_scorer_is_a_method_with_settings_from_its_name(pair, ids):
+    """``name:key=value`` sets a scorer's own parameters and the method's; bad keys and values are refused."""
+    assert set(SCORERS) <= set(METHODS)
+    method = get_method("snapkv:window=64:kernel_size=5")
+    assert method.name == "snapkv:window=64:kernel_size=5" and method.heads == "none"
+    assert method.params() == {"name": method.name, "heads": "none", "window": 64, "kernel_size": 5}
+    config = method.locret_config(budget=32, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
+    scorer = method.make_cache(pair[0], config).scorer
+    assert (scorer.window, scorer.kernel_size) == (64, 5)
+    spelled = get_method("locret:heads=random:score_pooling=7")
+    assert spelled.params() == {**get_method("locret_random_pooled").params(), "name": spelled.name}
+    assert get_method("locret_pooled:score_pooling=3").score_pooling == 3  # the name's settings win
+    assert get_method("longheads:window_size=64").window_size == 64
+    with pytest.raises(ValueError, match="scorer 'snapkv' has no parameter windw; its parameters: window"):
+        get_method("snapkv:windw=64")
+    with pytest.raises(ValueError, match="SnapKV kernel_size must be an odd integer"):
+        get_method("snapkv:kernel_size=4")
+    with pytest.raises(ValueError, match="settings are key=value"):
+        get_method("snapkv:64")
+    with pytest.raises(ValueError, match="method 'full' takes no setting"):
+        get_method("full:window=3")
+    out = method.generate(pair[0], ids, config, max_new_tokens=2)
+    assert out.cache_length_after_prefill == 32 + 6
+
+
+def test_runner_accepts_method_settings_and_refuses_bad_ones(tmp_path, capsys):
+    from benchmark.run import parse_args, plan_cases
+
+    argv = ["--model", "m", "--task", "passkey", "--budget", "64", "--out", str(tmp_path), "--method"]
+    settings = parse_args([*argv, "snapkv:window=64,full"])
+    assert [case.method for case in plan_cases(settings)] == ["snapkv:window=64", "full"]
+    with pytest.raises(SystemExit):
+        parse_args([*argv, "snapkv:window=0"])
+    assert "SnapKV window must be an integer >= 1" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import locret
 from benchmark import profile_memory_speed as prof
 
 
@@ -79,3 +80,37 @@ def test_presets_have_the_published_shapes():
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert torch.isfinite(model.model.rotary_emb.inv_freq).all()
     assert {"llama-3.1-8b", "phi-3-mini-128k"} <= set(prof.PRESETS)
+
+
+def test_every_preset_is_a_registered_family_with_its_published_shape():
+    from locret.models import LOCRET_CLASSES
+
+    shapes = {}
+    for name, spec in prof.PRESETS.items():
+        spec = dict(spec)
+        cls = LOCRET_CLASSES[spec.pop("family")]
+        shapes[name] = cls.config_class(**spec)
+    assert {"qwen2.5-7b", "qwen3-8b", "mistral-7b", "gemma-3-4b", "llama-3.2-3b"} <= set(shapes)
+    assert shapes["qwen3-8b"].head_dim == 128 and shapes["qwen2.5-7b"].num_key_value_heads == 4
+    gemma = shapes["gemma-3-4b"]
+    assert gemma.layer_types.count("full_attention") == 5 and gemma.sliding_window == 1024
+
+
+def test_a_gemma3_preset_builds_with_its_buffers_initialised():
+    """``to_empty`` leaves buffers (RoPE frequencies, Gemma's embedding scale) unset: the build sets them."""
+    prof.PRESETS["gemma-tiny"] = {
+        **prof.PRESETS["gemma-3-4b"], "vocab_size": 97, "hidden_size": 64, "intermediate_size": 96,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "retaining_head_size": 16,
+    }  # fmt: skip
+    try:
+        model = prof.build_preset("gemma-tiny", torch.float32, "cpu", num_layers=6)
+    finally:
+        del prof.PRESETS["gemma-tiny"]
+    assert model.model.embed_tokens.embed_scale.item() == pytest.approx(8.0)
+    fresh = type(model.model.rotary_emb)(model.config)
+    for kind in ("sliding_attention", "full_attention"):
+        assert torch.equal(
+            getattr(model.model.rotary_emb, f"{kind}_inv_freq"), getattr(fresh, f"{kind}_inv_freq")
+        )
+    out = locret.generate(model, torch.randint(0, 97, (1, 300)), locret.LocretConfig(256, 64, 16, 8), 2)
+    assert out.new_tokens.shape == (1, 2)

@@ -1,0 +1,92 @@
+"""Chunked prefill with eviction, and the input checks every entry point shares.
+
+Its own module so that both ``locret.generation`` and the models' ``generate`` import it without importing
+each other; it imports nothing from ``locret.models``.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from .cache import LocretCache
+from .config import LocretConfig
+from .scorers import EntryScorer
+
+
+def supported_families() -> list[str]:
+    """Base model types with a Locret class, as ``locret.models.register_auto_classes`` registered them
+    (``locret_llama`` -> ``llama``): the registry ``LOCRET_CLASSES``, read without importing the models."""
+    return sorted(name.removeprefix("locret_") for name in CONFIG_MAPPING if name.startswith("locret_"))
+
+
+def check_inputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
+    """Reject what Locret cannot run, with a message that says what is allowed."""
+    if not hasattr(model, "retaining_heads"):
+        raise ValueError(
+            f"{type(model).__name__} has no retaining heads: load it with locret.from_pretrained(...) "
+            f"(supported architectures: {', '.join(supported_families())})"
+        )
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.long:
+        raise ValueError("input_ids must be a 2-D LongTensor [batch, length]")
+    if input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
+        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one token")
+    if attention_mask is not None and not bool(attention_mask.all()):
+        raise ValueError(
+            "padded batches are not supported: every row must have the same length with no padding "
+            "(run rows of different lengths one at a time)"
+        )
+
+
+def new_cache(
+    model, config: LocretConfig, scorer: EntryScorer | None = None, track_positions: bool = False
+) -> LocretCache:
+    """An empty cache for ``model`` (one layer per decoder layer) that evicts as ``config`` says."""
+    return LocretCache(config, model.config.num_hidden_layers, scorer=scorer, track_positions=track_positions)
+
+
+@torch.no_grad()
+def prefill_prompt(
+    model,
+    input_ids: torch.Tensor,
+    config: LocretConfig,
+    *,
+    cache: LocretCache | None = None,
+    attention_mask: torch.Tensor | None = None,
+    progress: bool = False,
+) -> LocretCache:
+    """Prefill all but the last ``max(n_local, 1)`` tokens in chunks, evicting after each chunk.
+
+    The remaining tail is left for the caller's first forward (at least one token is needed for logits); the
+    cache is told to keep the next ``n_local`` tokens forever. A ``cache`` that already holds the prefill of
+    ``input_ids[:, :k]`` resumes at token ``k``: several questions on one document share its prefill by each
+    starting from a copy (``copy.deepcopy``) of the document's cache. Nothing checks that those ``k`` tokens
+    are this prompt's beginning; that is the caller's promise, as with ``past_key_values`` in transformers.
+    A given ``cache`` evicts by its own config; ``config`` may differ from it only in ``n_local`` (each
+    question's own tail), else this is a ValueError.
+    """
+    check_inputs(model, input_ids, attention_mask)
+    if cache is None:
+        cache = new_cache(model, config)
+    else:
+        cache.check_settings(config)
+    end = max(input_ids.shape[1] - max(config.n_local, 1), 0)
+    seen = cache.get_seq_length()
+    if seen > end:
+        raise ValueError(
+            f"the cache already holds {seen} tokens but this prompt prefills only {end}: pass an empty cache, "
+            "or one prefilled with this prompt's beginning"
+        )
+    starts = range(seen, end, config.chunk_size)
+    cache.prefilling = True
+    try:
+        for start in tqdm(
+            starts, desc="locret prefill", unit="chunk", disable=not progress or len(starts) < 2
+        ):
+            chunk = input_ids[:, start : min(start + config.chunk_size, end)]
+            model.model(input_ids=chunk, past_key_values=cache, use_cache=True)
+    finally:
+        cache.prefilling = False
+    cache.protect_next(config.n_local)
+    return cache
