@@ -40,11 +40,39 @@ def new_cache(
     return LocretCache(config, model.config.num_hidden_layers, scorer=scorer, track_positions=track_positions)
 
 
+def resolve_config(model, config: LocretConfig | None, cache: LocretCache | None = None) -> LocretConfig:
+    """The settings a run uses: the explicit ``config``, else the cache's, else the ones the model's heads
+    recommend (``model.locret_inference_config``, from their adapter), else ``LocretConfig()``.
+
+    A cache was built for one config; running it with another would mix the two (budget from the cache,
+    chunking from the argument), so a different explicit config is a ValueError."""
+    if cache is not None:
+        if config is not None and config != cache.config:
+            raise ValueError(
+                f"config {config} differs from the config the cache was built with, {cache.config}: pass "
+                "config=None to use the cache's, or a cache built with this config"
+            )
+        return cache.config
+    if config is not None:
+        return config
+    recommended = getattr(model, "locret_inference_config", None)
+    return recommended if recommended is not None else LocretConfig()
+
+
+def default_eos(model) -> list[int]:
+    """The model's end-of-sequence token ids from its generation config, as transformers' generate stops."""
+    generation_config = getattr(model, "generation_config", None)
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(eos)] if isinstance(eos, int) else [int(token) for token in eos]
+
+
 @torch.no_grad()
 def prefill_prompt(
     model,
     input_ids: torch.Tensor,
-    config: LocretConfig,
+    config: LocretConfig | None,
     *,
     cache: LocretCache | None = None,
     attention_mask: torch.Tensor | None = None,
@@ -57,8 +85,10 @@ def prefill_prompt(
     ``input_ids[:, :k]`` resumes at token ``k``: several questions on one document share its prefill by each
     starting from a copy (``copy.deepcopy``) of the document's cache. Nothing checks that those ``k`` tokens
     are this prompt's beginning; that is the caller's promise, as with ``past_key_values`` in transformers.
+    ``config`` is chosen as in ``generate`` (a cache built with another config is a ValueError).
     """
     check_inputs(model, input_ids, attention_mask)
+    config = resolve_config(model, config, cache)
     cache = cache if cache is not None else new_cache(model, config)
     end = max(input_ids.shape[1] - max(config.n_local, 1), 0)
     seen = cache.get_seq_length()
@@ -92,6 +122,7 @@ class LocretOutput:
     cache_length_after_prefill: int
     cache_length_final: int
     peak_cache_bytes: int
+    config: LocretConfig  # the settings that ran
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -185,12 +216,19 @@ def generate(
 ) -> LocretOutput:
     """Locret end to end: evicting chunked prefill, the un-evicted local tail, then decoding.
 
-    Greedy by default. Stops at ``max_new_tokens`` or when every row has produced an EOS token. Pass an
+    ``config`` None uses the cache's config, else the settings the model's heads recommend
+    (``model.locret_inference_config``), else ``LocretConfig()``; ``LocretOutput.config`` says which ran.
+    Greedy by default. Stops at ``max_new_tokens`` or when every row has produced an EOS token:
+    ``eos_token_id`` None takes the model's ``generation_config.eos_token_id`` (as transformers does), an
+    explicit id or list wins, and ``eos_token_id=[]`` never stops early. Pass an
     empty ``cache`` to choose another scorer (a baseline) or to inspect what survived afterwards, or a copy of
     one that holds this prompt's prefilled beginning to skip that part (see ``prefill_prompt``);
-    ``prefill_seconds`` then counts only what was left.
+    ``prefill_seconds`` then counts only what was left. A cache built with another config than ``config``
+    is a ValueError.
     """
-    config = config or (cache.config if cache is not None else LocretConfig())
+    config = resolve_config(model, config, cache)
+    if eos_token_id is None:
+        eos_token_id = default_eos(model)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     sync = torch.cuda.synchronize if input_ids.is_cuda else (lambda: None)
@@ -224,4 +262,5 @@ def generate(
         cache_length_after_prefill=length_after_prefill,
         cache_length_final=cache.stored_length(),
         peak_cache_bytes=cache.peak_nbytes(),
+        config=config,
     )

@@ -63,7 +63,7 @@ class LocretAttentionMixin:
             positions = torch.arange(seen, seen + length, device=key.device)
             with record_function(SCORE_EVENT):
                 scores = cache.scorer.score_new(self, features, query, key, positions)
-            key, value = cache.update(key, value, self.layer_idx, scores=scores)
+            key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
         else:
             cos, sin = position_embeddings
@@ -141,20 +141,35 @@ class LocretForCausalLMMixin:
     def generate(
         self, inputs=None, generation_config=None, locret_config: LocretConfig | None = None, **kwargs
     ):
-        """``transformers`` ``generate``, with Locret's chunked evicting prefill when a ``LocretConfig`` (or an
-        empty ``LocretCache``) is given; decoding then uses transformers' own loop (sampling, streamers,
-        stopping criteria all work)."""
-        from ..generation import prefill_prompt  # local: generation imports the models package
+        """``transformers`` ``generate``, with Locret's chunked evicting prefill; decoding then uses
+        transformers' own loop (sampling, beam search, ``num_return_sequences``, streamers, stopping
+        criteria all work).
+
+        The settings: ``locret_config``, else those of a ``LocretCache`` passed as ``past_key_values``, else
+        the ones the heads recommend (``locret_inference_config``, from their adapter). With none of these it
+        is transformers' plain ``generate`` (full cache). The prompt is prefilled once; the cache is then
+        repeated for every beam or returned sequence, as transformers repeats the inputs."""
+        # local import: generation imports the models package
+        from ..generation import prefill_prompt, resolve_config
 
         cache = kwargs.get("past_key_values")
-        if locret_config is None and isinstance(cache, LocretCache):
-            locret_config = cache.config
-        if locret_config is None:
-            return super().generate(inputs, generation_config, **kwargs)
+        if locret_config is None and not isinstance(cache, LocretCache):
+            locret_config = getattr(self, "locret_inference_config", None)
+            if locret_config is None:
+                return super().generate(inputs, generation_config, **kwargs)
+        locret_config = resolve_config(self, locret_config, cache if isinstance(cache, LocretCache) else None)
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
-        kwargs["past_key_values"] = prefill_prompt(
+        cache = prefill_prompt(
             self, input_ids, locret_config, cache=cache, attention_mask=kwargs.get("attention_mask")
         )
+        settings = generation_config if generation_config is not None else self.generation_config
+        expand = max(
+            kwargs.get("num_beams", settings.num_beams) or 1,
+            kwargs.get("num_return_sequences", settings.num_return_sequences) or 1,
+        )
+        if expand > 1:
+            cache.batch_repeat_interleave(expand)  # transformers repeats input_ids, not a given cache
+        kwargs["past_key_values"] = cache
         return super().generate(input_ids, generation_config, **kwargs)
 
 

@@ -34,6 +34,7 @@ from locret.adapter import (
     read_heads_config,
     save_heads,
 )
+from locret.config import PAPER_SETTINGS
 from locret.heads import HeadShape, RetainingHead
 
 logger = logging.getLogger(__name__)
@@ -121,13 +122,27 @@ def _config(path: str | Path):
 def extract_heads(checkpoint: str | Path, out: str | Path) -> Path:
     state = load_state_dict(checkpoint, keep=lambda key: HEAD_KEY.search(key) is not None)
     heads = heads_from_state(state, _config(checkpoint), f"heads in {checkpoint}")
-    return save_heads(heads, out, metadata={"converted_from": str(checkpoint)})
+    config = _config(checkpoint)
+    return save_heads(
+        heads,
+        out,
+        metadata={"converted_from": str(checkpoint)},
+        base_model=getattr(config, "name_or_path", None) or None,
+    )
 
 
 def from_official(checkpoint: str | Path, base_model: str | Path, out: str | Path) -> Path:
     state = load_state_dict(checkpoint, keep=lambda key: HEAD_KEY.search(key) is not None)
-    heads = heads_from_state(state, _config(base_model), f"official heads {checkpoint}")
-    return save_heads(heads, out, metadata={"converted_from": str(checkpoint), "base_model": str(base_model)})
+    config = _config(base_model)
+    heads = heads_from_state(state, config, f"official heads {checkpoint}")
+    # The official heads were validated with the paper's settings for their model (8B Llama, Phi-3-mini).
+    return save_heads(
+        heads,
+        out,
+        metadata={"converted_from": str(checkpoint)},
+        inference=PAPER_SETTINGS.get(config.model_type.removeprefix("locret_")),
+        base_model=str(base_model),
+    )
 
 
 def to_official(adapter: str | Path, out: str | Path) -> None:
@@ -166,18 +181,23 @@ def ensemble(adapters: list[str | Path], out: str | Path, dtype: torch.dtype = t
         )
     heads = _Heads(shape)
     load_heads_into(heads, shape, state, f"ensemble of {len(members)} adapters")
-    members_metadata = [_provenance(adapter) for adapter in adapters]
+    configs = [read_heads_config(adapter) for adapter in adapters]
+    members_metadata = [
+        {"path": str(adapter), **config.training} for adapter, config in zip(adapters, configs, strict=True)
+    ]
     metadata = {"stored_dtype": str(dtype).removeprefix("torch."), "ensemble_of": members_metadata}
-    return save_heads(heads.to(dtype), out, metadata=metadata)
+    return save_heads(
+        heads.to(dtype),
+        out,
+        metadata=metadata,
+        inference=_common({config.inference for config in configs}),
+        base_model=_common({config.base_model for config in configs}),
+    )
 
 
-def _provenance(adapter: str | Path) -> dict:
-    """An ensemble member's path and training metadata, so the ensemble's config still says how it was made."""
-    config = read_heads_config(adapter)
-    return {
-        "path": str(adapter),
-        **{key: value for key, value in config.items() if key not in ("format_version", "shape")},
-    }
+def _common(values: set):
+    """The members' shared setting (inference settings, base model); None when they disagree."""
+    return next(iter(values)) if len(values) == 1 else None
 
 
 def main(argv: list[str] | None = None) -> None:

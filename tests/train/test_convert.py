@@ -101,7 +101,7 @@ def test_ensemble_scores_the_mean_of_its_members(tmp_path: Path) -> None:
     convert.main(["ensemble", *(str(path) for _, path in members), "--out", str(tmp_path / "mean")])
     shape, _ = read_heads(tmp_path / "mean")
     assert shape.hidden_size == 20
-    provenance = read_heads_config(tmp_path / "mean")["ensemble_of"]
+    provenance = read_heads_config(tmp_path / "mean").training["ensemble_of"]
     assert [member["path"] for member in provenance] == [str(path) for _, path in members]
     assert all(member["trained_by"] == "test" for member in provenance)
     merged = tiny_locret("llama", retaining_head_size=20)

@@ -76,7 +76,8 @@ def test_training_lowers_val_loss_and_freezes_backbone(
     shape, heads = read_heads(tmp_path)
     assert shape == trainer.unwrapped.head_shape and shape.hidden_size == 16
     config = json.loads((tmp_path / "locret_heads_config.json").read_text())
-    assert config["training"]["lr"] == FAST.lr and config["final_val_loss"] == metadata["final_val_loss"]
+    training = config["training"]  # training provenance has its own key in the adapter config
+    assert training["settings"]["lr"] == FAST.lr and training["final_val_loss"] == metadata["final_val_loss"]
     assert (tmp_path / "loss_curve.png").stat().st_size > 0
     log = [json.loads(line) for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == list(range(1, 25))
