@@ -58,9 +58,9 @@ def test_official_round_trip(tiny_llama_dir: Path, tmp_path: Path, suffix: str) 
     _, ours = read_heads(tmp_path / "ours")
     _, back = read_heads(tmp_path / "back")
     assert ours.keys() == back.keys() and all(torch.equal(ours[k], back[k]) for k in ours)
-    assert json.loads((tmp_path / "back" / "locret_heads_config.json").read_text())["converted_from"] == str(
-        official
-    )
+    assert json.loads((tmp_path / "back" / "locret_heads_config.json").read_text())["training"][
+        "converted_from"
+    ] == str(official)
 
 
 def test_wrong_shape_rejected_naming_both(tiny_llama_dir: Path, tmp_path: Path) -> None:
