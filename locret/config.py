@@ -13,7 +13,7 @@ EVICTION_KERNELS: tuple[str, ...] = ("torch", "triton")
 
 @dataclass(frozen=True)
 class LocretConfig:
-    """How Locret prefills and evicts (SPEC section 4).
+    """How Locret prefills and evicts (docs/design.md, section 4).
 
     Attributes:
         budget: cache entries kept per KV head per layer after each prefill chunk (``b``).
@@ -106,7 +106,7 @@ def default_stabilizers(budget: int) -> int:
     return budget // 4
 
 
-# The paper's reference settings (SPEC section 4), by base model type.
+# The paper's reference settings (docs/design.md, section 4), by base model type.
 PAPER_SETTINGS: dict[str, LocretConfig] = {
     "phi3": LocretConfig(budget=6000, chunk_size=3072, n_stabilizers=2500, n_local=100),
     "llama": LocretConfig(budget=16384, chunk_size=1024, n_stabilizers=2500, n_local=100),

@@ -122,3 +122,20 @@ def test_non_finite_head_weights_are_refused_naming_the_file(adapter, bad):
     with pytest.raises(ValueError, match=f"{weights}: tensor layers.1.fc2.weight holds non-finite values"):
         locret.load_heads(model, adapter)
     assert torch.isfinite(model.retaining_heads[1].fc2.weight).all()
+
+
+def test_an_ensemble_records_the_settings_it_is_given_or_its_members_shared_ones(tmp_path, adapter):
+    from locret.train import convert
+
+    model, _ = tiny_pair("llama", seed=1)
+    second = locret.save_heads(model, tmp_path / "second", inference=SETTINGS)
+    convert.main(["ensemble", str(adapter), str(second), "--out", str(tmp_path / "shared")])
+    assert read_heads_config(tmp_path / "shared").inference == SETTINGS
+    given = '{"budget": 64, "chunk_size": 32, "n_stabilizers": 8, "n_local": 4, "score_pooling": 5}'
+    convert.main(
+        ["ensemble", str(adapter), str(second), "--out", str(tmp_path / "given"), "--inference", given]
+    )
+    assert read_heads_config(tmp_path / "given").inference == locret.LocretConfig(**json.loads(given))
+    other = locret.save_heads(model, tmp_path / "other")  # records no settings: the members disagree
+    convert.main(["ensemble", str(adapter), str(other), "--out", str(tmp_path / "mixed")])
+    assert read_heads_config(tmp_path / "mixed").inference is None

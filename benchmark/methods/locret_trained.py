@@ -1,4 +1,4 @@
-"""Locret: eviction by the trained retaining heads' scores (SPEC section 4)."""
+"""Locret: eviction by the trained retaining heads' scores (docs/design.md, section 4)."""
 
 from __future__ import annotations
 

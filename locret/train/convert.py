@@ -5,7 +5,8 @@
 - ``extract-heads``: a full Locret model checkpoint directory -> a heads-only adapter;
 - ``from-official``: the official Locret release (``model.layers.{i}.self_attn.fc1.weight`` / ``fc2``,
   ``.bin`` or ``.safetensors``) plus the base model's config -> our adapter; ``to-official`` goes back;
-- ``ensemble``: several adapters for one model -> one adapter whose scores are their mean.
+- ``ensemble``: several adapters for one model -> one adapter whose scores are their mean (``--inference``
+  records the settings it was validated with).
 
 Every conversion into an adapter checks the heads' shape against the model config and names both shapes
 when they differ (the reference loaded heads with ``strict=False`` and silently kept random ones).
@@ -14,6 +15,7 @@ when they differ (the reference loaded heads with ``strict=False`` and silently 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 from dataclasses import replace
@@ -30,11 +32,12 @@ from locret.adapter import (
     check_shape,
     heads_state_dict,
     load_heads_into,
+    parse_inference,
     read_heads,
     read_heads_config,
     save_heads,
 )
-from locret.config import PAPER_SETTINGS
+from locret.config import PAPER_SETTINGS, LocretConfig
 from locret.heads import HeadShape, RetainingHead
 
 logger = logging.getLogger(__name__)
@@ -156,7 +159,12 @@ def to_official(adapter: str | Path, out: str | Path) -> None:
     save_state_dict(official, out)
 
 
-def ensemble(adapters: list[str | Path], out: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+def ensemble(
+    adapters: list[str | Path],
+    out: str | Path,
+    dtype: torch.dtype = torch.float32,
+    inference: LocretConfig | None = None,
+) -> Path:
     """One adapter scoring the mean of ``adapters``' scores (e.g. heads trained with different seeds).
 
     Exact, because a head has no biases: K heads ``fc2_k(act(fc1_k x))`` are one head of the summed width
@@ -190,9 +198,14 @@ def ensemble(adapters: list[str | Path], out: str | Path, dtype: torch.dtype = t
         heads.to(dtype),
         out,
         metadata=metadata,
-        inference=_common({config.inference for config in configs}),
+        inference=inference or _common({config.inference for config in configs}),
         base_model=_common({config.base_model for config in configs}),
     )
+
+
+def _inference_settings(text: str) -> LocretConfig:
+    """``--inference`` JSON -> LocretConfig (argparse reports a ValueError as a usage error)."""
+    return parse_inference(json.loads(text), "--inference")
 
 
 def _common(values: set):
@@ -229,6 +242,13 @@ def main(argv: list[str] | None = None) -> None:
     command.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="stored dtype"
     )
+    command.add_argument(
+        "--inference",
+        type=_inference_settings,
+        default=None,
+        help='recommended LocretConfig settings as JSON, e.g. \'{"budget": 1024, "score_pooling": 7}\' '
+        "(default: the members' own when they agree)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command in ("to-bin", "to-safetensors"):
@@ -239,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "from-official":
         written = from_official(args.checkpoint, args.base_model, args.out)
     elif args.command == "ensemble":
-        written = ensemble(args.adapters, args.out, getattr(torch, args.dtype))
+        written = ensemble(args.adapters, args.out, getattr(torch, args.dtype), args.inference)
     else:
         to_official(args.adapter, args.target)
         written = args.target

@@ -42,7 +42,7 @@ LOSS_PLOT = "loss_curve.png"
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Defaults are the paper's (SPEC section 3)."""
+    """Defaults are the paper's (docs/design.md, section 3)."""
 
     steps: int = 3000
     warmup_steps: int = 2000
