@@ -22,12 +22,15 @@ class LocretConfig:
         n_local: last prompt tokens run after the evicting prefill and never evicted (``n_loc``); usually
             the question, so its entries are always attended.
         position_mode: ``"repacked"`` (default) gives the retained cache contiguous positions ``0..len-1`` on
-            every forward, so positions never exceed ``budget + chunk_size`` and inputs may exceed the model's
-            window; ``"absolute"`` keeps each entry's original position (cannot go past the window).
+            every forward, so the largest position is the cache length (at most ``budget + chunk_size``
+            while prefilling, ``budget + n_local`` for the local tail, then one more per generated token, or
+            at most ``decode_budget + 1``) and inputs may exceed the model's window; ``"absolute"`` keeps
+            each entry's original position (cannot go past the window).
         decode_budget: if set, the cache is also evicted while decoding so it never holds more than this many
             entries after a step; ``None`` keeps every generated token (the paper's behaviour).
         eviction_kernel: ``"torch"`` (reference, any device) or ``"triton"`` (fused kernels of
             :mod:`locret.eviction_triton`, CUDA with Triton installed); both keep exactly the same entries.
+            Not recorded in a heads adapter's settings: it changes speed, not results.
         score_pooling: odd window over which each entry's retaining-head score becomes the maximum of its
             neighbours' raw scores, so an important span (a number, a name) is kept or dropped whole instead
             of losing single tokens. Chunk boundaries do not matter: the result is what pooling the whole

@@ -179,3 +179,27 @@ def test_expanded_batches_work_with_the_prefilled_cache(arch):
     # one beam is greedy decoding: the same tokens as the lean loop
     one = model.generate(ids, locret_config=config, num_beams=1, max_new_tokens=4, do_sample=False)
     assert torch.equal(one, greedy)
+
+
+@pytest.mark.parametrize("decode_budget", [None, 60])
+def test_positions_are_bounded_as_the_readme_says(monkeypatch, decode_budget):
+    """The largest position is the cache length: budget + chunk_size while prefilling, budget + n_local for
+    the local tail, then one more per generated token, or at most decode_budget + 1 with a decode budget."""
+    model = tiny_locret("llama")
+    config = LocretConfig(budget=32, chunk_size=16, n_stabilizers=8, n_local=40, decode_budget=decode_budget)
+    lengths = []
+    original = RopeTable.table
+
+    def table(self, length, dtype, device):
+        lengths.append(length)
+        return original(self, length, dtype, device)
+
+    monkeypatch.setattr(RopeTable, "table", table)
+    locret.generate(model, random_ids(300), config, max_new_tokens=10, eos_token_id=[])
+    per_forward = lengths[:: model.config.num_hidden_layers]
+    prefill, tail, decode = per_forward[:-10], per_forward[-10], per_forward[-9:]
+    assert max(prefill) == 32 + 16 and tail == 32 + 40
+    if decode_budget is None:
+        assert decode == list(range(32 + 40 + 1, 32 + 40 + 10))
+    else:
+        assert max(decode) == decode_budget + 1
