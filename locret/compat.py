@@ -14,6 +14,9 @@ from packaging.version import Version
 OLDEST_TRANSFORMERS = Version("5.23")
 NEWEST_TRANSFORMERS_MINOR = (5, 24)
 SUPPORTED_RANGE = ">=5.23,<5.25"
+# The keyword the model and attention forwards take the KV cache by: transformers 5.24 renamed
+# ``past_key_values`` to ``cache`` (the old name still works there, with a deprecation warning).
+CACHE_KWARG = "cache" if Version(version("transformers")) >= Version("5.24") else "past_key_values"
 
 
 def is_supported(installed: str) -> bool:

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from .cache import LocretCache
+from .compat import CACHE_KWARG
 from .config import LocretConfig
 from .models.base import LocretForCausalLMMixin
 from .scorers import EntryScorer
@@ -104,7 +105,7 @@ def prefill_prompt(
             starts, desc="locret prefill", unit="chunk", disable=not progress or len(starts) < 2
         ):
             chunk = input_ids[:, start : min(start + config.chunk_size, end)]
-            model.model(input_ids=chunk, past_key_values=cache, use_cache=True)
+            model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
     finally:
         cache.prefilling = False
     cache.protect_next(config.n_local)
@@ -122,7 +123,7 @@ class LocretOutput:
     cache_length_after_prefill: int
     cache_length_final: int
     peak_cache_bytes: int
-    config: LocretConfig  # the settings that ran
+    config: LocretConfig | None = None  # the settings that ran (None: a method without one, e.g. LongHeads)
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -236,13 +237,13 @@ def generate(
     started = time.perf_counter()
     cache = prefill_prompt(model, input_ids, config, cache=cache, progress=progress)
     tail = input_ids[:, cache.get_seq_length() :]
-    logits = model(input_ids=tail, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(input_ids=tail, use_cache=True, logits_to_keep=1, **{CACHE_KWARG: cache}).logits[:, -1]
     sync()
     prefill_seconds = time.perf_counter() - started
     length_after_prefill = cache.stored_length()
 
     def next_logits(tokens: torch.Tensor) -> torch.Tensor:
-        return model(input_ids=tokens[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
+        return model(input_ids=tokens[:, None], use_cache=True, **{CACHE_KWARG: cache}).logits[:, -1]
 
     sequences, decode_seconds = decode(
         next_logits,

@@ -155,8 +155,11 @@ def test_loading_a_vanilla_checkpoint_hides_only_the_expected_model_type_warning
             config_logger.propagate = propagate
 
 
-def test_arguments_for_an_already_loaded_model_are_applied_or_refused():
+def test_arguments_for_an_already_loaded_model_are_applied_or_refused(tmp_path):
     _, vanilla = tiny_pair("llama")
+    vanilla.save_pretrained(tmp_path)
+    with pytest.raises(TypeError, match="foo"):  # from a path, transformers' loader refuses it
+        locret.from_pretrained(tmp_path, random_heads=True, foo=1)
     with pytest.raises(TypeError, match=r"\['foo'\] cannot apply"):
         locret.from_pretrained(vanilla, random_heads=True, dtype=torch.bfloat16, foo=1)
     with pytest.raises(TypeError, match="dtype must be a torch.dtype"):

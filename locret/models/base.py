@@ -15,6 +15,7 @@ from torch.profiler import record_function
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..cache import LocretCache
+from ..compat import CACHE_KWARG
 from ..config import LocretConfig
 from ..heads import HeadShape, RetainingHead
 from ..rope import RopeTable, apply_rope
@@ -45,13 +46,14 @@ class LocretAttentionMixin:
     def forward(
         self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None, **kwargs
     ):
+        past_key_values = kwargs.pop(CACHE_KWARG, past_key_values)  # named ``cache`` from transformers 5.24
         cache = past_key_values if isinstance(past_key_values, LocretCache) else None
         if cache is None and self.score_sink is None:
             return super().forward(
                 hidden_states,
                 position_embeddings=position_embeddings,
                 attention_mask=attention_mask,
-                past_key_values=past_key_values,
+                **{CACHE_KWARG: past_key_values},
                 **kwargs,
             )
         batch, length = hidden_states.shape[:2]
@@ -152,8 +154,11 @@ class LocretForCausalLMMixin:
         # local import: generation imports the models package
         from ..generation import prefill_prompt, resolve_config
 
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.pop("past_key_values", None)  # transformers 5.24 renamed it ``cache``
+        cache = kwargs.pop("cache", None) if cache is None else cache
         if locret_config is None and not isinstance(cache, LocretCache):
+            if cache is not None:
+                kwargs[CACHE_KWARG] = cache
             locret_config = getattr(self, "locret_inference_config", None)
             if locret_config is None:
                 return super().generate(inputs, generation_config, **kwargs)
@@ -169,7 +174,7 @@ class LocretForCausalLMMixin:
         )
         if expand > 1:
             cache.batch_repeat_interleave(expand)  # transformers repeats input_ids, not a given cache
-        kwargs["past_key_values"] = cache
+        kwargs[CACHE_KWARG] = cache
         return super().generate(input_ids, generation_config, **kwargs)
 
 
