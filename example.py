@@ -17,18 +17,12 @@ import time
 import torch
 
 import locret
-from benchmark.infinite_bench.generators import generate_passkey
-from benchmark.tasks import score
 from locret.acquire import load_tokenizer
+from locret.demo import is_correct, passkey_prompt
 from locret.hardware import resolve_device, resolve_dtype
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# SmolLM2-135M (8K window): a 1024-entry budget, 512-token chunks, head scores max-pooled over 7 tokens
-# (without pooling its small heads lose single digits of the key; see the shipped heads' model card).
-# The paper's settings (unpooled) for 8B / Phi-3.
-SMALL_MODEL_SETTINGS = locret.LocretConfig(
-    budget=1024, chunk_size=512, n_stabilizers=256, n_local=64, score_pooling=7
-)
+SETTINGS = ("budget", "chunk_size", "n_stabilizers", "n_local", "score_pooling")
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,14 +54,14 @@ def parse_args() -> argparse.Namespace:
 
 
 def settings_for(model, args: argparse.Namespace) -> locret.LocretConfig:
-    """The paper's settings for Llama-3.1-8B-class and Phi-3-mini models, small-model settings otherwise."""
-    base = model.config.model_type.removeprefix("locret_")
-    defaults = locret.PAPER_SETTINGS[base] if model.config.hidden_size >= 3072 else SMALL_MODEL_SETTINGS
-    overrides = {
-        k: v
-        for k in ("budget", "chunk_size", "n_stabilizers", "n_local", "score_pooling")
-        if (v := getattr(args, k)) is not None
-    }
+    """The settings the heads recommend (their adapter's ``inference`` block: for the shipped SmolLM2 heads
+    budget 1024, chunk 512, 256 stabilizers, 64 local tokens, score pooling 7), else the paper's settings
+    for a large model of a family it gives them for, else ``LocretConfig()``; command-line flags win."""
+    defaults = getattr(model, "locret_inference_config", None)
+    if defaults is None and model.config.hidden_size >= 3072:
+        defaults = locret.PAPER_SETTINGS.get(model.config.model_type.removeprefix("locret_"))
+    defaults = defaults or locret.LocretConfig()
+    overrides = {k: v for k in SETTINGS if (v := getattr(args, k)) is not None}
     return locret.LocretConfig(**{**defaults.to_dict(), **overrides})
 
 
@@ -87,11 +81,11 @@ def main() -> int:
     config = settings_for(model, args)
     print(f"model {args.model_dir} ({dtype}, {device}) loaded in {time.perf_counter() - started:.1f} s")
 
-    sample = generate_passkey(tokenizer, args.context_length, depth, rng, style="completion")
+    sample = passkey_prompt(tokenizer, args.context_length, depth, rng)
     input_ids = tokenizer(sample.prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
     print(
         f"input: {input_ids.shape[1]} tokens (model window {model.config.max_position_embeddings}), "
-        f"pass key {sample.answers[0]} at depth {depth:.0%} (seed {seed}: rerun with --seed {seed})"
+        f"pass key {sample.key} at depth {depth:.0%} (seed {seed}: rerun with --seed {seed})"
     )
     print(
         f"locret: budget {config.budget}, chunk {config.chunk_size}, stabilizers {config.n_stabilizers}, "
@@ -100,12 +94,10 @@ def main() -> int:
 
     out = locret.generate(model, input_ids, config, max_new_tokens=12, progress=True)
     answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
-    correct = score("passkey", answer, sample) == 1.0
+    correct = is_correct(answer, sample.key)
 
     full_cache = input_ids.shape[1] * locret_bytes_per_token(model, dtype)
-    print(
-        f"expected: {sample.answers[0]}   generated: {answer.strip()!r}   -> {'CORRECT' if correct else 'WRONG'}"
-    )
+    print(f"expected: {sample.key}   generated: {answer.strip()!r}   -> {'CORRECT' if correct else 'WRONG'}")
     print(
         f"prefill {out.prefill_tokens_per_second:.0f} tokens/s, decode {out.decode_tokens_per_second:.1f} tokens/s"
     )

@@ -20,7 +20,7 @@ import torch
 
 from locret.eviction import torch_evict
 
-# name: (batch, kv heads, head dim, budget, chunk, stabilizers, layers) -- SPEC section 4 settings.
+# name: (batch, kv heads, head dim, budget, chunk, stabilizers, layers); docs/design.md, section 4.
 CASES = {
     "llama-3.1-8b": (1, 8, 128, 16384, 1024, 2500, 32),
     "phi-3-mini-128k": (1, 32, 96, 6000, 3072, 2500, 32),

@@ -7,7 +7,7 @@ key. A query attends, per attention head, to at most ``k = span // w`` chunks: t
 highest against the query. The gathered keys are re-rotated with contiguous positions ``0..R-1``, the
 query sitting at ``R - 1``, so positions never exceed ``span`` (which must fit the model's window).
 
-Faithful to the reference (SPEC section 7, notes/peers.md):
+Faithful to the reference (docs/design.md, section 7):
 - chunk summaries: q and k rotated with local positions ``0..w-1``; bidirectional attention inside the
   chunk; ``c_v`` = mean of the outputs; ``c_k = softmax(c_v . K) . K`` over the locally rotated keys;
 - selection per *query head* (with GQA the gather maps each query head to its KV head) by the unrotated

@@ -9,7 +9,7 @@ after every later chunk where something changed how many of the key's digit toke
 (summed over its KV heads), then per KV head at the end, and the answer. ``--track needle`` follows every
 token of the needle sentence instead, and ends with how many (layer, KV head) pairs kept each token;
 ``--track instruction`` follows the task instruction before the haystack (which a retention policy must keep
-too, ``../shared/notes/smollm2.md``).
+too, ``docs/design.md``, section 8).
 
 Two counterfactuals ask whether retention explains a miss: ``--protect needle instruction`` keeps those spans
 in every layer and KV head (score +inf; the heads still choose the rest of the budget), and

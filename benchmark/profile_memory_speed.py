@@ -358,7 +358,8 @@ def measure(case: Case, model=None) -> dict:
     input_ids = torch.randint(0, model.config.vocab_size, (1, case.length), generator=generator).to(
         case.device
     )
-    out = method.generate(model, input_ids, config, case.decode_tokens, eos_token_id=None)
+    # eos_token_id=[]: never stop early, so every requested decode step is timed
+    out = method.generate(model, input_ids, config, case.decode_tokens, eos_token_id=[])
     generated = int(out.new_tokens.shape[1])
     kv = full_kv_bytes(model, case.length + generated) if method.name == "full" else out.peak_cache_bytes
     return {

@@ -1,6 +1,7 @@
 """locret: Locret (arXiv 2410.01805) for transformers: trained retaining heads and chunked prefill with KV
 eviction, so a frozen LLM reads inputs far longer than its memory or window allows."""
 
+from . import compat  # noqa: F401  (first: an ImportError outside the supported transformers range)
 from .adapter import load_heads, save_heads
 from .cache import LocretCache
 from .config import PAPER_SETTINGS, LocretConfig
@@ -15,12 +16,12 @@ from .models import (
     register_auto_classes,
 )
 from .session import Session
+from .version import __version__
 
 register_auto_classes()
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "PAPER_SETTINGS",
     "LocretCache",
     "LocretConfig",

@@ -13,7 +13,7 @@ EVICTION_KERNELS: tuple[str, ...] = ("torch", "triton")
 
 @dataclass(frozen=True)
 class LocretConfig:
-    """How Locret prefills and evicts (SPEC section 4).
+    """How Locret prefills and evicts (docs/design.md, section 4).
 
     Attributes:
         budget: cache entries kept per KV head per layer after each prefill chunk (``b``).
@@ -22,12 +22,15 @@ class LocretConfig:
         n_local: last prompt tokens run after the evicting prefill and never evicted (``n_loc``); usually
             the question, so its entries are always attended.
         position_mode: ``"repacked"`` (default) gives the retained cache contiguous positions ``0..len-1`` on
-            every forward, so positions never exceed ``budget + chunk_size`` and inputs may exceed the model's
-            window; ``"absolute"`` keeps each entry's original position (cannot go past the window).
+            every forward, so the largest position is the cache length (at most ``budget + chunk_size``
+            while prefilling, ``budget + n_local`` for the local tail, then one more per generated token, or
+            at most ``decode_budget + 1``) and inputs may exceed the model's window; ``"absolute"`` keeps
+            each entry's original position (cannot go past the window).
         decode_budget: if set, the cache is also evicted while decoding so it never holds more than this many
             entries after a step; ``None`` keeps every generated token (the paper's behaviour).
         eviction_kernel: ``"torch"`` (reference, any device) or ``"triton"`` (fused kernels of
             :mod:`locret.eviction_triton`, CUDA with Triton installed); both keep exactly the same entries.
+            Not recorded in a heads adapter's settings: it changes speed, not results.
         score_pooling: odd window over which each entry's retaining-head score becomes the maximum of its
             neighbours' raw scores, so an important span (a number, a name) is kept or dropped whole instead
             of losing single tokens. Chunk boundaries do not matter: the result is what pooling the whole
@@ -106,7 +109,7 @@ def default_stabilizers(budget: int) -> int:
     return budget // 4
 
 
-# The paper's reference settings (SPEC section 4), by base model type.
+# The paper's reference settings (docs/design.md, section 4), by base model type.
 PAPER_SETTINGS: dict[str, LocretConfig] = {
     "phi3": LocretConfig(budget=6000, chunk_size=3072, n_stabilizers=2500, n_local=100),
     "llama": LocretConfig(budget=16384, chunk_size=1024, n_stabilizers=2500, n_local=100),

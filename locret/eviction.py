@@ -10,18 +10,20 @@ import torch
 
 
 def protect_newest(scores: torch.Tensor, n_protect: int) -> torch.Tensor:
-    """Return ``scores`` ``[B, H, S]`` with its newest ``n_protect`` entries raised to +inf (a copy)."""
-    if n_protect <= 0:
-        return scores
-    protected = scores.clone()
-    protected[..., -n_protect:] = float("inf")
+    """Return ``scores`` ``[B, H, S]`` ranked for eviction (a copy): NaN lowered to -inf, so a broken score
+    is the first to go and never outranks anything (sorts put NaN above +inf), then the newest
+    ``n_protect`` entries raised to +inf."""
+    protected = torch.where(torch.isnan(scores), float("-inf"), scores)
+    if n_protect > 0:
+        protected[..., -n_protect:] = float("inf")
     return protected
 
 
 def kept_indices(scores: torch.Tensor, keep: int, n_protect: int = 0) -> torch.Tensor:
     """Indices ``[B, H, keep]`` of the entries to keep, ascending (original order).
 
-    ``keep`` must not exceed the cache length; the newest ``n_protect`` entries are always kept. Among equal
+    ``keep`` must not exceed the cache length; the newest ``n_protect`` entries are always kept, and a NaN
+    score counts as the lowest. Among equal
     scores the older entry wins (a stable sort; ``topk`` leaves ties to the backend, so CPU and CUDA could
     keep different entries), which makes every backend and kernel agree exactly.
     """

@@ -3,7 +3,7 @@
 The torch version (:mod:`locret.eviction`) needs a clone (stabilizer protection), ``topk``, ``sort`` and one
 ``gather`` per tensor; here one program per (batch, KV head) row selects the kept indices in place, and one
 kernel moves keys, values and scores together. Results equal the torch reference exactly: same entries,
-same (original) order, ties broken towards the older entry.
+same (original) order, ties broken towards the older entry, NaN scores ranked lowest.
 
 Selection is a radix select on the scores' bits: float32 scores map to integers with the same order, the
 ``keep``-th largest is found bit by bit (32 counting passes over the row), then everything above it and the
@@ -13,9 +13,23 @@ oldest of the entries equal to it are kept. Import this module only where Triton
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
+
+# Triton reads TRITON_INTERPRET once, when it is imported: then the kernels run on CPU tensors.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def check_device(tensor: torch.Tensor) -> None:
+    """Triton kernels need CUDA tensors (or the interpreter); say so before Triton fails with its own error."""
+    if not tensor.is_cuda and not INTERPRETED:
+        raise ValueError(
+            f'eviction_kernel="triton" needs the cache on a CUDA device, but it is on {tensor.device}: use '
+            'eviction_kernel="torch" there (it keeps exactly the same entries)'
+        )
 
 
 @triton.jit
@@ -26,6 +40,7 @@ def _select_kernel(
     offs = tl.arange(0, BLOCK)
     valid = offs < n
     x = tl.load(scores_ptr + row * row_stride + offs, mask=valid, other=0.0)
+    x = tl.where(x != x, float("-inf"), x)  # NaN ranks lowest, as in the torch reference
     x = tl.where(offs >= protect_from, float("inf"), x)
     x = tl.where(x == 0.0, 0.0, x)  # -0.0 and +0.0 are equal scores: give them one key
     bits = x.to(tl.int32, bitcast=True)
@@ -69,6 +84,7 @@ def _gather_kernel(
 
 def triton_kept_indices(scores: torch.Tensor, keep: int, n_protect: int = 0) -> torch.Tensor:
     """Same contract as :func:`locret.eviction.kept_indices`: indices ``[B, H, keep]``, ascending."""
+    check_device(scores)
     batch, heads, length = scores.shape
     if not 0 < keep <= length:
         raise ValueError(f"keep must be in 1..{length} (the cache length), got {keep}")

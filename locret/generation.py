@@ -10,10 +10,29 @@ import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from .cache import LocretCache
+from .compat import CACHE_KWARG
 from .config import LocretConfig
-from .prefill import check_inputs, new_cache, prefill_prompt
+from .prefill import check_inputs, new_cache, prefill_prompt, resolve_config
 
-__all__ = ["LocretOutput", "check_inputs", "decode", "generate", "new_cache", "prefill_prompt"]
+__all__ = [
+    "LocretOutput",
+    "check_inputs",
+    "decode",
+    "default_eos",
+    "generate",
+    "new_cache",
+    "prefill_prompt",
+    "resolve_config",
+]
+
+
+def default_eos(model) -> list[int]:
+    """The model's end-of-sequence token ids from its generation config, as transformers' generate stops."""
+    generation_config = getattr(model, "generation_config", None)
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(eos)] if isinstance(eos, int) else [int(token) for token in eos]
 
 
 @dataclass
@@ -27,6 +46,7 @@ class LocretOutput:
     cache_length_after_prefill: int
     cache_length_final: int
     peak_cache_bytes: int
+    config: LocretConfig | None = None  # the settings that ran (None: a method without one, e.g. LongHeads)
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -120,12 +140,19 @@ def generate(
 ) -> LocretOutput:
     """Locret end to end: evicting chunked prefill, the un-evicted local tail, then decoding.
 
-    Greedy by default. Stops at ``max_new_tokens`` or when every row has produced an EOS token. Pass an
+    ``config`` None uses the cache's config, else the settings the model's heads recommend
+    (``model.locret_inference_config``), else ``LocretConfig()``; ``LocretOutput.config`` says which ran.
+    Greedy by default. Stops at ``max_new_tokens`` or when every row has produced an EOS token:
+    ``eos_token_id`` None takes the model's ``generation_config.eos_token_id`` (as transformers does), an
+    explicit id or list wins, and ``eos_token_id=[]`` never stops early. Pass an
     empty ``cache`` to choose another scorer (a baseline) or to inspect what survived afterwards, or a copy of
     one that holds this prompt's prefilled beginning to skip that part (see ``prefill_prompt``);
-    ``prefill_seconds`` then counts only what was left.
+    ``prefill_seconds`` then counts only what was left. A cache built with another config than ``config``
+    is a ValueError.
     """
-    config = config or (cache.config if cache is not None else LocretConfig())
+    config = resolve_config(model, config, cache)
+    if eos_token_id is None:
+        eos_token_id = default_eos(model)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     sync = torch.cuda.synchronize if input_ids.is_cuda else (lambda: None)
@@ -133,13 +160,13 @@ def generate(
     started = time.perf_counter()
     cache = prefill_prompt(model, input_ids, config, cache=cache, progress=progress)
     tail = input_ids[:, cache.get_seq_length() :]
-    logits = model(input_ids=tail, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(input_ids=tail, use_cache=True, logits_to_keep=1, **{CACHE_KWARG: cache}).logits[:, -1]
     sync()
     prefill_seconds = time.perf_counter() - started
     length_after_prefill = cache.stored_length()
 
     def next_logits(tokens: torch.Tensor) -> torch.Tensor:
-        return model(input_ids=tokens[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
+        return model(input_ids=tokens[:, None], use_cache=True, **{CACHE_KWARG: cache}).logits[:, -1]
 
     sequences, decode_seconds = decode(
         next_logits,
@@ -159,4 +186,5 @@ def generate(
         cache_length_after_prefill=length_after_prefill,
         cache_length_final=cache.stored_length(),
         peak_cache_bytes=cache.peak_nbytes(),
+        config=config,
     )

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .cache import LocretCache
+from .compat import CACHE_KWARG
 from .config import LocretConfig
 from .scorers import EntryScorer
 
@@ -46,11 +47,29 @@ def new_cache(
     return LocretCache(config, model.config.num_hidden_layers, scorer=scorer, track_positions=track_positions)
 
 
+def resolve_config(model, config: LocretConfig | None, cache: LocretCache | None = None) -> LocretConfig:
+    """The settings a run uses: the explicit ``config``, else the cache's, else the ones the model's heads
+    recommend (``model.locret_inference_config``, from their adapter), else ``LocretConfig()``.
+
+    A cache was built for one config; running it with another would mix the two (budget from the cache,
+    chunking from the argument), so an explicit config that differs from the cache's in anything but
+    ``n_local`` (each question's own tail) is a ValueError (``LocretCache.check_settings``)."""
+    if cache is not None:
+        if config is None:
+            return cache.config
+        cache.check_settings(config)
+        return config
+    if config is not None:
+        return config
+    recommended = getattr(model, "locret_inference_config", None)
+    return recommended if recommended is not None else LocretConfig()
+
+
 @torch.no_grad()
 def prefill_prompt(
     model,
     input_ids: torch.Tensor,
-    config: LocretConfig,
+    config: LocretConfig | None,
     *,
     cache: LocretCache | None = None,
     attention_mask: torch.Tensor | None = None,
@@ -63,14 +82,12 @@ def prefill_prompt(
     ``input_ids[:, :k]`` resumes at token ``k``: several questions on one document share its prefill by each
     starting from a copy (``copy.deepcopy``) of the document's cache. Nothing checks that those ``k`` tokens
     are this prompt's beginning; that is the caller's promise, as with ``past_key_values`` in transformers.
-    A given ``cache`` evicts by its own config; ``config`` may differ from it only in ``n_local`` (each
-    question's own tail), else this is a ValueError.
+    ``config`` is chosen by ``resolve_config``: a given ``cache`` evicts by its own config, and ``config`` may
+    differ from it only in ``n_local`` (each question's own tail), else this is a ValueError.
     """
     check_inputs(model, input_ids, attention_mask)
-    if cache is None:
-        cache = new_cache(model, config)
-    else:
-        cache.check_settings(config)
+    config = resolve_config(model, config, cache)
+    cache = cache if cache is not None else new_cache(model, config)
     end = max(input_ids.shape[1] - max(config.n_local, 1), 0)
     seen = cache.get_seq_length()
     if seen > end:
@@ -85,7 +102,7 @@ def prefill_prompt(
             starts, desc="locret prefill", unit="chunk", disable=not progress or len(starts) < 2
         ):
             chunk = input_ids[:, start : min(start + config.chunk_size, end)]
-            model.model(input_ids=chunk, past_key_values=cache, use_cache=True)
+            model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
     finally:
         cache.prefilling = False
     cache.protect_next(config.n_local)

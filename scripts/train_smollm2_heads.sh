@@ -39,7 +39,10 @@ done
 
 # 3. Ship the mean of both as one adapter in float16 (14.8 MB; bf16 rounding once flipped a borderline key).
 SHIP=locret/pretrained_heads/smollm2-135m-instruct
-python -m locret.train.convert ensemble "$RUN/heads_dis_seed0" "$RUN/heads_dis_seed1" --dtype float16 --out "$SHIP"
+# The adapter records the settings it was validated with (locret.generate uses them when given no config).
+INFERENCE='{"budget": 1024, "chunk_size": 512, "n_stabilizers": 256, "n_local": 64, "score_pooling": 7}'
+python -m locret.train.convert ensemble "$RUN/heads_dis_seed0" "$RUN/heads_dis_seed1" --dtype float16 \
+    --inference "$INFERENCE" --out "$SHIP"
 python -m locret.train.train --model "$MODEL" --labels "$LABELS" --validate "$SHIP"
 cp "$RUN/heads_dis_seed0/loss_curve.png" "$SHIP/loss_curve_seed0.png"
 cp "$RUN/heads_dis_seed1/loss_curve.png" "$SHIP/loss_curve_seed1.png"

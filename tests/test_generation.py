@@ -109,3 +109,97 @@ def test_peak_cache_memory_does_not_grow_with_input():
     assert peaks[8 * 1024] == peaks[64 * 1024] > 0
     per_layer_entry = 2 * 2 * 16 * 4 + 2 * 4  # keys+values fp32 (2 kv heads x 16 dims) + fp32 score per head
     assert peaks[8 * 1024] == 2 * (256 + 1024) * per_layer_entry
+
+
+def test_the_heads_recommended_settings_run_when_no_config_is_given():
+    model = tiny_locret("llama")
+    recommended = LocretConfig(budget=24, chunk_size=8, n_stabilizers=4, n_local=4, score_pooling=3)
+    ids = random_ids(120)
+    assert locret.generate(model, ids, max_new_tokens=2).config == LocretConfig()  # nothing recommended
+    model.locret_inference_config = recommended
+    out = locret.generate(model, ids, max_new_tokens=3)
+    assert out.config == recommended and out.cache_length_after_prefill == 24 + 4
+    explicit = LocretConfig(budget=40, chunk_size=16, n_stabilizers=8, n_local=6)
+    assert locret.generate(model, ids, explicit, max_new_tokens=3).config == explicit  # explicit wins
+    theirs = model.generate(ids, max_new_tokens=3, do_sample=False)  # transformers' generate, same settings
+    assert torch.equal(theirs, out.sequences)
+    assert torch.equal(
+        model.generate(ids, locret_config=explicit, max_new_tokens=3, do_sample=False),
+        locret.generate(model, ids, explicit, max_new_tokens=3).sequences,
+    )
+
+
+def test_a_cache_built_with_another_config_is_refused():
+    model = tiny_locret("llama")
+    config = LocretConfig(budget=40, chunk_size=16, n_stabilizers=8, n_local=6)
+    other = LocretConfig(budget=24, chunk_size=8, n_stabilizers=4, n_local=4)
+    with pytest.raises(ValueError, match="differs from the config the cache was built with"):
+        locret.generate(model, random_ids(100), other, cache=locret.generation.new_cache(model, config))
+    with pytest.raises(ValueError, match="differs from the config the cache was built with"):
+        model.generate(random_ids(100), locret_config=other, past_key_values=LocretCache(config, 2))
+    same = LocretConfig(budget=40, chunk_size=16, n_stabilizers=8, n_local=6)  # equal settings are fine
+    out = locret.generate(model, random_ids(100), same, cache=locret.generation.new_cache(model, config))
+    assert out.config == config
+    assert locret.generate(model, random_ids(100), cache=LocretCache(other, 2)).config == other
+
+
+def test_generation_stops_at_the_models_eos_by_default():
+    model = tiny_locret("llama")
+    config = LocretConfig(budget=40, chunk_size=16, n_stabilizers=8, n_local=6)
+    free = locret.generate(model, random_ids(100), config, max_new_tokens=5, eos_token_id=[])
+    assert free.new_tokens.shape[1] == 5
+    model.generation_config.eos_token_id = int(free.new_tokens[0, 1])
+    stopped = locret.generate(model, random_ids(100), config, max_new_tokens=5)
+    assert stopped.new_tokens.tolist() == free.new_tokens[:, :2].tolist()
+    theirs = model.generate(random_ids(100), locret_config=config, max_new_tokens=5, do_sample=False)
+    assert torch.equal(theirs, stopped.sequences)  # as transformers' generate stops
+    assert (
+        locret.generate(model, random_ids(100), config, max_new_tokens=5, eos_token_id=[]).new_tokens.shape[1]
+        == 5
+    )
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3"])
+def test_expanded_batches_work_with_the_prefilled_cache(arch):
+    model = tiny_locret(arch)
+    config = LocretConfig(budget=40, chunk_size=16, n_stabilizers=8, n_local=6)
+    ids = random_ids(200)
+    torch.manual_seed(0)
+    sampled = model.generate(
+        ids, locret_config=config, do_sample=True, num_return_sequences=2, max_new_tokens=4
+    )
+    assert sampled.shape == (2, 204) and torch.equal(sampled[:, :200], ids.expand(2, -1))
+    greedy = locret.generate(model, ids, config, max_new_tokens=4, eos_token_id=[]).sequences
+    beams = model.generate(ids, locret_config=config, num_beams=3, max_new_tokens=4, do_sample=False)
+    assert beams.shape[0] == 1 and torch.equal(beams[:, :200], ids)
+    several = model.generate(
+        ids, locret_config=config, num_beams=3, num_return_sequences=3, max_new_tokens=4, do_sample=False
+    )
+    assert several.shape[0] == 3 and torch.equal(several[:1], beams)
+    # one beam is greedy decoding: the same tokens as the lean loop
+    one = model.generate(ids, locret_config=config, num_beams=1, max_new_tokens=4, do_sample=False)
+    assert torch.equal(one, greedy)
+
+
+@pytest.mark.parametrize("decode_budget", [None, 60])
+def test_positions_are_bounded_as_the_readme_says(monkeypatch, decode_budget):
+    """The largest position is the cache length: budget + chunk_size while prefilling, budget + n_local for
+    the local tail, then one more per generated token, or at most decode_budget + 1 with a decode budget."""
+    model = tiny_locret("llama")
+    config = LocretConfig(budget=32, chunk_size=16, n_stabilizers=8, n_local=40, decode_budget=decode_budget)
+    lengths = []
+    original = RopeTable.table
+
+    def table(self, length, dtype, device):
+        lengths.append(length)
+        return original(self, length, dtype, device)
+
+    monkeypatch.setattr(RopeTable, "table", table)
+    locret.generate(model, random_ids(300), config, max_new_tokens=10, eos_token_id=[])
+    per_forward = lengths[:: model.config.num_hidden_layers]
+    prefill, tail, decode = per_forward[:-10], per_forward[-10], per_forward[-9:]
+    assert max(prefill) == 32 + 16 and tail == 32 + 40
+    if decode_budget is None:
+        assert decode == list(range(32 + 40 + 1, 32 + 40 + 10))
+    else:
+        assert max(decode) == decode_budget + 1

@@ -1,7 +1,11 @@
 """Checkpoints and adapters: what is saved comes back exactly; what does not fit is refused."""
 
+import logging
+import warnings
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from tiny import tiny_pair
 from transformers import AutoModelForCausalLM
 
@@ -13,7 +17,7 @@ from locret.adapter import HEADS_CONFIG_NAME, read_heads
 def test_vanilla_checkpoint_gets_fresh_nonzero_heads(tmp_path, arch):
     model, vanilla = tiny_pair(arch)
     vanilla.save_pretrained(tmp_path)
-    loaded = locret.from_pretrained(tmp_path)
+    loaded = locret.from_pretrained(tmp_path, random_heads=True)
     assert isinstance(loaded, locret.models.locret_class_for(arch))
     for head in loaded.retaining_heads:
         assert head.fc1.weight.abs().sum() > 0 and head.fc2.weight.abs().sum() > 0
@@ -113,3 +117,53 @@ def test_random_heads_flag_replaces_trained_heads(tmp_path):
     model.save_pretrained(tmp_path)
     fresh = locret.from_pretrained(tmp_path, random_heads=True)
     assert not torch.equal(fresh.retaining_heads[0].fc1.weight, model.retaining_heads[0].fc1.weight)
+
+
+def test_a_model_without_trained_heads_warns_unless_random_heads_is_asked_for(tmp_path):
+    model, vanilla = tiny_pair("llama")
+    vanilla.save_pretrained(tmp_path / "vanilla")
+    with pytest.warns(UserWarning, match="has no trained retaining heads.*random_heads=True"):
+        locret.from_pretrained(tmp_path / "vanilla")
+    with pytest.warns(UserWarning, match="has no trained retaining heads"):
+        locret.from_pretrained(tiny_pair("llama")[1])  # a loaded vanilla model nobody trained heads for
+    model.save_pretrained(tmp_path / "locret")
+    state = load_file(tmp_path / "locret" / "model.safetensors")
+    del state["model.layers.1.self_attn.retaining_head.fc2.weight"]
+    save_file(state, tmp_path / "locret" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match=r"\(1 missing, e.g. model.layers.1.self_attn.retaining_head.fc2"):
+        locret.from_pretrained(tmp_path / "locret")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        locret.from_pretrained(tmp_path / "vanilla", random_heads=True)
+        locret.from_pretrained(tmp_path / "locret", random_heads=True)
+        model.save_pretrained(tmp_path / "complete")
+        locret.from_pretrained(tmp_path / "complete")
+
+
+def test_loading_a_vanilla_checkpoint_hides_only_the_expected_model_type_warning(tmp_path, caplog):
+    _, vanilla = tiny_pair("llama")
+    vanilla.save_pretrained(tmp_path)
+    config_logger = logging.getLogger("transformers.configuration_utils")
+    with caplog.at_level(logging.WARNING, logger="transformers.configuration_utils"):
+        config_logger.propagate, propagate = True, config_logger.propagate
+        try:
+            locret.from_pretrained(tmp_path, random_heads=True)
+            assert "to instantiate a model of type" not in caplog.text
+            locret.LocretLlamaConfig.from_pretrained(tmp_path)  # outside our load it still warns
+            assert "to instantiate a model of type `locret_llama`" in caplog.text
+        finally:
+            config_logger.propagate = propagate
+
+
+def test_arguments_for_an_already_loaded_model_are_applied_or_refused(tmp_path):
+    _, vanilla = tiny_pair("llama")
+    vanilla.save_pretrained(tmp_path)
+    with pytest.raises(TypeError, match="foo"):  # from a path, transformers' loader refuses it
+        locret.from_pretrained(tmp_path, random_heads=True, foo=1)
+    with pytest.raises(TypeError, match=r"\['foo'\] cannot apply"):
+        locret.from_pretrained(vanilla, random_heads=True, dtype=torch.bfloat16, foo=1)
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        locret.from_pretrained(vanilla, random_heads=True, dtype="bf16")
+    model = locret.from_pretrained(vanilla, random_heads=True, dtype=torch.bfloat16, device_map="cpu")
+    assert model.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    assert {head.fc1.weight.dtype for head in model.retaining_heads} == {torch.float32}

@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import locret
-from benchmark.infinite_bench.generators import generate_passkey
 from locret.acquire import load_tokenizer
+from locret.demo import is_correct, passkey_prompt
 from locret.loading import shipped_heads_for
 
 pytestmark = pytest.mark.slow
@@ -54,16 +54,19 @@ def test_reads_past_its_window_with_a_bounded_cache(smollm2):
     assert out.new_tokens.shape == (1, 2)
 
 
-def test_shipped_heads_find_a_pass_key_past_the_window(smollm2, smollm2_dir):
-    """The demo's claim in small: a key in the middle of 8.7K tokens (past the 8K window), 1024-entry cache."""
+def test_shipped_heads_find_a_pass_key_past_the_window_with_their_own_settings(smollm2, smollm2_dir):
+    """The demo's claim in small: a key in the middle of 8.7K tokens (past the 8K window), 1024-entry cache,
+    with no config given: the shipped heads' recommended settings run."""
     tokenizer = load_tokenizer(smollm2_dir)
-    sample = generate_passkey(tokenizer, 8704, 0.5, random.Random(3), style="completion")
+    sample = passkey_prompt(tokenizer, 8704, 0.5, random.Random(3))
     ids = tokenizer(sample.prompt, return_tensors="pt", add_special_tokens=False).input_ids
     assert ids.shape[1] > smollm2.config.max_position_embeddings
-    config = locret.LocretConfig(budget=1024, chunk_size=512, n_stabilizers=256, n_local=64, score_pooling=7)
-    out = locret.generate(smollm2, ids, config, max_new_tokens=8)
+    out = locret.generate(smollm2, ids, max_new_tokens=8)
+    assert out.config == locret.LocretConfig(
+        budget=1024, chunk_size=512, n_stabilizers=256, n_local=64, score_pooling=7
+    )
     answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
-    assert answer.strip().startswith(sample.answers[0]), (answer, sample.answers[0])
+    assert is_correct(answer, sample.key) and answer.strip().startswith(sample.key), (answer, sample.key)
     assert out.cache_length_after_prefill == 1024 + 64
 
 

@@ -8,34 +8,27 @@ is searched so that the whole prompt lands within 1% of the requested token coun
 """
 
 import random
-import re
 import uuid
 from collections.abc import Callable
 
 from benchmark.infinite_bench.templates import MAX_NEW_TOKENS, Style, split_template
 from benchmark.sample import Sample
 from benchmark.text import Counter, Tokenizer, make_counter
+from locret.demo import (  # the demo's passkey prompt, shared so the two cannot drift apart
+    LENGTH_TOLERANCE,
+    NOISE,
+    NOISE_WORDS,
+    PASSKEY_NEEDLE,
+    PASSKEY_QUESTION,
+    check_length,
+    fit_length,
+    haystack,
+    passkey_key,
+)
 
-NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.\n"
-PASSKEY_NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key.\n"
-PASSKEY_QUESTION = "What is the pass key?"
 NUMBER_NEEDLE = "The sequence of digits is {key}. Remember it. {key} is the sequence of digits.\n"
 NUMBER_QUESTION = "What is the sequence of digits?"
 KV_QUESTION = '\nKey: "{key}"\nThe value associated with the specified key is: '
-TOLERANCE = 0.01
-
-_NOISE_WORDS = re.findall(r"\S+\s*", NOISE)
-
-
-def _noise(n_words: int) -> str:
-    """The first ``n_words`` words of the endlessly repeated noise line."""
-    full, rest = divmod(n_words, len(_NOISE_WORDS))
-    return NOISE * full + "".join(_NOISE_WORDS[:rest])
-
-
-def passkey_key(rng: random.Random) -> str:
-    """Five random digits, as published (a leading zero is kept)."""
-    return "".join(str(rng.randint(0, 9)) for _ in range(5))
 
 
 def number_string_key(rng: random.Random) -> str:
@@ -53,31 +46,6 @@ _HAYSTACK_TASKS: dict[str, tuple[str, str, Callable[[random.Random], str]]] = {
 }
 
 
-def _fit(
-    build: Callable[[int], Sample], count: Counter, target: int, start: int, rate: float
-) -> tuple[int, int]:
-    """Search the filler size ``k`` whose prompt is closest to ``target`` tokens.
-
-    Token counts are close to linear in ``k`` (``rate`` tokens per unit), so a few
-    Newton steps converge; the search stops when a step would revisit a size.
-    """
-    seen: dict[int, int] = {}
-    k = max(start, 1)
-    while k not in seen and len(seen) < 16:
-        seen[k] = n = count(build(k).prompt)
-        if n == target:
-            break
-        step = round((target - n) / rate) or (1 if n < target else -1)
-        k = max(1, k + step)
-    best = min(seen, key=lambda size: abs(seen[size] - target))
-    return best, seen[best]
-
-
-def _check_length(n_tokens: int, target: int) -> None:
-    if abs(n_tokens - target) > TOLERANCE * target:
-        raise ValueError(f"cannot build a {target}-token prompt within 1% (closest: {n_tokens})")
-
-
 def _finish(sample: Sample, count: Counter, target: int, depth: float, needle: str) -> Sample:
     """Record where the needle ended up, in characters and tokens, in ``meta``."""
     offset = sample.context.index(needle)
@@ -91,7 +59,7 @@ def _finish(sample: Sample, count: Counter, target: int, depth: float, needle: s
         needle_token_offset=count(sample.prefix + sample.context[:offset]),
         needle_depth=before / count(sample.context),
     )
-    _check_length(sample.meta["n_tokens"], target)
+    check_length(sample.meta["n_tokens"], target)
     return sample
 
 
@@ -110,14 +78,11 @@ def _haystack_sample(
     count = make_counter(tokenizer)
     needle = needle_format.format(key=key)
     prefix, suffix = split_template(task, style, input=question)
-    per_line = len(_NOISE_WORDS)
 
     def build(n_words: int) -> Sample:
-        lines_before = min(round(depth * n_words / per_line), n_words // per_line)
-        context = NOISE * lines_before + needle + _noise(n_words - lines_before * per_line)
         return Sample(
             id=sample_id,
-            context=context,
+            context=haystack(needle, n_words, depth),
             question=suffix,
             answers=[key],
             task=task,
@@ -125,9 +90,9 @@ def _haystack_sample(
             prefix=prefix,
         )
 
-    rate = count(NOISE * 40) / (40 * per_line)
+    rate = count(NOISE * 40) / (40 * len(NOISE_WORDS))
     start = round((length - count(prefix + needle + suffix)) / rate)
-    n_words, _ = _fit(build, count, length, start, rate)
+    n_words, _ = fit_length(lambda k: count(build(k).prompt), length, start, rate)
     return _finish(build(n_words), count, length, depth, needle)
 
 
@@ -197,9 +162,9 @@ def generate_kv_retrieval(
         )
 
     rate = count(_kv_context(fillers)) / len(fillers)
-    n_pairs, n_tokens = _fit(build, count, length, round(length / rate), rate)
+    n_pairs, n_tokens = fit_length(lambda k: count(build(k).prompt), length, round(length / rate), rate)
     for _ in range(400):
-        if abs(n_tokens - length) <= TOLERANCE * length / 2 or n_pairs < 2:
+        if abs(n_tokens - length) <= LENGTH_TOLERANCE * length / 2 or n_pairs < 2:
             break
         i = rng.randrange(n_pairs - 1)
         old = fillers[i]

@@ -9,6 +9,8 @@ question, fed only after the context has been prefilled and evicted.
 
 from typing import Literal
 
+from locret.demo import PASSKEY_COMPLETION_TEMPLATE
+
 Style = Literal["chat", "completion"]
 
 _FIND_IT = "There is an important info hidden inside a lot of irrelevant text. Find it"
@@ -46,8 +48,7 @@ TEMPLATES: dict[Style, dict[str, str]] = {
         " by the scriptwriter (before the colon marks) of one single character and nothing else.",
     },
     "completion": {
-        "passkey": _FIND_IT + " and memorize it. I will quiz you about the important information."
-        "\n\n{context}\n\n{input}\n\nThe pass key is",
+        "passkey": PASSKEY_COMPLETION_TEMPLATE,  # the demo's (locret.demo)
         "number_string": _FIND_IT + ". I will quiz you about the important information there."
         "\n\n{context}\n\n{input}\n\nThe sequence of digits is",
         "kv_retrieval": "Extract the value corresponding to the specified key in the JSON object"

@@ -1,4 +1,4 @@
-"""LongHeads: per-head chunk selection at query time (SPEC section 7); keeps ALL KV, saves no memory.
+"""LongHeads: per-head chunk selection at query time (docs/design.md, section 7); keeps ALL KV, saves no memory.
 
 The benchmark budget is used as LongHeads' attention span L (tokens each query attends to per head),
 capped to the model's window; the chunk length is 256, or ``budget // 4`` for budgets below 1024 so that

@@ -17,13 +17,13 @@ import random
 import re
 from typing import Literal
 
-from benchmark.infinite_bench.generators import _check_length, _fit
 from benchmark.infinite_bench.templates import Style
 from benchmark.natural.books import split_text
 from benchmark.natural.needles import TEMPLATES, NeedleTemplate, random_value
 from benchmark.natural.splits import Split
 from benchmark.sample import Sample
 from benchmark.text import Counter, Tokenizer, make_counter
+from locret.demo import check_length, fit_length
 
 Variant = Literal["single", "multi", "multi_all"]
 NEEDLES_PER_PROMPT = 4
@@ -133,8 +133,10 @@ def niah_sample(
     sample_words = word_ends[min(2000, len(word_ends)) - 1]
     rate = count(window[:sample_words]) / min(2000, len(word_ends))
     overhead = count(PREFIX + " ".join(sentences) + question)
-    n_words, n_tokens = _fit(build, count, length, round((length - overhead) / rate), rate)
-    _check_length(n_tokens, length)
+    n_words, n_tokens = fit_length(
+        lambda k: count(build(k).prompt), length, round((length - overhead) / rate), rate
+    )
+    check_length(n_tokens, length)
     sample = build(n_words)
     spans = []
     for sentence in sentences:

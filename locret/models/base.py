@@ -20,9 +20,10 @@ from torch.profiler import record_function
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..cache import LocretCache
+from ..compat import CACHE_KWARG
 from ..config import LocretConfig
 from ..heads import HeadShape, RetainingHead
-from ..prefill import prefill_prompt
+from ..prefill import prefill_prompt, resolve_config
 from ..rope import RopeTable, apply_rope
 
 # torch.profiler event names, so profiles can attribute time to scoring and to eviction.
@@ -71,13 +72,14 @@ class LocretAttentionMixin:
     def forward(
         self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None, **kwargs
     ):
+        past_key_values = kwargs.pop(CACHE_KWARG, past_key_values)  # named ``cache`` from transformers 5.24
         cache = past_key_values if isinstance(past_key_values, LocretCache) else None
         if cache is None and self.score_sink is None:
             return super().forward(
                 hidden_states,
                 position_embeddings=position_embeddings,
                 attention_mask=attention_mask,
-                past_key_values=past_key_values,
+                **{CACHE_KWARG: past_key_values},
                 **kwargs,
             )
         batch, length = hidden_states.shape[:2]
@@ -185,18 +187,35 @@ class LocretForCausalLMMixin:
     def generate(
         self, inputs=None, generation_config=None, locret_config: LocretConfig | None = None, **kwargs
     ):
-        """``transformers`` ``generate``, with Locret's chunked evicting prefill when a ``LocretConfig`` (or an
-        empty ``LocretCache``) is given; decoding then uses transformers' own loop (sampling, streamers,
-        stopping criteria all work)."""
-        cache = kwargs.get("past_key_values")
-        if locret_config is None and isinstance(cache, LocretCache):
-            locret_config = cache.config
-        if locret_config is None:
-            return super().generate(inputs, generation_config, **kwargs)
+        """``transformers`` ``generate``, with Locret's chunked evicting prefill; decoding then uses
+        transformers' own loop (sampling, beam search, ``num_return_sequences``, streamers, stopping
+        criteria all work).
+
+        The settings: ``locret_config``, else those of a ``LocretCache`` passed as ``past_key_values``, else
+        the ones the heads recommend (``locret_inference_config``, from their adapter). With none of these it
+        is transformers' plain ``generate`` (full cache). The prompt is prefilled once; the cache is then
+        repeated for every beam or returned sequence, as transformers repeats the inputs."""
+        cache = kwargs.pop("past_key_values", None)  # transformers 5.24 renamed it ``cache``
+        cache = kwargs.pop("cache", None) if cache is None else cache
+        if locret_config is None and not isinstance(cache, LocretCache):
+            if cache is not None:
+                kwargs[CACHE_KWARG] = cache
+            locret_config = getattr(self, "locret_inference_config", None)
+            if locret_config is None:
+                return super().generate(inputs, generation_config, **kwargs)
+        locret_config = resolve_config(self, locret_config, cache if isinstance(cache, LocretCache) else None)
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
-        kwargs["past_key_values"] = prefill_prompt(
+        cache = prefill_prompt(
             self, input_ids, locret_config, cache=cache, attention_mask=kwargs.get("attention_mask")
         )
+        settings = generation_config if generation_config is not None else self.generation_config
+        expand = max(
+            kwargs.get("num_beams", settings.num_beams) or 1,
+            kwargs.get("num_return_sequences", settings.num_return_sequences) or 1,
+        )
+        if expand > 1:
+            cache.batch_repeat_interleave(expand)  # transformers repeats input_ids, not a given cache
+        kwargs[CACHE_KWARG] = cache
         return super().generate(input_ids, generation_config, **kwargs)
 
 

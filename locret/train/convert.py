@@ -5,7 +5,8 @@
 - ``extract-heads``: a full Locret model checkpoint directory -> a heads-only adapter;
 - ``from-official``: the official Locret release (``model.layers.{i}.self_attn.fc1.weight`` / ``fc2``,
   ``.bin`` or ``.safetensors``) plus the base model's config -> our adapter; ``to-official`` goes back;
-- ``ensemble``: several adapters for one model -> one adapter whose scores are their mean.
+- ``ensemble``: several adapters for one model -> one adapter whose scores are their mean (``--inference``
+  records the settings it was validated with).
 
 Every conversion into an adapter checks the heads' shape against the model config and names both shapes
 when they differ (the reference loaded heads with ``strict=False`` and silently kept random ones).
@@ -14,6 +15,7 @@ when they differ (the reference loaded heads with ``strict=False`` and silently 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 from dataclasses import replace
@@ -30,10 +32,12 @@ from locret.adapter import (
     check_shape,
     heads_state_dict,
     load_heads_into,
+    parse_inference,
     read_heads,
     read_heads_config,
     save_heads,
 )
+from locret.config import PAPER_SETTINGS, LocretConfig
 from locret.heads import HeadShape, RetainingHead
 
 logger = logging.getLogger(__name__)
@@ -121,13 +125,27 @@ def _config(path: str | Path):
 def extract_heads(checkpoint: str | Path, out: str | Path) -> Path:
     state = load_state_dict(checkpoint, keep=lambda key: HEAD_KEY.search(key) is not None)
     heads = heads_from_state(state, _config(checkpoint), f"heads in {checkpoint}")
-    return save_heads(heads, out, metadata={"converted_from": str(checkpoint)})
+    config = _config(checkpoint)
+    return save_heads(
+        heads,
+        out,
+        metadata={"converted_from": str(checkpoint)},
+        base_model=getattr(config, "name_or_path", None) or None,
+    )
 
 
 def from_official(checkpoint: str | Path, base_model: str | Path, out: str | Path) -> Path:
     state = load_state_dict(checkpoint, keep=lambda key: HEAD_KEY.search(key) is not None)
-    heads = heads_from_state(state, _config(base_model), f"official heads {checkpoint}")
-    return save_heads(heads, out, metadata={"converted_from": str(checkpoint), "base_model": str(base_model)})
+    config = _config(base_model)
+    heads = heads_from_state(state, config, f"official heads {checkpoint}")
+    # The official heads were validated with the paper's settings for their model (8B Llama, Phi-3-mini).
+    return save_heads(
+        heads,
+        out,
+        metadata={"converted_from": str(checkpoint)},
+        inference=PAPER_SETTINGS.get(config.model_type.removeprefix("locret_")),
+        base_model=str(base_model),
+    )
 
 
 def to_official(adapter: str | Path, out: str | Path) -> None:
@@ -141,7 +159,12 @@ def to_official(adapter: str | Path, out: str | Path) -> None:
     save_state_dict(official, out)
 
 
-def ensemble(adapters: list[str | Path], out: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+def ensemble(
+    adapters: list[str | Path],
+    out: str | Path,
+    dtype: torch.dtype = torch.float32,
+    inference: LocretConfig | None = None,
+) -> Path:
     """One adapter scoring the mean of ``adapters``' scores (e.g. heads trained with different seeds).
 
     Exact, because a head has no biases: K heads ``fc2_k(act(fc1_k x))`` are one head of the summed width
@@ -166,18 +189,28 @@ def ensemble(adapters: list[str | Path], out: str | Path, dtype: torch.dtype = t
         )
     heads = _Heads(shape)
     load_heads_into(heads, shape, state, f"ensemble of {len(members)} adapters")
-    members_metadata = [_provenance(adapter) for adapter in adapters]
+    configs = [read_heads_config(adapter) for adapter in adapters]
+    members_metadata = [
+        {"path": str(adapter), **config.training} for adapter, config in zip(adapters, configs, strict=True)
+    ]
     metadata = {"stored_dtype": str(dtype).removeprefix("torch."), "ensemble_of": members_metadata}
-    return save_heads(heads.to(dtype), out, metadata=metadata)
+    return save_heads(
+        heads.to(dtype),
+        out,
+        metadata=metadata,
+        inference=inference or _common({config.inference for config in configs}),
+        base_model=_common({config.base_model for config in configs}),
+    )
 
 
-def _provenance(adapter: str | Path) -> dict:
-    """An ensemble member's path and training metadata, so the ensemble's config still says how it was made."""
-    config = read_heads_config(adapter)
-    return {
-        "path": str(adapter),
-        **{key: value for key, value in config.items() if key not in ("format_version", "shape")},
-    }
+def _inference_settings(text: str) -> LocretConfig:
+    """``--inference`` JSON -> LocretConfig (argparse reports a ValueError as a usage error)."""
+    return parse_inference(json.loads(text), "--inference")
+
+
+def _common(values: set):
+    """The members' shared setting (inference settings, base model); None when they disagree."""
+    return next(iter(values)) if len(values) == 1 else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,6 +242,13 @@ def main(argv: list[str] | None = None) -> None:
     command.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="stored dtype"
     )
+    command.add_argument(
+        "--inference",
+        type=_inference_settings,
+        default=None,
+        help='recommended LocretConfig settings as JSON, e.g. \'{"budget": 1024, "score_pooling": 7}\' '
+        "(default: the members' own when they agree)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command in ("to-bin", "to-safetensors"):
@@ -219,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "from-official":
         written = from_official(args.checkpoint, args.base_model, args.out)
     elif args.command == "ensemble":
-        written = ensemble(args.adapters, args.out, getattr(torch, args.dtype))
+        written = ensemble(args.adapters, args.out, getattr(torch, args.dtype), args.inference)
     else:
         to_official(args.adapter, args.target)
         written = args.target

@@ -1,7 +1,7 @@
 """Causal importance score (CIS) labels: how strongly the answer will attend to each prompt token.
 
 ``S[l, j, k] = max over answer positions p and query heads h of KV group j of (q_{h,p} . k_{j,k}) / sqrt(D)``,
-the pre-softmax scaled logit, with the model's own RoPE applied to every token (SPEC section 2).
+the pre-softmax scaled logit, with the model's own RoPE applied to every token (docs/design.md, section 2).
 
 The labels are computed inside one ordinary forward over prompt + answer: a pre-hook on every attention
 module takes that layer's input and its ``position_embeddings``, projects and rotates Q/K itself, and

@@ -1,4 +1,4 @@
-"""The retaining-head training objective (SPEC section 3)."""
+"""The retaining-head training objective (docs/design.md, section 3)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ LOSS_PLOT = "loss_curve.png"
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Defaults are the paper's (SPEC section 3)."""
+    """Defaults are the paper's (docs/design.md, section 3)."""
 
     steps: int = 3000
     warmup_steps: int = 2000
@@ -305,10 +305,9 @@ class Trainer:
         train = [r["loss"] for r in records if "loss" in r]
         val = [r["val_loss"] for r in records if "val_loss" in r]
         metadata = {
-            "base_model": str(self.model_path),
             "labels": [str(label_set.directory) for label_set in self.label_sets],
             "label_header": [label_set.manifest["header"] for label_set in self.label_sets],
-            "training": asdict(self.settings),
+            "settings": asdict(self.settings),
             "train_examples": len(self.train_refs),
             "val_examples": len(self.val_refs),
             "final_train_loss": sum(train[-50:]) / len(train[-50:]),
@@ -318,7 +317,9 @@ class Trainer:
             "seconds_per_step": self.seconds / max(self.settings.steps, 1),
         }
         if self.accelerator.is_main_process:
-            locret.save_heads(self.unwrapped, self.out_dir, metadata=metadata)
+            locret.save_heads(
+                self.unwrapped, self.out_dir, metadata=metadata, base_model=str(self.model_path)
+            )
             plot_losses(records, self.out_dir / LOSS_PLOT)
         return metadata
 

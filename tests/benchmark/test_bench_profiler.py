@@ -76,7 +76,8 @@ def test_profiler_runs_each_case_in_a_fresh_process(tmp_path):
 def test_presets_have_the_published_shapes():
     model = prof.build_preset("smollm2-135m", torch.bfloat16, "cpu", num_layers=1)
     assert model.config.num_key_value_heads == 3 and model.config.max_position_embeddings == 8192
-    assert prof.full_kv_bytes(model, 1) * 30 == 23040  # notes/smollm2.md: 23,040 bytes per token in bf16
+    # docs/design.md, section 8: 23,040 bytes per token in bf16
+    assert prof.full_kv_bytes(model, 1) * 30 == 23040
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert torch.isfinite(model.model.rotary_emb.inv_freq).all()
     assert {"llama-3.1-8b", "phi-3-mini-128k"} <= set(prof.PRESETS)

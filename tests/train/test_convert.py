@@ -58,9 +58,9 @@ def test_official_round_trip(tiny_llama_dir: Path, tmp_path: Path, suffix: str) 
     _, ours = read_heads(tmp_path / "ours")
     _, back = read_heads(tmp_path / "back")
     assert ours.keys() == back.keys() and all(torch.equal(ours[k], back[k]) for k in ours)
-    assert json.loads((tmp_path / "back" / "locret_heads_config.json").read_text())["converted_from"] == str(
-        official
-    )
+    assert json.loads((tmp_path / "back" / "locret_heads_config.json").read_text())["training"][
+        "converted_from"
+    ] == str(official)
 
 
 def test_wrong_shape_rejected_naming_both(tiny_llama_dir: Path, tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_ensemble_scores_the_mean_of_its_members(tmp_path: Path) -> None:
     convert.main(["ensemble", *(str(path) for _, path in members), "--out", str(tmp_path / "mean")])
     shape, _ = read_heads(tmp_path / "mean")
     assert shape.hidden_size == 20
-    provenance = read_heads_config(tmp_path / "mean")["ensemble_of"]
+    provenance = read_heads_config(tmp_path / "mean").training["ensemble_of"]
     assert [member["path"] for member in provenance] == [str(path) for _, path in members]
     assert all(member["trained_by"] == "test" for member in provenance)
     merged = tiny_locret("llama", retaining_head_size=20)

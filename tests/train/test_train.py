@@ -76,7 +76,8 @@ def test_training_lowers_val_loss_and_freezes_backbone(
     shape, heads = read_heads(tmp_path)
     assert shape == trainer.unwrapped.head_shape and shape.hidden_size == 16
     config = json.loads((tmp_path / "locret_heads_config.json").read_text())
-    assert config["training"]["lr"] == FAST.lr and config["final_val_loss"] == metadata["final_val_loss"]
+    training = config["training"]  # training provenance has its own key in the adapter config
+    assert training["settings"]["lr"] == FAST.lr and training["final_val_loss"] == metadata["final_val_loss"]
     assert (tmp_path / "loss_curve.png").stat().st_size > 0
     log = [json.loads(line) for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == list(range(1, 25))
@@ -106,7 +107,9 @@ def test_validate_scores_an_existing_adapter(
     args = ["--model", str(tiny_llama_dir), "--labels", str(tiny_labels), "--val-examples", "3"]
     train.main([*args, "--out", str(tmp_path / "heads"), "--steps", "6", "--warmup-steps", "1", "--lr", "0.01",
                 "--retaining-head-size", "16", "--val-every", "6"])  # fmt: skip
-    final = json.loads((tmp_path / "heads" / "locret_heads_config.json").read_text())["final_val_loss"]
+    final = json.loads((tmp_path / "heads" / "locret_heads_config.json").read_text())["training"][
+        "final_val_loss"
+    ]
     capsys.readouterr()
     train.main([*args, "--validate", str(tmp_path / "heads")])  # the width comes from the adapter
     assert f"validation loss of {tmp_path / 'heads'}: {final:.4f} (3 examples)" in capsys.readouterr().out
@@ -173,7 +176,7 @@ def test_several_label_directories_train_together(tiny_llama_dir: Path, tiny_lab
     metadata = double.run()
     assert metadata["final_val_loss"] < metadata["first_val_loss"]
     config = json.loads((tmp_path / "two" / "locret_heads_config.json").read_text())
-    assert config["labels"] == [str(tiny_labels)] * 2
+    assert config["training"]["labels"] == [str(tiny_labels)] * 2
 
 
 def test_validation_set_cannot_be_empty(tiny_llama_dir: Path, tiny_labels: Path, tmp_path) -> None:
