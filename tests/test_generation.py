@@ -133,9 +133,9 @@ def test_a_cache_built_with_another_config_is_refused():
     model = tiny_locret("llama")
     config = LocretConfig(budget=40, chunk_size=16, n_stabilizers=8, n_local=6)
     other = LocretConfig(budget=24, chunk_size=8, n_stabilizers=4, n_local=4)
-    with pytest.raises(ValueError, match="differs from the config the cache was built with"):
+    with pytest.raises(ValueError, match="built with other settings"):
         locret.generate(model, random_ids(100), other, cache=locret.generation.new_cache(model, config))
-    with pytest.raises(ValueError, match="differs from the config the cache was built with"):
+    with pytest.raises(ValueError, match="built with other settings"):
         model.generate(random_ids(100), locret_config=other, past_key_values=LocretCache(config, 2))
     same = LocretConfig(budget=40, chunk_size=16, n_stabilizers=8, n_local=6)  # equal settings are fine
     out = locret.generate(model, random_ids(100), same, cache=locret.generation.new_cache(model, config))
