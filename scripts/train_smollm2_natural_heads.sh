@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# SmolLM2-135M-Instruct retaining heads trained on natural text (issue 25):
+#   bash scripts/train_smollm2_natural_heads.sh [DATA_DIR] [STAGE]   (DATA_DIR default ../shared/data;
+#   STAGE: labels | train | all, default all)
+# Every step resumes where it stopped if interrupted: run the same command again.
+# (i)  reconstruct/attention: windows of plain text (the TRAIN books of the fixed splits, SQuALITY stories, NQ
+#      train passages) that the frozen model repeats word for word; each token's label is the log of the largest
+#      attention weight any repeating row gives it (KVzip's score), so every token the text needs is labelled
+#      high with no question at all.
+# (ii) the same plus nq-multidoc/logit: a Natural Questions TRAIN question (0-1999) whose gold passage sits at a
+#      random place among other train questions' gold passages; CIS labels of its short answer. The two kinds
+#      have different scales, so training standardises each example's labels per layer and KV head
+#      (--standardise-labels) and is told it may mix them (--mix-label-kinds).
+# Sizes are set by the 2-core CPU budget shared with other jobs (see the timings at the end of this file).
+set -euo pipefail
+DATA_DIR=${1:-../shared/data}
+STAGE=${2:-all}
+RUN=${RUN:-runs/natural_heads}
+MODEL=HuggingFaceTB/SmolLM2-135M-Instruct
+G=$DATA_DIR/gutenberg
+RECON="$RUN/labels_reconstruct_attention"
+NQ="$RUN/labels_nq_multidoc_logit"
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+if [ "$STAGE" = labels ] || [ "$STAGE" = all ]; then
+    # 1. Labels plus the prompts' head inputs (training never reruns the backbone); one run after the other.
+    python -m locret.train.data_gen --model "$MODEL" --format reconstruct --label-kind attention \
+        --data "$G/pg3261_news_from_nowhere.txt" "$G/pg16215_jack_sheppard.txt" "$G/pg972_devils_dictionary.txt" \
+        "$G/pg308_three_men_in_a_boat.txt" "$G/pg1342_pride_and_prejudice.txt" "$G/tinyshakespeare.txt" \
+        "$DATA_DIR/squality/train.jsonl" "$DATA_DIR/nq_open/nq-open-oracle.jsonl.gz" \
+        --prompt-tokens 512 768 --max-answer-tokens 768 --shard-size 8 --save-features bfloat16 \
+        --out "$RECON" --max-examples 40
+    python -m locret.train.data_gen --model "$MODEL" --format nq-multidoc --label-kind logit \
+        --data "$DATA_DIR/nq_open/nq-open-oracle.jsonl.gz" --prompt-tokens 1024 2048 --max-answer-tokens 32 \
+        --shard-size 8 --save-features bfloat16 --out "$NQ" --max-examples 40
+fi
