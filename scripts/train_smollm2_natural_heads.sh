@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct retaining heads trained on natural text (issue 25):
 #   bash scripts/train_smollm2_natural_heads.sh [DATA_DIR] [STAGE]   (DATA_DIR default ../shared/data;
-#   STAGE: labels | train | all, default all)
+#   STAGE: reconstruct-labels | nq-labels | heads-reconstruct | heads-mixed | labels | heads | all (default))
 # Every step resumes where it stopped if interrupted: run the same command again.
 # (i)  reconstruct/attention: windows of plain text (the TRAIN books of the fixed splits, SQuALITY stories, NQ
 #      train passages) that the frozen model repeats word for word; each token's label is the log of the largest
@@ -22,15 +22,36 @@ RECON="$RUN/labels_reconstruct_attention"
 NQ="$RUN/labels_nq_multidoc_logit"
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-if [ "$STAGE" = labels ] || [ "$STAGE" = all ]; then
-    # 1. Labels plus the prompts' head inputs (training never reruns the backbone); one run after the other.
+stage() {  # whether STAGE asks for step $1 (of group $2)
+    [ "$STAGE" = "$1" ] || [ "$STAGE" = "$2" ] || [ "$STAGE" = all ]
+}
+
+# 1. Labels plus the prompts' head inputs (training never reruns the backbone); one run after the other.
+if stage reconstruct-labels labels; then
     python -m locret.train.data_gen --model "$MODEL" --format reconstruct --label-kind attention \
         --data "$G/pg3261_news_from_nowhere.txt" "$G/pg16215_jack_sheppard.txt" "$G/pg972_devils_dictionary.txt" \
         "$G/pg308_three_men_in_a_boat.txt" "$G/pg1342_pride_and_prejudice.txt" "$G/tinyshakespeare.txt" \
         "$DATA_DIR/squality/train.jsonl" "$DATA_DIR/nq_open/nq-open-oracle.jsonl.gz" \
         --prompt-tokens 512 768 --max-answer-tokens 768 --shard-size 8 --save-features bfloat16 \
         --out "$RECON" --max-examples 40
+fi
+if stage nq-labels labels; then
     python -m locret.train.data_gen --model "$MODEL" --format nq-multidoc --label-kind logit \
         --data "$DATA_DIR/nq_open/nq-open-oracle.jsonl.gz" --prompt-tokens 1024 2048 --max-answer-tokens 32 \
         --shard-size 8 --save-features bfloat16 --out "$NQ" --max-examples 40
+fi
+
+# 2. Heads-only training, width 128, the shipped recipe's optimiser settings. Labels standardised per example,
+#    layer and KV head in both variants, so their validation losses (the last 6 reconstruct examples) compare.
+TRAIN_ARGS=(--model "$MODEL" --retaining-head-size 128 --steps "${STEPS:-1000}" --warmup-steps 100 --lr 1e-3
+    --val-examples 6 --val-every 100 --save-every 100 --standardise-labels)
+train() {  # OUT LABEL_DIR... [-- extra flags]
+    local out=$1; shift
+    python -m locret.train.train "${TRAIN_ARGS[@]}" --out "$out" "$@" $( [ -d "$out/checkpoints" ] && echo --resume )
+}
+if stage heads-reconstruct heads; then
+    train runs/ss_heads_reconstruct --labels "$RECON"
+fi
+if stage heads-mixed heads; then
+    train runs/ss_heads_mixed --labels "$RECON" "$NQ" --mix-label-kinds
 fi
