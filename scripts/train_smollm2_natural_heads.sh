@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct retaining heads trained on natural text (issue 25):
 #   bash scripts/train_smollm2_natural_heads.sh [DATA_DIR] [STAGE]   (DATA_DIR default ../shared/data;
-#   STAGE: reconstruct-labels | nq-labels | heads-reconstruct | heads-mixed | labels | heads | all (default))
+#   STAGE: reconstruct-labels | nq-labels | heads-reconstruct | heads-mixed | validate | labels | heads | all)
 # Every step resumes where it stopped if interrupted: run the same command again.
 # (i)  reconstruct/attention: windows of plain text (the TRAIN books of the fixed splits, SQuALITY stories, NQ
 #      train passages) that the frozen model repeats word for word; each token's label is the log of the largest
@@ -20,6 +20,7 @@ MODEL=HuggingFaceTB/SmolLM2-135M-Instruct
 G=$DATA_DIR/gutenberg
 RECON="$RUN/labels_reconstruct_attention"
 NQ="$RUN/labels_nq_multidoc_logit"
+NQ_VAL="$RUN/labels_nq_multidoc_logit_val"
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 stage() {  # whether STAGE asks for step $1 (of group $2)
@@ -33,17 +34,21 @@ if stage reconstruct-labels labels; then
         "$G/pg308_three_men_in_a_boat.txt" "$G/pg1342_pride_and_prejudice.txt" "$G/tinyshakespeare.txt" \
         "$DATA_DIR/squality/train.jsonl" "$DATA_DIR/nq_open/nq-open-oracle.jsonl.gz" \
         --prompt-tokens 512 768 --max-answer-tokens 768 --shard-size 8 --save-features bfloat16 \
-        --out "$RECON" --max-examples 40
+        --out "$RECON" --max-examples 80
 fi
 if stage nq-labels labels; then
     python -m locret.train.data_gen --model "$MODEL" --format nq-multidoc --label-kind logit \
         --data "$DATA_DIR/nq_open/nq-open-oracle.jsonl.gz" --prompt-tokens 1024 2048 --max-answer-tokens 32 \
-        --shard-size 8 --save-features bfloat16 --out "$NQ" --max-examples 40
+        --shard-size 8 --save-features bfloat16 --out "$NQ" --max-examples 80
+    # Held-out NQ examples for validation only: train questions 1994-1999 (never in the training labels).
+    python -m locret.train.data_gen --model "$MODEL" --format nq-multidoc --label-kind logit \
+        --data "$DATA_DIR/nq_open/nq-open-oracle.jsonl.gz" --prompt-tokens 1024 2048 --max-answer-tokens 32 \
+        --shard-size 8 --save-features bfloat16 --out "$NQ_VAL" --skip-examples 1994 --max-examples 6
 fi
 
 # 2. Heads-only training, width 128, the shipped recipe's optimiser settings. Labels standardised per example,
 #    layer and KV head in both variants, so their validation losses (the last 6 reconstruct examples) compare.
-TRAIN_ARGS=(--model "$MODEL" --retaining-head-size 128 --steps "${STEPS:-1000}" --warmup-steps 100 --lr 1e-3
+TRAIN_ARGS=(--model "$MODEL" --retaining-head-size 128 --steps "${STEPS:-1500}" --warmup-steps 150 --lr 1e-3
     --val-examples 6 --val-every 100 --save-every 100 --standardise-labels)
 train() {  # OUT LABEL_DIR... [-- extra flags]
     local out=$1; shift
@@ -54,4 +59,12 @@ if stage heads-reconstruct heads; then
 fi
 if stage heads-mixed heads; then
     train runs/ss_heads_mixed --labels "$RECON" "$NQ" --mix-label-kinds
+fi
+
+# 3. Validation losses of both adapters on the held-out NQ examples (standardised, like training).
+if stage validate heads; then
+    for VARIANT in reconstruct mixed; do
+        python -m locret.train.train --model "$MODEL" --labels "$NQ_VAL" --val-examples 5 --standardise-labels \
+            --validate "runs/ss_heads_$VARIANT"
+    done
 fi
