@@ -50,7 +50,7 @@ fi
 #    layer and KV head in both variants, so their validation losses (the last 6 reconstruct examples) compare.
 TRAIN_ARGS=(--model "$MODEL" --retaining-head-size 128 --steps "${STEPS:-1500}" --warmup-steps 150 --lr 1e-3
     --val-examples 6 --val-every 100 --save-every 100 --standardise-labels)
-train() {  # OUT LABEL_DIR... [-- extra flags]
+train() {  # OUT, then train.py arguments (--labels ...); resumes when OUT has checkpoints
     local out=$1; shift
     python -m locret.train.train "${TRAIN_ARGS[@]}" --out "$out" "$@" $( [ -d "$out/checkpoints" ] && echo --resume )
 }
