@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 LONGALPACA_HUB_ID = "Yukang/LongAlpaca-12k"
 FORMATS = ("auto", "sharegpt", "alpaca", "squality", "squality-all", "squality-longalpaca")
+# Formats sized in tokens, built by ``natural_data`` with the tokenizer (not row by row here).
+SAMPLED_FORMATS = ("reconstruct", "nq-multidoc")
 # LongAlpaca-12k's single-paper prompt (the paper's training data), with "paper" read as "story": an
 # instruction to memorize before the document, and markers around it.
 LONGALPACA_FRAME = (
@@ -232,6 +234,8 @@ def _squality(
 
 def text_examples(source: str, fmt: str = "auto") -> Iterator[TextExample | Skip]:
     """Every (prompt, answer) pair of a source, in a fixed order, with unusable rows as ``Skip``."""
+    if fmt in SAMPLED_FORMATS:
+        raise ValueError(f"format {fmt!r} is sized in tokens: build it with locret.train.natural_data")
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
     for index, row in read_rows(source):

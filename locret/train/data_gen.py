@@ -1,4 +1,7 @@
-"""Generate CIS training labels for retaining heads: ``python -m locret.train.data_gen``.
+"""Generate training labels for retaining heads: ``python -m locret.train.data_gen``.
+
+``--label-kind logit`` (default) writes CIS labels, ``attention`` KVzip's attention scores (``labels``);
+``--format reconstruct`` and ``nq-multidoc`` build their examples from plain text (``natural_data``).
 
 Resumable: completed shards are recorded in the manifest; a restarted run skips the examples they hold
 and redoes only the shard that was in progress. Running again with the same output directory and
@@ -22,9 +25,20 @@ from tqdm.auto import tqdm
 
 from ..adapter import HEADS_WEIGHTS_NAME
 from ..config import LocretConfig, default_stabilizers
-from .data import FORMATS, Example, Skip, SkipLog, TextExample, Tokenization, examples, text_examples
+from .data import (
+    FORMATS,
+    SAMPLED_FORMATS,
+    Example,
+    Skip,
+    SkipLog,
+    TextExample,
+    Tokenization,
+    examples,
+    text_examples,
+)
 from .eviction_features import features_under_eviction
-from .labels import DEFAULT_ANSWER_BLOCK, compute_cis_labels, compute_labels_and_features
+from .labels import DEFAULT_ANSWER_BLOCK, LABEL_KINDS, compute_cis_labels, compute_labels_and_features
+from .natural_data import Sampling, nq_multidoc_examples, reconstruct_examples
 from .shards import (
     LABEL_DTYPES,
     MANIFEST_VERSION,
@@ -46,6 +60,7 @@ class GenerationSettings:
     answer_block: int = DEFAULT_ANSWER_BLOCK
     label_dtype: str = "float32"
     features_dtype: str | None = None  # also store the prompts' head inputs (heads-only training)
+    label_kind: str = "logit"  # labels.LABEL_KINDS
 
 
 class _Run:
@@ -55,6 +70,8 @@ class _Run:
         self.out_dir, self.settings = out_dir, settings
         out_dir.mkdir(parents=True, exist_ok=True)
         previous = read_manifest(out_dir)
+        if previous is not None:  # labels written before label kinds existed are CIS logits
+            previous["header"].get("generation", {}).setdefault("label_kind", "logit")
         if previous is not None and previous["header"] != header:
             raise ValueError(
                 f"{out_dir} holds labels made with different settings:\n  theirs {previous['header']}\n"
@@ -159,10 +176,18 @@ def generate_labels(
             n_prompt = len(item.prompt_ids)
             if eviction is None:
                 labels, features = compute_labels_and_features(
-                    model, input_ids, n_prompt, settings.answer_block, features_dtype, lengths
+                    model,
+                    input_ids,
+                    n_prompt,
+                    settings.answer_block,
+                    features_dtype,
+                    lengths,
+                    settings.label_kind,
                 )
             else:
-                labels = compute_cis_labels(model, input_ids, n_prompt, settings.answer_block, lengths)
+                labels = compute_cis_labels(
+                    model, input_ids, n_prompt, settings.answer_block, lengths, settings.label_kind
+                )
                 features = features_under_eviction(model, input_ids[:n_prompt], eviction, features_dtype)
             run.add(item.id, labels, input_ids, features)
             bar.update(1)
@@ -180,8 +205,29 @@ def generate_labels(
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m locret.train.data_gen", description=__doc__)
     parser.add_argument("--model", required=True, help="checkpoint directory, hub id or .gguf file")
-    parser.add_argument("--data", default="longalpaca", help="'longalpaca' (hub) or a local data file")
-    parser.add_argument("--format", default="auto", choices=FORMATS)
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=["longalpaca"],
+        help="'longalpaca' (hub) or a local data file; for --format reconstruct one or more plain-text books, "
+        "SQuALITY .jsonl or Natural Questions .jsonl.gz files",
+    )
+    parser.add_argument("--format", default="auto", choices=FORMATS + SAMPLED_FORMATS)
+    parser.add_argument(
+        "--label-kind",
+        default="logit",
+        choices=LABEL_KINDS,
+        help="logit: CIS, the max scaled attention logit; attention: the log of the max attention weight (KVzip)",
+    )
+    parser.add_argument(
+        "--prompt-tokens",
+        type=int,
+        nargs="+",
+        default=[1024],
+        metavar=("MIN", "MAX"),
+        help="reconstruct: passage tokens; nq-multidoc: the passages' total tokens (one value, or a range)",
+    )
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of reconstruct/nq-multidoc sampling")
     parser.add_argument("--out", required=True, type=Path, help="output directory (resumed if it exists)")
     parser.add_argument("--raw-template", action="store_true", help="no chat template (base models)")
     parser.add_argument("--max-prompt-tokens", type=int, default=10240)
@@ -247,6 +293,27 @@ def _load(model_name: str, dtype: str, device: str, attn: str, heads: Path | Non
     return path, tokenizer, model.to(device).eval()
 
 
+def _source(
+    args: argparse.Namespace, tokenizer, sampling: Sampling
+) -> tuple[Iterable[TextExample | Skip], int | None]:
+    """The examples after ``--skip-examples``, and how many will be labelled (for the progress bar)."""
+    if args.format == "reconstruct":  # endless: a later run with a larger --max-examples samples on
+        if args.max_examples is None:
+            raise SystemExit("--format reconstruct samples passages without end: give --max-examples")
+        stream = reconstruct_examples(args.data, tokenizer, sampling)
+        return itertools.islice(stream, args.skip_examples, None), args.max_examples
+    if args.format == "nq-multidoc":
+        items = list(nq_multidoc_examples(args.data[0], tokenizer, sampling))
+    else:
+        items = text_examples(args.data[0], args.format)
+    total = sum(isinstance(item, TextExample) for item in items)
+    total = max(total - args.skip_examples, 0)
+    total = total if args.max_examples is None else min(total, args.max_examples)
+    if args.format != "nq-multidoc":
+        items = text_examples(args.data[0], args.format)  # read again: the first pass only counted
+    return itertools.islice(items, args.skip_examples, None), total
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -261,6 +328,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--distractor-tokens needs --distractor-text")
     if args.distractor_tokens >= args.max_prompt_tokens:
         raise SystemExit("--distractor-tokens must be smaller than --max-prompt-tokens")
+    if len(args.data) > 1 and args.format != "reconstruct":
+        raise SystemExit("several --data files are read only by --format reconstruct")
+    if len(args.prompt_tokens) > 2:
+        raise SystemExit("--prompt-tokens takes MIN or MIN MAX")
+    sampling = Sampling(args.prompt_tokens[0], args.prompt_tokens[-1], args.sample_seed)
     tokenization = Tokenization(
         args.max_prompt_tokens,
         args.max_answer_tokens,
@@ -278,12 +350,14 @@ def main(argv: list[str] | None = None) -> None:
         "num_layers": model.config.num_hidden_layers,
         "num_kv_heads": model.head_shape.num_kv_heads,
         "dtype": args.dtype,
-        "data": str(args.data),
+        "data": str(args.data[0]) if len(args.data) == 1 else [str(path) for path in args.data],
         "data_format": args.format,
         "skip_examples": args.skip_examples,
         "chat_template": template,
         "tokenization": asdict(tokenization),
     }
+    if args.format in SAMPLED_FORMATS:
+        header["sampling"] = asdict(sampling)
     eviction = None
     if args.eviction_features is not None:
         stabilizers = args.eviction_stabilizers
@@ -304,11 +378,10 @@ def main(argv: list[str] | None = None) -> None:
                 for key in ("budget", "chunk_size", "n_stabilizers", "score_pooling")
             },
         }
-    settings = GenerationSettings(args.shard_size, args.answer_block, args.label_dtype, args.save_features)
-    total = sum(isinstance(item, TextExample) for item in text_examples(args.data, args.format))
-    total = max(total - args.skip_examples, 0)
-    total = total if args.max_examples is None else min(total, args.max_examples)
-    source = itertools.islice(text_examples(args.data, args.format), args.skip_examples, None)
+    settings = GenerationSettings(
+        args.shard_size, args.answer_block, args.label_dtype, args.save_features, args.label_kind
+    )
+    source, total = _source(args, tokenizer, sampling)
     stream = examples(source, tokenizer, tokenization)
     manifest = generate_labels(
         model, stream, args.out, header, settings, args.max_examples, total, eviction=eviction

@@ -15,6 +15,16 @@ prompt and itself only (a 4D mask), so each answer row is computed exactly as in
 and that answer alone, and the labels are the maximum over every answer's rows. (LongRoPE, Phi-3, picks
 its factors once per forward, from the longest answer: they differ from a separate forward only when the
 prompt plus a shorter answer stays within the original window and the longest does not.)
+
+Two label kinds (``LABEL_KINDS``): ``logit`` is the CIS above; ``attention`` is KVzip's score (Kim et al.,
+2025), ``log max over answer rows p and the group's query heads h of softmax_p(q_{h,p} . k / sqrt(D))[k]``:
+the attention weight itself, normalised over everything row ``p`` sees (every prompt token and the answer's
+tokens up to ``p``). A logit only says how well a key matches; the weight says whether this key wins over
+all others the row could read, which is what the reader actually takes from it. When the answer repeats
+the prompt (``data --format reconstruct``), every fact the prompt holds is read by some row, so these
+labels need no question. They are stored as log-probabilities floored at ``ATTENTION_LOG_FLOOR`` so the
+regression target stays on a bounded scale; the softmax denominator is a numerically stable logsumexp
+built a block of answer rows at a time, so memory stays linear in the prompt here too.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ import torch
 from ..rope import apply_rope
 
 DEFAULT_ANSWER_BLOCK = 128
+LABEL_KINDS = ("logit", "attention")
+ATTENTION_LOG_FLOOR = math.log(1e-8)
 
 
 def cis_from_rotated(
@@ -55,6 +67,52 @@ def cis_from_rotated(
     return labels
 
 
+def attention_from_rotated(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    n_prompt: int,
+    answer_block: int = DEFAULT_ANSWER_BLOCK,
+    answer_lengths: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """KVzip labels ``[Hkv, n_prompt]`` (float32 log-probabilities, floored at ``ATTENTION_LOG_FLOOR``).
+
+    Same inputs as ``cis_from_rotated``. Each answer row's softmax runs over the prompt and the answer's
+    own tokens up to that row; with ``answer_lengths`` (answers side by side) a row sees only its own
+    answer's tokens, as ``side_by_side_answers`` masks them. Working set: ``H * answer_block * length``.
+    """
+    if query.shape[0] != 1 or key.shape[0] != 1:
+        raise ValueError(f"labels are computed one example at a time, got batch {query.shape[0]}")
+    _, num_heads, length, head_dim = query.shape
+    num_kv = key.shape[1]
+    if n_prompt <= 0 or n_prompt >= length:
+        raise ValueError(f"need a non-empty prompt and answer, got n_prompt={n_prompt} of {length} tokens")
+    n_answer = length - n_prompt
+    lengths = list(answer_lengths) if answer_lengths is not None else [n_answer]
+    if sum(lengths) != n_answer:
+        raise ValueError(f"answer_lengths {lengths} do not add up to the {n_answer} tokens after the prompt")
+    group = num_heads // num_kv
+    answer = query[0, :, n_prompt:].float().reshape(num_kv, group, n_answer, head_dim)
+    keys = key[0].float() * (1.0 / math.sqrt(head_dim))  # [Hkv, T, D]
+    prompt_keys, answer_keys = keys[:, :n_prompt], keys[:, n_prompt:]
+    segment = torch.repeat_interleave(
+        torch.arange(len(lengths), device=query.device), torch.tensor(lengths, device=query.device)
+    )
+    index = torch.arange(n_answer, device=query.device)
+    labels = torch.full((num_kv, n_prompt), -math.inf, dtype=torch.float32, device=query.device)
+    for start in range(0, n_answer, answer_block):
+        rows_index = index[start : start + answer_block]
+        rows = answer[:, :, rows_index].flatten(1, 2)  # [Hkv, G * block, D]
+        prompt_logits = torch.matmul(rows, prompt_keys.transpose(1, 2))  # [Hkv, G * block, n_prompt]
+        answer_logits = torch.matmul(rows, answer_keys.transpose(1, 2))  # [Hkv, G * block, n_answer]
+        visible = (index[None, :] <= rows_index[:, None]) & (segment[None, :] == segment[rows_index][:, None])
+        answer_logits = answer_logits.masked_fill(~visible.repeat(group, 1), -math.inf)
+        normaliser = torch.logaddexp(
+            prompt_logits.logsumexp(dim=-1, keepdim=True), answer_logits.logsumexp(dim=-1, keepdim=True)
+        )
+        torch.maximum(labels, (prompt_logits - normaliser).amax(dim=1), out=labels)
+    return labels.clamp_min(ATTENTION_LOG_FLOOR)
+
+
 class _LayerLabeller:
     """Forward pre-hook for one attention module: computes that layer's labels from its input, and keeps
     the prompt's head input ``[Q|K|V]`` when asked (``features``), so training need not rerun the backbone."""
@@ -66,9 +124,11 @@ class _LayerLabeller:
         n_prompt: int,
         answer_block: int,
         features: torch.Tensor | None,
+        label_kind: str = "logit",
+        answer_lengths: Sequence[int] | None = None,
     ) -> None:
         self.target, self.layer, self.n_prompt, self.answer_block = target, layer, n_prompt, answer_block
-        self.features = features
+        self.features, self.label_kind, self.answer_lengths = features, label_kind, answer_lengths
 
     def __call__(self, module, args, kwargs) -> None:
         hidden_states = args[0] if args else kwargs["hidden_states"]
@@ -76,18 +136,29 @@ class _LayerLabeller:
         query, key, _, features = module.project_qkv(hidden_states)
         query = apply_rope(query, cos[:, None], sin[:, None])
         key = apply_rope(key, cos[:, None], sin[:, None])
-        self.target[self.layer] = cis_from_rotated(query, key, self.n_prompt, self.answer_block)
+        if self.label_kind == "attention":
+            labels = attention_from_rotated(query, key, self.n_prompt, self.answer_block, self.answer_lengths)
+        else:
+            labels = cis_from_rotated(query, key, self.n_prompt, self.answer_block)
+        self.target[self.layer] = labels
         if self.features is not None:
             self.features[self.layer] = features[0, : self.n_prompt]
 
 
 @contextmanager
 def _labelling_hooks(
-    model, target: torch.Tensor, n_prompt: int, answer_block: int, features: torch.Tensor | None = None
+    model,
+    target: torch.Tensor,
+    n_prompt: int,
+    answer_block: int,
+    features: torch.Tensor | None = None,
+    label_kind: str = "logit",
+    answer_lengths: Sequence[int] | None = None,
 ) -> Iterator[None]:
     handles = [
         layer.self_attn.register_forward_pre_hook(
-            _LayerLabeller(target, index, n_prompt, answer_block, features), with_kwargs=True
+            _LayerLabeller(target, index, n_prompt, answer_block, features, label_kind, answer_lengths),
+            with_kwargs=True,
         )
         for index, layer in enumerate(model.model.layers)
     ]
@@ -105,8 +176,9 @@ def compute_cis_labels(
     n_prompt: int,
     answer_block: int = DEFAULT_ANSWER_BLOCK,
     answer_lengths: Sequence[int] | None = None,
+    label_kind: str = "logit",
 ) -> torch.Tensor:
-    """CIS labels ``[num_layers, num_kv_heads, n_prompt]`` (float32) for one example.
+    """Labels ``[num_layers, num_kv_heads, n_prompt]`` (float32) of ``label_kind`` for one example.
 
     ``model`` is a Locret causal LM (its attention modules provide ``project_qkv``); ``input_ids`` ``[T]`` or
     ``[1, T]`` is the prompt followed by the answer, or by several answers of ``answer_lengths`` tokens (the
@@ -114,7 +186,13 @@ def compute_cis_labels(
     computed.
     """
     return compute_labels_and_features(
-        model, input_ids, n_prompt, answer_block, features_dtype=None, answer_lengths=answer_lengths
+        model,
+        input_ids,
+        n_prompt,
+        answer_block,
+        features_dtype=None,
+        answer_lengths=answer_lengths,
+        label_kind=label_kind,
     )[0]
 
 
@@ -126,14 +204,23 @@ def compute_labels_and_features(
     answer_block: int = DEFAULT_ANSWER_BLOCK,
     features_dtype: torch.dtype | None = torch.bfloat16,
     answer_lengths: Sequence[int] | None = None,
+    label_kind: str = "logit",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Labels as ``compute_cis_labels``, plus the prompt's retaining-head inputs ``[L, n_prompt, F]``.
 
     The backbone is frozen, so these features are exactly what the heads see during training; saving them
     once makes a training step a heads-only forward/backward instead of a full backbone forward.
     """
+    if label_kind not in LABEL_KINDS:
+        raise ValueError(f"unknown label kind {label_kind!r}; choose one of {LABEL_KINDS}")
     input_ids = input_ids.reshape(1, -1).to(next(model.parameters()).device)
     config = model.config
+    window = getattr(config, "sliding_window", None)
+    if label_kind == "attention" and window is not None and input_ids.shape[1] > window:
+        raise ValueError(
+            f"attention labels assume full attention: {input_ids.shape[1]} tokens exceed the model's "
+            f"sliding window of {window}"
+        )
     num_kv = config.num_key_value_heads or config.num_attention_heads
     layers = config.num_hidden_layers
     target = torch.empty((layers, num_kv, n_prompt), dtype=torch.float32, device=input_ids.device)
@@ -151,7 +238,8 @@ def compute_labels_and_features(
         if "flash" in str(config._attn_implementation):
             raise ValueError("several answers need a 4D attention mask: load the model with sdpa or eager")
         packing = side_by_side_answers(n_prompt, answer_lengths, model.dtype, input_ids.device)
-    with _labelling_hooks(model, target, n_prompt, answer_block, features):
+    lengths = list(answer_lengths) if answer_lengths is not None else None
+    with _labelling_hooks(model, target, n_prompt, answer_block, features, label_kind, lengths):
         model.model(input_ids=input_ids, use_cache=False, **packing)
     return target, features
 

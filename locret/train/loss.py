@@ -45,6 +45,18 @@ def share_across_layers(labels: torch.Tensor, weight: float) -> torch.Tensor:
     return mean + spread * ((1.0 - weight) * standard + weight * shared)
 
 
+def standardise_rows(labels: torch.Tensor) -> torch.Tensor:
+    """Each (layer, KV head) row of ``[L, Hkv, T]`` labels at zero mean and unit spread over its tokens.
+
+    Eviction only compares entries of one row, so this keeps everything it uses, and it puts labels of
+    different kinds (CIS logits, attention log-probabilities) and of different examples on one scale, in
+    the range where SmoothL1 (beta 1) is quadratic.
+    """
+    if labels.shape[-1] < 2:
+        return labels - labels
+    return _standardise(labels)
+
+
 def _standardise(values: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit spread along the last (token) dimension."""
     centred = values - values.mean(dim=-1, keepdim=True)

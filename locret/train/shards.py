@@ -96,6 +96,11 @@ class LabelSet:
         return input_ids, labels
 
     @property
+    def label_kind(self) -> str:
+        """``logit`` (CIS) or ``attention`` (KVzip); directories from before label kinds hold logits."""
+        return self.manifest["header"].get("generation", {}).get("label_kind", "logit")
+
+    @property
     def has_features(self) -> bool:
         """Whether the shards hold the prompts' head inputs (``data_gen --save-features``)."""
         return self.manifest["header"]["generation"].get("features_dtype") is not None

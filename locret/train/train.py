@@ -29,7 +29,7 @@ import locret
 from locret.adapter import read_heads_shape
 from locret.models.base import collecting_scores
 
-from .loss import retaining_loss, share_across_layers
+from .loss import retaining_loss, share_across_layers, standardise_rows
 from .shards import ExampleRef, FeatureReader, LabelSet
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,10 @@ class TrainSettings:
     top_weight: float = 1.0
     # Not in the paper (0 = its labels): blend each layer's labels toward the most-needing layer's.
     shared_label_weight: float = 0.0
+    # Not in the paper: regress on each example's labels standardised per (layer, KV head) row (loss.py).
+    standardise_labels: bool = False
+    # Allow label directories of different kinds (logit and attention); needs standardise_labels.
+    mix_label_kinds: bool = False
 
 
 def example_for_step(step: int, n_train: int, seed: int, rank: int = 0, world: int = 1) -> int:
@@ -93,6 +97,7 @@ class Trainer:
             raise ValueError(
                 f"{len(self.labels)} labelled examples: need more than --val-examples {settings.val_examples}"
             )
+        self._check_label_kinds()
         if len({label_set.has_features for label_set in self.label_sets}) > 1:
             raise ValueError("mix label directories either all with saved features or all without")
         if self.labels.has_features and self.accelerator.num_processes > 1:
@@ -131,6 +136,23 @@ class Trainer:
         )
         self.step, self.seconds = 0, 0.0
 
+    def _check_label_kinds(self) -> None:
+        """Logits and log-probabilities have different scales and offsets: one regression target must not
+        mix them unless each example is put on a common scale first."""
+        kinds = {str(label_set.directory): label_set.label_kind for label_set in self.label_sets}
+        if len(set(kinds.values())) < 2:
+            return
+        if not self.settings.mix_label_kinds:
+            raise ValueError(
+                f"label directories of different kinds {kinds}: pass --mix-label-kinds --standardise-labels "
+                "to train on them together"
+            )
+        if not self.settings.standardise_labels:
+            raise ValueError(
+                f"--mix-label-kinds needs --standardise-labels: logits and log-probabilities {kinds} are on "
+                "different scales"
+            )
+
     def _check_labels_fit(self, model) -> None:
         ours = (model.config.num_hidden_layers, model.head_shape.num_kv_heads)
         for label_set in self.label_sets:
@@ -167,6 +189,8 @@ class Trainer:
 
     def _loss(self, scores: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         settings = self.settings
+        if settings.standardise_labels:
+            labels = standardise_rows(labels)
         labels = share_across_layers(labels, settings.shared_label_weight)
         return retaining_loss(
             scores, labels, top_fraction=settings.top_fraction, top_weight=settings.top_weight
@@ -366,6 +390,8 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainSettin
         flag = "--" + name.replace("_", "-")
         if name == "mixed_precision":
             parser.add_argument(flag, default=value, choices=["auto", "no", "bf16", "fp16"])
+        elif isinstance(value, bool):
+            parser.add_argument(flag, action="store_true")
         else:
             parser.add_argument(flag, type=type(value), default=value)
     args = parser.parse_args(argv)

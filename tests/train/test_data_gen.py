@@ -98,3 +98,44 @@ def test_several_answers_stored_one_after_another(tiny_llama_dir: Path, tmp_path
     expected = compute_cis_labels(model, input_ids, len(prompt), answer_lengths=[3, 2, 4])
     torch.testing.assert_close(stored, expected, atol=0, rtol=0)
     assert not torch.allclose(stored, compute_cis_labels(model, input_ids, len(prompt)))
+
+
+def test_cli_reconstruct_with_attention_labels(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    book = tmp_path / "book.txt"
+    book.write_text("\n\n".join(f"Line {i} of a plain story. It goes on a little." for i in range(30)))
+    out = tmp_path / "labels"
+    argv = ["--model", str(tiny_llama_dir), "--data", str(book), "--format", "reconstruct", "--out", str(out)]
+    argv += ["--label-kind", "attention", "--prompt-tokens", "60", "90", "--max-answer-tokens", "40"]
+    data_gen.main([*argv, "--max-examples", "2"])
+    data_gen.main([*argv, "--max-examples", "3"])  # grows: the first two are kept, one more is sampled
+    labels = LabelSet(out)
+    header = labels.manifest["header"]
+    assert header["generation"]["label_kind"] == "attention" and labels.label_kind == "attention"
+    assert header["sampling"] == {"min_tokens": 60, "max_tokens": 90, "seed": 0} and len(labels) == 3
+    model = from_pretrained(tiny_llama_dir, random_heads=True).eval()
+    ref = labels.examples[2]
+    input_ids, stored = labels.load(ref)
+    assert input_ids.numel() - ref.n_prompt == 40  # the repeat, capped
+    expected = compute_cis_labels(model, input_ids, ref.n_prompt, label_kind="attention")
+    torch.testing.assert_close(stored, expected, atol=0, rtol=0)
+    assert stored.le(0).all()
+    logits = [arg if arg != "attention" else "logit" for arg in argv]
+    with pytest.raises(ValueError, match="different settings"):
+        data_gen.main([*logits, "--max-examples", "3"])
+
+
+def test_labels_from_before_label_kinds_resume_as_logits(
+    tiny_labels: Path, tiny_llama_dir: Path, tmp_path
+) -> None:
+    manifest = json.loads((tiny_labels / "manifest.json").read_text())
+    del manifest["header"]["generation"]["label_kind"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert LabelSet(old).label_kind == "logit"
+    model = from_pretrained(tiny_llama_dir, random_heads=True).eval()
+    header = {"model": str(tiny_llama_dir), "num_layers": 2, "num_kv_heads": 2}
+    done = generate_labels(model, synthetic_examples(16), old, header, GenerationSettings(shard_size=4))
+    assert done["complete"]
+    with pytest.raises(ValueError, match="different settings"):
+        generate_labels(model, [], old, header, GenerationSettings(shard_size=4, label_kind="attention"))

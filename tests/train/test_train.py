@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from train_helpers import write_tiny_labels
 
 from locret.adapter import read_heads
 from locret.train import train
-from locret.train.loss import retaining_loss, share_across_layers, top_rank_weights
+from locret.train.loss import retaining_loss, share_across_layers, standardise_rows, top_rank_weights
+from locret.train.shards import LabelSet
 from locret.train.train import Trainer, TrainSettings, example_for_step
 
 FAST = TrainSettings(
@@ -183,3 +185,40 @@ def test_validation_set_cannot_be_empty(tiny_llama_dir: Path, tiny_labels: Path,
     settings = TrainSettings(steps=2, warmup_steps=1, retaining_head_size=16, val_examples=0)
     with pytest.raises(ValueError, match="--val-examples must be at least 1"):
         Trainer(str(tiny_llama_dir), str(tiny_labels), str(tmp_path), settings)
+
+
+def test_standardised_rows_keep_each_rows_order() -> None:
+    torch.manual_seed(0)
+    labels = torch.randn(3, 2, 50) * torch.tensor([1.0, 7.0])[:, None] - 20.0
+    standard = standardise_rows(labels)
+    torch.testing.assert_close(standard.mean(dim=-1), torch.zeros(3, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(standard.std(dim=-1), torch.ones(3, 2), atol=1e-5, rtol=0)
+    assert torch.equal(standard.argsort(dim=-1), labels.argsort(dim=-1))
+
+
+def test_label_kinds_mix_only_when_told_and_standardised(
+    tiny_llama_dir: Path, tiny_labels: Path, tmp_path: Path
+) -> None:
+    attention = write_tiny_labels(tiny_llama_dir, tmp_path / "attention", 12, label_kind="attention")
+    dirs = [str(attention), str(tiny_labels)]
+    with pytest.raises(ValueError, match="different kinds .*--mix-label-kinds"):
+        Trainer(str(tiny_llama_dir), dirs, str(tmp_path / "a"), FAST)
+    with pytest.raises(ValueError, match="needs --standardise-labels"):
+        Trainer(str(tiny_llama_dir), dirs, str(tmp_path / "b"), replace(FAST, mix_label_kinds=True))
+    settings = replace(FAST, mix_label_kinds=True, standardise_labels=True)
+    trainer = Trainer(str(tiny_llama_dir), dirs, str(tmp_path / "c"), settings)
+    ref = trainer.val_refs[0]
+    _, labels = LabelSet.load(ref)
+    assert labels.le(0).all()  # log-probabilities, the first directory's
+    scores = [torch.zeros(ref.n_prompt, 2, requires_grad=True) for _ in range(2)]
+    expected = retaining_loss(scores, standardise_rows(labels))
+    assert trainer._loss(scores, labels).item() == pytest.approx(expected.item())
+    assert expected.item() != pytest.approx(retaining_loss(scores, labels).item())
+    metadata = trainer.run()
+    assert metadata["final_val_loss"] < metadata["first_val_loss"]
+    assert metadata["training"]["standardise_labels"] and metadata["training"]["mix_label_kinds"]
+
+
+def test_boolean_training_flags_parse() -> None:
+    _, settings = train._parse_args(["--model", "m", "--labels", "x", "--out", "o", "--standardise-labels"])
+    assert settings.standardise_labels and not settings.mix_label_kinds

@@ -47,14 +47,16 @@ def synthetic_examples(count: int, seed: int = 0) -> list:
     return out
 
 
-def write_tiny_labels(model_dir: Path, out: Path, count: int, features_dtype: str | None = None) -> Path:
-    """CIS labels of ``count`` synthetic examples on the tiny Llama in ``out``, in shards of 4; with
-    ``features_dtype``, the heads' inputs too."""
+def write_tiny_labels(
+    model_dir: Path, out: Path, count: int, features_dtype: str | None = None, label_kind: str = "logit"
+) -> Path:
+    """Labels (CIS unless ``label_kind``) of ``count`` synthetic examples on the tiny Llama in ``out``, in
+    shards of 4; with ``features_dtype``, the heads' inputs too."""
     from locret import from_pretrained
     from locret.train.data_gen import GenerationSettings, generate_labels
 
     model = from_pretrained(model_dir, random_heads=True).eval()
     header = {"model": str(model_dir), "num_layers": 2, "num_kv_heads": 2}
-    settings = GenerationSettings(shard_size=4, features_dtype=features_dtype)
+    settings = GenerationSettings(shard_size=4, features_dtype=features_dtype, label_kind=label_kind)
     generate_labels(model, synthetic_examples(count), out, header, settings)
     return out
