@@ -47,6 +47,11 @@ class LocretLayer(DynamicLayer):
         self.seen = 0
         self.protect_remaining = 0
         self.peak_length = 0
+        # Padded batches (``LocretCache.from_rows``): each row's entries are left-padded to a common length.
+        self.real_lengths: torch.Tensor | None = None  # [B] real (non-pad) entries per row; None: no pads
+        self.shifts: torch.Tensor | None = (
+            None  # [B] pad tokens before each row's first token (``seen`` counts them)
+        )
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -84,7 +89,14 @@ class LocretLayer(DynamicLayer):
         self.scores = torch.cat([self.scores, scores], dim=-1)
         if self.track_positions:
             fresh = torch.arange(self.seen, self.seen + new, device=self.device)
+            if self.shifts is not None:
+                fresh = fresh[None, None, :] - self.shifts[:, None, None]
             self.positions = torch.cat([self.positions, fresh.expand(*scores.shape[:2], new)], dim=-1)
+        if self.real_lengths is not None:
+            self.real_lengths = self.real_lengths + new
+            self.scores.masked_fill_(
+                ~self.real_entries()[:, None], float("-inf")
+            )  # pooling never lifts a pad
         self.seen += new
         self.peak_length = max(self.peak_length, self.keys.shape[-2])
         return self.keys, self.values
@@ -122,6 +134,17 @@ class LocretLayer(DynamicLayer):
         )
         if self.track_positions:
             self.positions = gather_entries(self.positions, indices)
+        if self.real_lengths is not None:
+            self.real_lengths = self.real_lengths.clamp(max=keep)  # pads score -inf: they go first
+
+    def pad_counts(self) -> torch.Tensor:
+        """Pad entries at the left of each row ``[B]`` (a padded batch only)."""
+        return self.stored_length() - self.real_lengths
+
+    def real_entries(self) -> torch.Tensor:
+        """``[B, S]`` True where an entry is a real token, False for a row's left pads (a padded batch only)."""
+        slots = torch.arange(self.stored_length(), device=self.real_lengths.device)
+        return slots[None, :] >= self.pad_counts()[:, None]
 
     def entry_nbytes(self) -> int:
         """Bytes one stored token costs in this layer, over all its KV heads."""
@@ -151,18 +174,25 @@ class LocretLayer(DynamicLayer):
         self.scores = self.scores[indices, ...]
         self.raw_tail = self.raw_tail[indices, ...]
         self.positions = self.positions[indices, ...]
+        self._select_rows(lambda rows: rows[indices])
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         super().reorder_cache(beam_idx)
         self.scores = self.scores.index_select(0, beam_idx.to(self.scores.device))
         self.raw_tail = self.raw_tail.index_select(0, beam_idx.to(self.raw_tail.device))
         self.positions = self.positions.index_select(0, beam_idx.to(self.positions.device))
+        self._select_rows(lambda rows: rows.index_select(0, beam_idx.to(rows.device)))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         super().batch_repeat_interleave(repeats)
         self.scores = self.scores.repeat_interleave(repeats, dim=0)
         self.raw_tail = self.raw_tail.repeat_interleave(repeats, dim=0)
         self.positions = self.positions.repeat_interleave(repeats, dim=0)
+        self._select_rows(lambda rows: rows.repeat_interleave(repeats, dim=0))
+
+    def _select_rows(self, select) -> None:
+        if self.real_lengths is not None:
+            self.real_lengths, self.shifts = select(self.real_lengths), select(self.shifts)
 
 
 class LocretCache(Cache):
@@ -191,6 +221,43 @@ class LocretCache(Cache):
         track = track_positions or config.position_mode == "absolute"
         super().__init__(layers=[LocretLayer(config, track_positions=track) for _ in range(num_layers)])
         self.prefilling = False
+
+    @classmethod
+    def from_rows(cls, rows: list[LocretCache], shifts: list[int]) -> LocretCache:
+        """One batched cache from the batch-1 caches of a left-padded batch's rows (each prefilled alone, so it
+        evicted exactly as in its own run); ``shifts[r]`` is row ``r``'s pad tokens. Every layer left-pads each
+        row's entries to the longest row's with pad entries (score -inf: evicted first, masked in attention)
+        and remembers each row's real entries and shift, so RoPE counts each row's own positions."""
+        first = rows[0]
+        merged = cls(first.config, len(first.layers), first.scorer, first.layers[0].track_positions)
+        for index, layer in enumerate(merged.layers):
+            parts = [row.layers[index] for row in rows]
+            if len({part.seen + shift for part, shift in zip(parts, shifts, strict=True)}) != 1:
+                raise ValueError("the rows of a padded batch must end at the same padded position")
+            if not all(part.is_initialized for part in parts):
+                raise ValueError("every row of a padded batch must be prefilled before merging")
+            length = max(part.stored_length() for part in parts)
+            tail = max(part.raw_tail.shape[-1] for part in parts)
+
+            def left_pad(name: str, size: int, fill: float, parts=parts) -> torch.Tensor:
+                tensors = [getattr(part, name) for part in parts]
+                if tensors[0].dim() == 4:
+                    return torch.cat([F.pad(t, (0, 0, size - t.shape[-2], 0), value=fill) for t in tensors])
+                return torch.cat([F.pad(t, (size - t.shape[-1], 0), value=fill) for t in tensors])
+
+            layer.lazy_initialization(parts[0].keys, parts[0].values)
+            layer.keys, layer.values = left_pad("keys", length, 0.0), left_pad("values", length, 0.0)
+            layer.scores = left_pad("scores", length, float("-inf"))
+            layer.raw_tail = left_pad("raw_tail", tail, float("-inf"))  # -inf: max pooling's own padding
+            if layer.track_positions:
+                layer.positions = left_pad("positions", length, 0)
+            layer.seen = parts[0].seen + shifts[0]
+            layer.protect_remaining = parts[0].protect_remaining
+            layer.peak_length = max(part.peak_length for part in parts)
+            device = layer.keys.device
+            layer.real_lengths = torch.tensor([part.stored_length() for part in parts], device=device)
+            layer.shifts = torch.tensor(shifts, device=device)
+        return merged
 
     @property
     def config(self) -> LocretConfig:

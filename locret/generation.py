@@ -129,6 +129,7 @@ def generate(
     config: LocretConfig | None = None,
     max_new_tokens: int = 32,
     *,
+    attention_mask: torch.Tensor | None = None,
     eos_token_id: int | list[int] | None = None,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -149,6 +150,9 @@ def generate(
     one that holds this prompt's prefilled beginning to skip that part (see ``prefill_prompt``);
     ``prefill_seconds`` then counts only what was left. A cache built with another config than ``config``
     is a ValueError.
+
+    A left-padded batch (``attention_mask`` with zeros first) runs every row's prefill alone and decodes the
+    rows together; each row's tokens are those of its own batch-1 run (see ``prefill_padded``).
     """
     config = resolve_config(model, config, cache)
     if eos_token_id is None:
@@ -158,7 +162,9 @@ def generate(
     sync = torch.cuda.synchronize if input_ids.is_cuda else (lambda: None)
 
     started = time.perf_counter()
-    cache = prefill_prompt(model, input_ids, config, cache=cache, progress=progress)
+    cache = prefill_prompt(
+        model, input_ids, config, cache=cache, attention_mask=attention_mask, progress=progress
+    )
     tail = input_ids[:, cache.get_seq_length() :]
     logits = model(input_ids=tail, use_cache=True, logits_to_keep=1, **{CACHE_KWARG: cache}).logits[:, -1]
     sync()

@@ -33,11 +33,21 @@ def check_inputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         raise ValueError("input_ids must be a 2-D LongTensor [batch, length]")
     if input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
         raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one token")
-    if attention_mask is not None and not bool(attention_mask.all()):
-        raise ValueError(
-            "padded batches are not supported: every row must have the same length with no padding "
-            "(run rows of different lengths one at a time)"
-        )
+    if attention_mask is not None:
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+            )
+        real = attention_mask.bool()
+        if not bool((real[:, 1:] >= real[:, :-1]).all()):
+            raise ValueError("only left-padded batches are supported: every row's padding must come first")
+
+
+def pad_lengths(attention_mask: torch.Tensor | None) -> list[int] | None:
+    """Each row's left pad tokens; None when no row is padded (or no mask was given)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return (attention_mask.shape[1] - attention_mask.bool().sum(dim=1)).tolist()
 
 
 def new_cache(
@@ -87,6 +97,9 @@ def prefill_prompt(
     """
     check_inputs(model, input_ids, attention_mask)
     config = resolve_config(model, config, cache)
+    shifts = pad_lengths(attention_mask)
+    if shifts is not None:
+        return prefill_padded(model, input_ids, config, shifts, cache=cache, progress=progress)
     cache = cache if cache is not None else new_cache(model, config)
     end = max(input_ids.shape[1] - max(config.n_local, 1), 0)
     seen = cache.get_seq_length()
@@ -107,3 +120,26 @@ def prefill_prompt(
         cache.prefilling = False
     cache.protect_next(config.n_local)
     return cache
+
+
+def prefill_padded(
+    model, input_ids: torch.Tensor, config: LocretConfig, shifts: list[int], *, cache=None, progress=False
+) -> LocretCache:
+    """Prefill a left-padded batch: every row alone, without its padding (so it is chunked and evicts exactly
+    as in its own batch-1 run), then one batched cache (``LocretCache.from_rows``) for the tail and decoding.
+    Each row needs more than ``max(n_local, 1)`` real tokens, so that the batched tail holds no padding."""
+    if cache is not None:
+        raise ValueError(
+            "a padded batch builds its own cache: pass cache=None (or run its rows one at a time)"
+        )
+    tail = max(config.n_local, 1)
+    if input_ids.shape[1] - max(shifts) <= tail:
+        raise ValueError(
+            f"every row of a padded batch needs more than max(n_local, 1) = {tail} real tokens "
+            f"(the shortest has {input_ids.shape[1] - max(shifts)}): run shorter rows one at a time"
+        )
+    rows = [
+        prefill_prompt(model, input_ids[row : row + 1, shift:], config, progress=progress)
+        for row, shift in enumerate(shifts)
+    ]
+    return LocretCache.from_rows(rows, shifts)

@@ -37,10 +37,10 @@ def test_invalid_inputs():
         locret.generate(model, torch.zeros(1, 0, dtype=torch.long), config)
     with pytest.raises(ValueError, match="2-D LongTensor"):
         locret.generate(model, torch.zeros(5, dtype=torch.long), config)
-    with pytest.raises(ValueError, match="padded batches are not supported"):
+    with pytest.raises(ValueError, match="only left-padded batches are supported"):
         model.generate(
             torch.ones(2, 5, dtype=torch.long),
-            attention_mask=torch.tensor([[0, 1, 1, 1, 1]] * 2),
+            attention_mask=torch.tensor([[1, 1, 1, 1, 0]] * 2),
             locret_config=config,
         )
     with pytest.raises(ValueError, match="has no retaining heads"):

@@ -93,6 +93,8 @@ class LocretAttentionMixin:
                 scores = cache.scorer.score_new(self, features, query, key, positions)
             key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
+            if cache.layers[self.layer_idx].real_lengths is not None:
+                attention_mask = mask_pads(attention_mask, cache.layers[self.layer_idx], length)
         else:
             cos, sin = position_embeddings
             query, key = (
@@ -127,12 +129,39 @@ class LocretAttentionMixin:
         new, stored = query.shape[-2], key.shape[-2]
         if cache.config.position_mode == "repacked":
             cos, sin = self.locret_rope.table(stored, query.dtype, query.device)
-            return apply_rope(query, cos[-new:], sin[-new:]), apply_rope(key, cos, sin)
+            if layer.real_lengths is None:
+                return apply_rope(query, cos[-new:], sin[-new:]), apply_rope(key, cos, sin)
+            # a padded batch: each row counts only its own entries
+            slots = torch.arange(stored, device=query.device)[None, :] - layer.pad_counts()[:, None]
+            cos, sin = cos[slots.clamp(min=0)][:, None], sin[slots.clamp(min=0)][:, None]
+            return apply_rope(query, cos[..., -new:, :], sin[..., -new:, :]), apply_rope(key, cos, sin)
         cos, sin = self.locret_rope.table(layer.seen, query.dtype, query.device)
+        if layer.real_lengths is None:
+            query_cos, query_sin = cos[-new:], sin[-new:]
+        else:  # a padded batch: each row's own positions
+            rows = (
+                torch.arange(layer.seen - new, layer.seen, device=query.device)[None, :]
+                - layer.shifts[:, None]
+            )
+            query_cos, query_sin = cos[rows.clamp(min=0)][:, None], sin[rows.clamp(min=0)][:, None]
         return (
-            apply_rope(query, cos[-new:], sin[-new:]),
+            apply_rope(query, query_cos, query_sin),
             apply_rope(key, cos[layer.positions], sin[layer.positions]),
         )
+
+
+def mask_pads(attention_mask: torch.Tensor | None, layer, new: int) -> torch.Tensor:
+    """The model's mask with each row's pad entries masked (a padded batch's layer); without a mask, the
+    causal mask of the ``new`` tokens over the stored entries as ``LocretLayer.get_mask_sizes`` describes."""
+    real = layer.real_entries()[:, None, None, :]  # [B, 1, 1, S]
+    if attention_mask is None:
+        stored = real.shape[-1]
+        slots = torch.arange(stored, device=real.device)
+        causal = slots[None, :] <= torch.arange(stored - new, stored, device=real.device)[:, None]
+        return real & causal
+    if attention_mask.dtype == torch.bool:
+        return attention_mask[..., :, : real.shape[-1]] & real
+    return attention_mask[..., :, : real.shape[-1]].masked_fill(~real, torch.finfo(attention_mask.dtype).min)
 
 
 class LocretForCausalLMMixin:
@@ -217,6 +246,15 @@ class LocretForCausalLMMixin:
             cache.batch_repeat_interleave(expand)  # transformers repeats input_ids, not a given cache
         kwargs[CACHE_KWARG] = cache
         return super().generate(input_ids, generation_config, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args, **kwargs):
+        """transformers' inputs, but without the 2-D mask when the cache holds a padded batch: that mask counts
+        tokens seen, not entries kept; the cache masks each row's own pad entries itself."""
+        inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        cache = inputs.get(CACHE_KWARG)
+        if isinstance(cache, LocretCache) and cache.layers[0].real_lengths is not None:
+            inputs["attention_mask"] = None
+        return inputs
 
 
 @contextmanager
