@@ -249,8 +249,7 @@ class LocretCache(Cache):
             layer.keys, layer.values = left_pad("keys", length, 0.0), left_pad("values", length, 0.0)
             layer.scores = left_pad("scores", length, float("-inf"))
             layer.raw_tail = left_pad("raw_tail", tail, float("-inf"))  # -inf: max pooling's own padding
-            if layer.track_positions:
-                layer.positions = left_pad("positions", length, 0)
+            layer.positions = left_pad("positions", length if layer.track_positions else 0, 0)
             layer.seen = parts[0].seen + shifts[0]
             layer.protect_remaining = parts[0].protect_remaining
             layer.peak_length = max(part.peak_length for part in parts)

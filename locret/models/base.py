@@ -248,12 +248,13 @@ class LocretForCausalLMMixin:
         return super().generate(input_ids, generation_config, **kwargs)
 
     def prepare_inputs_for_generation(self, *args, **kwargs):
-        """transformers' inputs, but without the 2-D mask when the cache holds a padded batch: that mask counts
-        tokens seen, not entries kept; the cache masks each row's own pad entries itself."""
+        """transformers' inputs, but without the 2-D mask and the position ids (both from the attention mask)
+        when the cache holds a padded batch: they count tokens seen, not entries kept; the cache masks each
+        row's own pad entries and the attention gives each row its own positions."""
         inputs = super().prepare_inputs_for_generation(*args, **kwargs)
         cache = inputs.get(CACHE_KWARG)
         if isinstance(cache, LocretCache) and cache.layers[0].real_lengths is not None:
-            inputs["attention_mask"] = None
+            inputs["attention_mask"] = inputs["position_ids"] = None
         return inputs
 
 
