@@ -8,6 +8,7 @@ from tiny import tiny_locret
 
 import locret
 from locret import LocretConfig
+from locret.models import base
 
 LENGTHS = (150, 30, 45)  # rows keep 40 (evicted), 24 and 39 entries after prefill: pads of 16 and 1
 PAD = 0
@@ -103,3 +104,42 @@ def test_padded_batch_refusals():
         locret.generate(
             model, ids, config, attention_mask=mask, cache=locret.generation.new_cache(model, config)
         )
+
+
+def test_model_generate_beams_and_returned_sequences():
+    model = tiny_locret("llama")
+    config = config_for("repacked", 44, 1)
+    rows, ids, mask = left_padded(LENGTHS)
+    settings = dict(
+        locret_config=config, max_new_tokens=6, num_beams=2, num_return_sequences=2, do_sample=False
+    )
+    batched = model.generate(ids, attention_mask=mask, **settings)[:, ids.shape[1] :]
+    alone = torch.cat([model.generate(row, **settings)[:, row.shape[1] :] for row in rows])
+    assert torch.equal(batched, alone)
+
+
+@pytest.mark.parametrize("position_mode", ["repacked", "absolute"])
+def test_each_row_counts_its_own_positions(monkeypatch, position_mode):
+    """RoPE is relative, so a shifted row would still pick the same tokens; the positions must be the batch-1
+    run's all the same (same rounding, and no row's positions grow with another row's length)."""
+    model = tiny_locret("llama")
+    config = config_for(position_mode, None, 1)
+    rows, ids, mask = left_padded(LENGTHS)
+    calls = []
+    original = base.apply_rope
+    monkeypatch.setattr(base, "apply_rope", lambda x, cos, sin: calls.append(cos) or original(x, cos, sin))
+    cache = locret.generation.prefill_prompt(model, ids, config, attention_mask=mask)
+    calls.clear()
+    model(input_ids=ids[:, cache.get_seq_length() :], past_key_values=cache)
+    query_cos, key_cos = calls[0], calls[1]  # layer 0: the query's rotation, then the keys'
+    table = model.model.layers[0].self_attn.locret_rope.table(512, torch.float32, ids.device)[0]
+    layer = cache.layers[0]
+    for row, tokens in enumerate(rows):
+        pads, real = int(layer.pad_counts()[row]), int(layer.real_lengths[row])
+        if position_mode == "repacked":
+            assert torch.equal(key_cos[row, 0, pads:], table[:real])
+            assert torch.equal(query_cos[row, 0, -1], table[real - 1])
+        else:
+            assert torch.equal(key_cos[row, :, pads:], table[layer.positions[row, :, pads:]])
+            assert int(layer.positions[row, 0, -1]) == tokens.shape[1] - 1
+            assert torch.equal(query_cos[row, 0, -1], table[tokens.shape[1] - 1])
