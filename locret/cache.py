@@ -49,9 +49,7 @@ class LocretLayer(DynamicLayer):
         self.peak_length = 0
         # Padded batches (``LocretCache.from_rows``): each row's entries are left-padded to a common length.
         self.real_lengths: torch.Tensor | None = None  # [B] real (non-pad) entries per row; None: no pads
-        self.shifts: torch.Tensor | None = (
-            None  # [B] pad tokens before each row's first token (``seen`` counts them)
-        )
+        self.shifts: torch.Tensor | None = None  # [B] each row's pad tokens (``seen`` counts them)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -94,9 +92,8 @@ class LocretLayer(DynamicLayer):
             self.positions = torch.cat([self.positions, fresh.expand(*scores.shape[:2], new)], dim=-1)
         if self.real_lengths is not None:
             self.real_lengths = self.real_lengths + new
-            self.scores.masked_fill_(
-                ~self.real_entries()[:, None], float("-inf")
-            )  # pooling never lifts a pad
+            pads = ~self.real_entries()[:, None]
+            self.scores.masked_fill_(pads, float("-inf"))  # pooling never lifts a pad
         self.seen += new
         self.peak_length = max(self.peak_length, self.keys.shape[-2])
         return self.keys, self.values
