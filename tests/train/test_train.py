@@ -216,7 +216,7 @@ def test_label_kinds_mix_only_when_told_and_standardised(
     assert expected.item() != pytest.approx(retaining_loss(scores, labels).item())
     metadata = trainer.run()
     assert metadata["final_val_loss"] < metadata["first_val_loss"]
-    assert metadata["training"]["standardise_labels"] and metadata["training"]["mix_label_kinds"]
+    assert metadata["settings"]["standardise_labels"] and metadata["settings"]["mix_label_kinds"]
 
 
 def test_boolean_training_flags_parse() -> None:
