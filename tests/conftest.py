@@ -55,3 +55,19 @@ def smollm2_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from locret.acquire import resolve_model
 
     return resolve_model(smollm2_gguf, cache_dir=tmp_path_factory.mktemp("locret_models"))
+
+
+@pytest.fixture
+def rope_lengths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every RoPE table length Locret's attention asks for (the largest position + 1), recorded."""
+    from locret.rope import RopeTable
+
+    lengths: list[int] = []
+    original = RopeTable.table
+
+    def table(self, length, dtype, device):
+        lengths.append(length)
+        return original(self, length, dtype, device)
+
+    monkeypatch.setattr(RopeTable, "table", table)
+    return lengths

@@ -42,6 +42,16 @@ LABEL_KINDS = ("logit", "attention")
 ATTENTION_LOG_FLOOR = math.log(1e-8)
 
 
+def _example_shape(query: torch.Tensor, key: torch.Tensor, n_prompt: int) -> tuple[int, int, int, int]:
+    """``(num_heads, length, head_dim, num_kv)`` of one example's rotated query and key, checked."""
+    if query.shape[0] != 1 or key.shape[0] != 1:
+        raise ValueError(f"labels are computed one example at a time, got batch {query.shape[0]}")
+    _, num_heads, length, head_dim = query.shape
+    if n_prompt <= 0 or n_prompt >= length:
+        raise ValueError(f"need a non-empty prompt and answer, got n_prompt={n_prompt} of {length} tokens")
+    return num_heads, length, head_dim, key.shape[1]
+
+
 def cis_from_rotated(
     query: torch.Tensor, key: torch.Tensor, n_prompt: int, answer_block: int = DEFAULT_ANSWER_BLOCK
 ) -> torch.Tensor:
@@ -50,12 +60,7 @@ def cis_from_rotated(
     Rows ``n_prompt:`` of ``query`` are the answer, columns ``:n_prompt`` of ``key`` the prompt. The
     answer rows are reduced ``answer_block`` at a time so the working set is ``H * answer_block * n_prompt``.
     """
-    if query.shape[0] != 1 or key.shape[0] != 1:
-        raise ValueError(f"labels are computed one example at a time, got batch {query.shape[0]}")
-    _, num_heads, length, head_dim = query.shape
-    num_kv = key.shape[1]
-    if n_prompt <= 0 or n_prompt >= length:
-        raise ValueError(f"need a non-empty prompt and answer, got n_prompt={n_prompt} of {length} tokens")
+    num_heads, length, head_dim, num_kv = _example_shape(query, key, n_prompt)
     group = num_heads // num_kv
     answer = query[0, :, n_prompt:].float().reshape(num_kv, group, length - n_prompt, head_dim)
     prompt_keys = key[0, :, :n_prompt].float() * (1.0 / math.sqrt(head_dim))  # [Hkv, n_prompt, D]
@@ -80,12 +85,7 @@ def attention_from_rotated(
     own tokens up to that row; with ``answer_lengths`` (answers side by side) a row sees only its own
     answer's tokens, as ``side_by_side_answers`` masks them. Working set: ``H * answer_block * length``.
     """
-    if query.shape[0] != 1 or key.shape[0] != 1:
-        raise ValueError(f"labels are computed one example at a time, got batch {query.shape[0]}")
-    _, num_heads, length, head_dim = query.shape
-    num_kv = key.shape[1]
-    if n_prompt <= 0 or n_prompt >= length:
-        raise ValueError(f"need a non-empty prompt and answer, got n_prompt={n_prompt} of {length} tokens")
+    num_heads, length, head_dim, num_kv = _example_shape(query, key, n_prompt)
     n_answer = length - n_prompt
     lengths = list(answer_lengths) if answer_lengths is not None else [n_answer]
     if sum(lengths) != n_answer:
