@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32768, help="book tokens to read")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/locret_session_demo.safetensors"))
+    parser.add_argument("--out", type=Path, default=Path("runs/session_demo.safetensors"))
     args = parser.parse_args()
     started = time.perf_counter()
     model = locret.from_pretrained(args.model, dtype=resolve_dtype(args.dtype, torch.device("cpu"))).eval()
@@ -86,6 +86,7 @@ def main() -> None:
     )
 
     saving = time.perf_counter()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     session.save(args.out)
     save_seconds = time.perf_counter() - saving
     loading = time.perf_counter()
