@@ -10,17 +10,13 @@ import math
 
 import pytest
 import torch
-from tiny import ARCHS, TINY, tiny_kwargs, tiny_locret, tiny_pair, vanilla_class
+from tiny import ARCHS, TINY, random_ids, tiny_kwargs, tiny_locret, tiny_pair, vanilla_class
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import locret
 from locret import LocretCache, LocretConfig
 from locret.models import LOCRET_CLASSES, locret_class_for
 from locret.train.labels import compute_cis_labels
-
-
-def random_ids(length: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
-    return torch.randint(3, 97, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 def test_every_registered_family_has_a_tiny_config():

@@ -2,15 +2,11 @@
 
 import pytest
 import torch
-from tiny import tiny_locret
+from tiny import random_ids, tiny_locret
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 import locret
 from locret import LocretCache, LocretConfig
-
-
-def random_ids(length: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
-    return torch.randint(3, 97, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 def test_decode_budget_bounds_long_outputs():

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny import tiny_locret, tiny_pair
+from tiny import random_ids, tiny_locret, tiny_pair
 
 import locret
 from locret import LocretConfig, Session
@@ -18,10 +18,6 @@ DOCUMENT = (
     176  # a multiple of chunk_size: a question shorter than n_local then reaches back into the document
 )
 SPLITS = [[DOCUMENT], [5] * 35 + [1], [1, 15, 16, 17, 50, 77], [120, 56], [160, 16]]
-
-
-def random_ids(length: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(3, 97, (1, length), generator=torch.Generator().manual_seed(seed))
 
 
 def make_config(position_mode: str = "repacked", score_pooling: int = 1) -> LocretConfig:

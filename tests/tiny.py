@@ -134,3 +134,8 @@ def tiny_pair(arch: str, seed: int = 0, attn: str = "sdpa", **overrides):
 
 def tiny_locret(arch: str = "llama", seed: int = 0, **overrides):
     return tiny_pair(arch, seed, **overrides)[0]
+
+
+def random_ids(length: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """Token ids ``[batch, length]`` from the tiny vocabulary, past its special ids, reproducible by ``seed``."""
+    return torch.randint(3, 97, (batch, length), generator=torch.Generator().manual_seed(seed))
