@@ -25,6 +25,7 @@ several devices, and a local tail still being protected.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,18 @@ from .cache import LocretCache
 from .rope import RopeTable, apply_rope
 from .scorers import RetainingHeadScorer
 
-__all__ = ["CAPACITY_BUCKET", "STATIC_FAMILIES", "StaticDecoder", "unsupported_reason"]
+__all__ = [
+    "CAPACITY_BUCKET",
+    "STATIC_FAMILIES",
+    "StaticDecode",
+    "StaticDecoder",
+    "static_decoder_for",
+    "unsupported_reason",
+]
+
+# ``generate(static_decode=...)``: None (static where supported, else eager), True (static, or a ValueError
+# saying why not), False (eager), "compile" (static through ``torch.compile``).
+StaticDecode = bool | Literal["compile"] | None
 
 # Capacities are rounded up to a multiple of this, so prompts of similar length share one compiled step.
 CAPACITY_BUCKET = 256
@@ -87,6 +99,7 @@ class StepPlan:
     rerotate: bool  # repacked positions with eviction: rotate every slot on every step
     track_positions: bool
     pool_radius: int
+    score: bool  # False: the new entries are not scored (nothing evicts them and the cache is discarded)
     keep: int | None  # decode_budget (None: no eviction)
     n_protect: int
     table_of_layer: tuple[int, ...]  # index into the distinct RoPE tables, per layer
@@ -150,6 +163,23 @@ def _pool_and_store(plan: StepPlan, buffers: LayerBuffers, raw: torch.Tensor, sl
     buffers.scores.index_copy_(2, slot, pooled[..., radius:])
 
 
+def _attend(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, scaling: float
+) -> torch.Tensor:
+    """One query per head ``[1, H, 1, D]`` over all slots ``[1, Hkv, C, D]`` (``valid`` ``[C]``), as
+    transformers' eager attention computes it (logits in the model's dtype, softmax in float32), with each KV
+    head's query group as rows of one matmul instead of repeated keys. Returns ``[1, 1, H * D]``.
+
+    Not ``scaled_dot_product_attention``: its CPU kernel takes about 1.4 ms per layer for one query over
+    1,280 slots (SmolLM2, bf16), ten times this."""
+    kv_heads, dim = keys.shape[1], keys.shape[-1]
+    grouped = query.view(1, kv_heads, -1, dim)  # [1, Hkv, G, D]
+    logits = torch.matmul(grouped, keys.transpose(-1, -2)) * scaling
+    logits = logits.masked_fill(~valid, float("-inf"))
+    weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(values.dtype)
+    return torch.matmul(weights, values).reshape(1, 1, -1)
+
+
 def decode_step(
     model,
     plan: StepPlan,
@@ -165,16 +195,17 @@ def decode_step(
     query's position, ``tables[t]`` its first ``capacity`` rows (used when re-rotating every slot)."""
     hidden = model.model.embed_tokens(token)
     count = slot + 1
-    valid = (torch.arange(plan.capacity, device=slot.device) < count)[None, None, None, :]
+    valid = torch.arange(plan.capacity, device=slot.device) < count
     for index, layer in enumerate(model.model.layers):
         attention = layer.self_attn
         buffers = layers[index]
         query, key, value, features = attention.project_qkv(layer.input_layernorm(hidden))
-        raw = attention.retaining_head(features).transpose(1, 2).float()
         cos, sin = rows[plan.table_of_layer[index]]
         buffers.keys.index_copy_(2, slot, key)
         buffers.values.index_copy_(2, slot, value)
-        _pool_and_store(plan, buffers, raw, slot)
+        if plan.score:
+            raw = attention.retaining_head(features).transpose(1, 2).float()
+            _pool_and_store(plan, buffers, raw, slot)
         if buffers.positions is not None:
             buffers.positions.index_copy_(2, slot, position.expand(*buffers.positions.shape[:2], 1))
         query = apply_rope(query, cos, sin)
@@ -184,12 +215,10 @@ def decode_step(
         else:
             all_cos, all_sin = tables[plan.table_of_layer[index]]
             keys = apply_rope(buffers.keys, all_cos, all_sin)
-        output = F.scaled_dot_product_attention(
-            query, keys, buffers.values, attn_mask=valid, scale=attention.scaling, enable_gqa=True
-        )
+        output = _attend(query, keys, buffers.values, valid, attention.scaling)
         if plan.keep is not None:
             _evict(plan, buffers, count)
-        hidden = hidden + attention.o_proj(output.transpose(1, 2).reshape(1, 1, -1))
+        hidden = hidden + attention.o_proj(output)
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
     return model.lm_head(model.model.norm(hidden))[:, -1]
 
@@ -199,10 +228,15 @@ class StaticDecoder:
 
     ``step(tokens [1])`` returns the next logits ``[1, V]`` like the eager ``model(...)`` step;
     ``write_back()`` leaves in ``cache`` what the eager steps would have left. ``compile=True`` runs the step
-    through ``torch.compile`` (``dynamic=False``; one compilation per model, capacity and settings).
+    through ``torch.compile`` (``dynamic=False``; one compilation per model, capacity and settings; on CUDA
+    with ``mode="reduce-overhead"``, i.e. CUDA graphs). ``score=False`` skips the retaining heads for the new
+    entries, for a cache that is discarded after decoding without ``decode_budget`` (nothing reads their
+    scores): ``write_back`` then leaves them NaN, the score of an entry nothing ranked.
     """
 
-    def __init__(self, model, cache: LocretCache, max_steps: int, *, compile: bool = False) -> None:
+    def __init__(
+        self, model, cache: LocretCache, max_steps: int, *, compile: bool = False, score: bool = True
+    ) -> None:
         reason = unsupported_reason(model, cache, max_steps)
         if reason is not None:
             raise ValueError(f"static decoding cannot run here: {reason}")
@@ -225,6 +259,7 @@ class StaticDecoder:
             rerotate=rerotate,
             track_positions=first.track_positions,
             pool_radius=config.score_pooling // 2,
+            score=score or config.decode_budget is not None,
             keep=config.decode_budget,
             n_protect=0 if config.decode_budget is None else min(config.n_stabilizers, config.decode_budget),
             table_of_layer=tuple(tables.index(layer.self_attn.locret_rope) for layer in model.model.layers),
@@ -243,7 +278,10 @@ class StaticDecoder:
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.token = torch.zeros(1, 1, dtype=torch.long, device=device)
-        self.step_fn = torch.compile(decode_step, dynamic=False) if compile else decode_step
+        self.step_fn = decode_step
+        if compile:
+            mode = "reduce-overhead" if device.type == "cuda" else None
+            self.step_fn = torch.compile(decode_step, dynamic=False, mode=mode)
 
     def _buffers(self, layer, attention, capacity: int, rerotate: bool) -> LayerBuffers:
         keys = _into(capacity, layer.keys)
@@ -295,6 +333,8 @@ class StaticDecoder:
         """Store the buffers' valid entries in the ``LocretCache`` (pre-RoPE keys, as it keeps them)."""
         for layer, buffers, start_peak in zip(self.cache.layers, self.layers, self.start_peaks, strict=True):
             count = self.count
+            if not self.plan.score:
+                buffers.scores[:, :, layer.stored_length() : count] = float("nan")
             layer.keys = buffers.keys[:, :, :count].clone()
             layer.values = buffers.values[:, :, :count].clone()
             layer.scores = buffers.scores[:, :, :count].clone()
@@ -305,3 +345,22 @@ class StaticDecoder:
             if self.steps:
                 layer.peak_length = max(start_peak, self.peak)
 
+
+def static_decoder_for(
+    model, cache: LocretCache, max_steps: int, static_decode: StaticDecode, *, score: bool = True
+) -> StaticDecoder | None:
+    """The decoder ``generate`` uses for ``max_steps`` steps (None: the eager steps); see ``StaticDecode``.
+
+    The default (None) runs the uncompiled static step wherever ``unsupported_reason`` allows: it is faster
+    than the eager step on every measured setting (benchmark/README.md, "Decoding speed") and costs nothing
+    to start, while ``torch.compile`` costs a compilation per model and capacity, so it is asked for."""
+    if static_decode not in (None, True, False, "compile"):
+        raise ValueError(f"static_decode must be None, True, False or 'compile', got {static_decode!r}")
+    if static_decode is False or max_steps < 1:
+        return None
+    reason = unsupported_reason(model, cache, max_steps)
+    if reason is not None:
+        if static_decode is None:
+            return None
+        raise ValueError(f"static_decode={static_decode!r} cannot run here: {reason}")
+    return StaticDecoder(model, cache, max_steps, compile=static_decode == "compile", score=score)
