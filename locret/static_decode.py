@@ -72,6 +72,8 @@ def unsupported_reason(model, cache: LocretCache, max_steps: int) -> str | None:
     first = cache.layers[0]
     if not first.is_initialized or first.stored_length() == 0:
         return "the cache is empty"
+    if model.training:
+        return "the model is in training mode (dropout)"
     if first.keys.shape[0] != 1:
         return "static decoding runs batch 1 (a batch decodes on the eager path)"
     if first.real_lengths is not None:
@@ -228,10 +230,12 @@ class StaticDecoder:
 
     ``step(tokens [1])`` returns the next logits ``[1, V]`` like the eager ``model(...)`` step;
     ``write_back()`` leaves in ``cache`` what the eager steps would have left. ``compile=True`` runs the step
-    through ``torch.compile`` (``dynamic=False``; one compilation per model, capacity and settings; on CUDA
-    with ``mode="reduce-overhead"``, i.e. CUDA graphs). ``score=False`` skips the retaining heads for the new
-    entries, for a cache that is discarded after decoding without ``decode_budget`` (nothing reads their
-    scores): ``write_back`` then leaves them NaN, the score of an entry nothing ranked.
+    through ``torch.compile`` (``dynamic=False``; one compilation per model, capacity and settings), and on
+    CUDA also captures it as one CUDA graph (after warm-up steps whose effects are undone), replayed every
+    step: the step reads its inputs from fixed tensors and changes only fixed buffers. ``score=False`` skips
+    the retaining heads for the new entries, for a cache that is discarded after decoding without
+    ``decode_budget`` (nothing reads their scores): ``write_back`` then leaves them NaN, the score of an
+    entry nothing ranked.
     """
 
     def __init__(
@@ -278,10 +282,36 @@ class StaticDecoder:
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.token = torch.zeros(1, 1, dtype=torch.long, device=device)
-        self.step_fn = decode_step
-        if compile:
-            mode = "reduce-overhead" if device.type == "cuda" else None
-            self.step_fn = torch.compile(decode_step, dynamic=False, mode=mode)
+        self.step_fn = torch.compile(decode_step, dynamic=False) if compile else decode_step
+        self.use_graph = compile and device.type == "cuda"
+        self.graph: tuple[torch.cuda.CUDAGraph, torch.Tensor] | None = None
+
+    def _state(self) -> list[torch.Tensor]:
+        """Every tensor a step changes."""
+        fields = ("keys", "rotated", "values", "scores", "raw_tail", "positions")
+        return [
+            getattr(buffers, name)
+            for buffers in self.layers
+            for name in fields
+            if getattr(buffers, name) is not None
+        ]
+
+    def _capture(self, arguments: tuple) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """One CUDA graph of the step; the warm-up steps (which compile) run on copies' behalf: the state is
+        restored afterwards, so the first replay is the first real step."""
+        saved = [tensor.clone() for tensor in self._state()]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self.step_fn(*arguments)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            output = self.step_fn(*arguments)
+        for tensor, copy in zip(self._state(), saved, strict=True):
+            tensor.copy_(copy)
+        return graph, output
 
     def _buffers(self, layer, attention, capacity: int, rerotate: bool) -> LayerBuffers:
         keys = _into(capacity, layer.keys)
@@ -318,9 +348,23 @@ class StaticDecoder:
             cos, sin = table.table(position + 1, dtype, self.device)
             cos_row.copy_(cos[position : position + 1])
             sin_row.copy_(sin[position : position + 1])
-        logits = self.step_fn(
-            self.model, self.plan, self.token, self.slot, self.position, self.rows, self.tables, self.layers
+        arguments = (
+            self.model,
+            self.plan,
+            self.token,
+            self.slot,
+            self.position,
+            self.rows,
+            self.tables,
+            self.layers,
         )
+        if self.use_graph:
+            if self.graph is None:
+                self.graph = self._capture(arguments)
+            self.graph[0].replay()
+            logits = self.graph[1].clone()
+        else:
+            logits = self.step_fn(*arguments)
         self.count += 1
         self.peak = max(self.peak, self.count)
         if self.plan.keep is not None:
