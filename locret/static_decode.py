@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import LocretCache
+from .packed_linear import can_pack, packed_forwards, packed_linears
 from .rope import RopeTable, apply_rope
 from .scorers import RetainingHeadScorer
 
@@ -283,6 +284,10 @@ class StaticDecoder:
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.token = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.step_fn = torch.compile(decode_step, dynamic=False) if compile else decode_step
+        # uncompiled CPU steps read oneDNN-prepacked bf16 weights (locret.packed_linear)
+        self.packed = (
+            packed_linears(model) if not compile and device.type == "cpu" and can_pack(model) else []
+        )
         self.use_graph = compile and device.type == "cuda"
         self.graph: tuple[torch.cuda.CUDAGraph, torch.Tensor] | None = None
 
@@ -364,7 +369,8 @@ class StaticDecoder:
             self.graph[0].replay()
             logits = self.graph[1].clone()
         else:
-            logits = self.step_fn(*arguments)
+            with packed_forwards(self.packed):
+                logits = self.step_fn(*arguments)
         self.count += 1
         self.peak = max(self.peak, self.count)
         if self.plan.keep is not None:

@@ -188,3 +188,25 @@ def test_cuda_graph_steps_equal_eager_steps():
     eager = locret.generate(model, ids, config, 12, eos_token_id=[], static_decode=False)
     compiled = locret.generate(model, ids, config, 12, eos_token_id=[], static_decode="compile")
     assert torch.equal(compiled.sequences, eager.sequences)
+
+
+def test_prepacked_bf16_weights_give_the_same_logits():
+    """On a CPU with oneDNN the uncompiled steps read prepacked bf16 weights: logits bit-identical to the
+    plain ``F.linear`` steps, and the model's own forwards are back after every step."""
+    from locret.packed_linear import can_pack
+
+    model = tiny_locret("llama").to(torch.bfloat16)
+    if not can_pack(model):
+        pytest.skip("no oneDNN bf16 linear on this build")
+    config = small_config(decode_budget=42, score_pooling=3)
+    cache, logits = prefilled(model, random_ids(100), config)
+    packed = StaticDecoder(model, copy.deepcopy(cache), 10)
+    plain = StaticDecoder(model, cache, 10)
+    plain.packed = []
+    assert packed.packed
+    tokens = logits.argmax(-1)
+    for _ in range(10):
+        mine, theirs = packed.step(tokens), plain.step(tokens)
+        assert torch.equal(mine, theirs)
+        assert all("forward" not in linear.__dict__ for linear, _ in packed.packed)
+        tokens = mine.argmax(-1)
