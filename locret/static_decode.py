@@ -231,7 +231,8 @@ class StaticDecoder:
 
     ``step(tokens [1])`` returns the next logits ``[1, V]`` like the eager ``model(...)`` step;
     ``write_back()`` leaves in ``cache`` what the eager steps would have left. ``compile=True`` runs the step
-    through ``torch.compile`` (``dynamic=False``; one compilation per model, capacity and settings), and on
+    through ``torch.compile`` (``dynamic=False``; one compilation per model, capacity and settings; on CPU with
+    inductor's ``freezing``, so weights are constants and must not change afterwards), and on
     CUDA also captures it as one CUDA graph (after warm-up steps whose effects are undone), replayed every
     step: the step reads its inputs from fixed tensors and changes only fixed buffers. ``score=False`` skips
     the retaining heads for the new entries, for a cache that is discarded after decoding without
@@ -283,7 +284,10 @@ class StaticDecoder:
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.token = torch.zeros(1, 1, dtype=torch.long, device=device)
-        self.step_fn = torch.compile(decode_step, dynamic=False) if compile else decode_step
+        self.step_fn = decode_step
+        if compile:  # on CPU, inductor's freezing prepacks the weights as locret.packed_linear does
+            options = {"freezing": True} if device.type == "cpu" else None
+            self.step_fn = torch.compile(decode_step, dynamic=False, options=options)
         # uncompiled CPU steps read oneDNN-prepacked bf16 weights (locret.packed_linear)
         self.packed = (
             packed_linears(model) if not compile and device.type == "cpu" and can_pack(model) else []
