@@ -210,3 +210,27 @@ def test_prepacked_bf16_weights_give_the_same_logits():
         assert torch.equal(mine, theirs)
         assert all("forward" not in linear.__dict__ for linear, _ in packed.packed)
         tokens = mine.argmax(-1)
+
+
+def test_early_stop_and_sampling_match_the_eager_steps():
+    """An EOS stop leaves the cache as the eager steps leave it; sampling draws the same tokens (same seed)."""
+    model = tiny_locret("llama")
+    config = small_config(decode_budget=42, score_pooling=3)
+    ids = random_ids(100, seed=6)
+    greedy = locret.generate(model, ids, config, 12, eos_token_id=[], static_decode=False).new_tokens[0]
+    stop = int(greedy[5])  # stops at the first occurrence of this token
+    caches = [new_cache(model, config) for _ in range(2)]
+    runs = [
+        locret.generate(model, ids, config, 12, eos_token_id=stop, cache=cache, static_decode=static)
+        for cache, static in zip(caches, (False, True), strict=True)
+    ]
+    assert torch.equal(runs[0].sequences, runs[1].sequences) and runs[1].sequences.shape[1] < 112
+    assert_same_cache(*caches)
+    sampled = []
+    for static in (False, True):
+        torch.manual_seed(7)
+        out = locret.generate(
+            model, ids, config, 15, eos_token_id=[], do_sample=True, top_k=20, static_decode=static
+        )
+        sampled.append(out.sequences)
+    assert torch.equal(*sampled)
