@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .cache import LocretCache
 from .packed_linear import can_pack, packed_forwards, packed_linears
@@ -36,6 +37,7 @@ from .rope import RopeTable, apply_rope
 from .scorers import RetainingHeadScorer
 
 __all__ = [
+    "GenerateSteps",
     "CAPACITY_BUCKET",
     "STATIC_FAMILIES",
     "StaticDecode",
@@ -418,3 +420,48 @@ def static_decoder_for(
             return None
         raise ValueError(f"static_decode={static_decode!r} cannot run here: {reason}")
     return StaticDecoder(model, cache, max_steps, compile=static_decode == "compile", score=score)
+
+
+class GenerateSteps:
+    """The static steps inside transformers' ``generate`` (``model.generate`` of a Locret model).
+
+    Built lazily at the first one-token forward once the local tail is in the cache, then used for every
+    forward that is one plain token of a batch-1 sequence. Anything else (a longer input, attentions or
+    hidden states asked for, more steps than ``max_steps``) first writes the buffers back into the cache and
+    leaves that forward and all later ones to the model's own forward, so the cache is always coherent.
+    ``finish()`` (called when ``generate`` returns) writes back whatever ran.
+    """
+
+    def __init__(self, model, cache: LocretCache, max_steps: int, static_decode: StaticDecode) -> None:
+        self.model, self.cache, self.max_steps, self.static_decode = model, cache, max_steps, static_decode
+        self.decoder: StaticDecoder | None = None
+        self.done = static_decode is False
+
+    def forward(self, input_ids: torch.Tensor | None, kwargs: dict) -> CausalLMOutputWithPast | None:
+        """The step's output, or None where the model's own forward must run."""
+        if self.done:
+            return None
+        plain = (
+            input_ids is not None
+            and tuple(input_ids.shape) == (1, 1)
+            and kwargs.get("inputs_embeds") is None
+            and not kwargs.get("output_attentions")
+            and not kwargs.get("output_hidden_states")
+        )
+        if self.decoder is None:
+            if not plain or any(layer.protect_remaining for layer in self.cache.layers):
+                return None  # the prompt's tail: the model's own forward
+            self.decoder = static_decoder_for(self.model, self.cache, self.max_steps, self.static_decode)
+            if self.decoder is None:
+                self.done = True
+                return None
+        if not plain or self.decoder.steps >= self.decoder.max_steps:
+            self.finish()
+            return None
+        logits = self.decoder.step(input_ids[:, 0])
+        return CausalLMOutputWithPast(logits=logits[:, None], past_key_values=self.cache)
+
+    def finish(self) -> None:
+        if self.decoder is not None and not self.done:
+            self.decoder.write_back()
+        self.done = True

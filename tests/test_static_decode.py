@@ -234,3 +234,50 @@ def test_early_stop_and_sampling_match_the_eager_steps():
         )
         sampled.append(out.sequences)
     assert torch.equal(*sampled)
+
+
+@pytest.mark.parametrize("decode_budget", [None, 42])
+def test_model_generate_runs_static_steps_with_the_same_result(monkeypatch, decode_budget):
+    """transformers' ``generate`` on a Locret model: its one-token steps run on the static buffers, with the
+    tokens and the returned cache of its eager steps; beams (batch > 1) keep the eager steps."""
+    model = tiny_locret("llama")
+    config = small_config(decode_budget=decode_budget, score_pooling=3)
+    ids = random_ids(100, seed=8)
+    steps = []
+    original = StaticDecoder.step
+    monkeypatch.setattr(StaticDecoder, "step", lambda self, tokens: steps.append(1) or original(self, tokens))
+    settings = dict(locret_config=config, max_new_tokens=15, do_sample=False, return_dict_in_generate=True)
+    static = model.generate(ids, **settings)
+    assert len(steps) == 14
+    eager = model.generate(ids, static_decode=False, **settings)
+    assert len(steps) == 14
+    assert torch.equal(static.sequences, eager.sequences)
+    assert_same_cache(eager.past_key_values, static.past_key_values)
+    reference = locret.generate(model, ids, config, 15, eos_token_id=[], static_decode=False)
+    assert torch.equal(static.sequences, reference.sequences)
+    model.generate(ids, locret_config=config, max_new_tokens=5, num_beams=2, do_sample=False)
+    assert len(steps) == 14
+
+
+def test_model_generate_hands_over_to_the_eager_steps_coherently():
+    """More steps than sized for (``max_length`` instead of ``max_new_tokens``, with too few steps guessed):
+    the buffers are written back and the model's own forward goes on from the same cache."""
+    from locret.static_decode import GenerateSteps
+
+    model = tiny_locret("llama")
+    config = small_config(decode_budget=42)
+    ids = random_ids(100, seed=9)
+    cache = prefill_prompt(model, ids, config)
+    tail = ids[:, cache.get_seq_length() :]
+    with torch.no_grad():
+        logits = model(input_ids=tail, use_cache=True, **{CACHE_KWARG: cache}).logits[:, -1]
+        eager_cache = copy.deepcopy(cache)
+        cache.static_steps = GenerateSteps(model, cache, 4, None)
+        tokens, eager_tokens = logits.argmax(-1), logits.argmax(-1)
+        for _ in range(10):
+            tokens = model(input_ids=tokens[:, None], **{CACHE_KWARG: cache}).logits[:, -1].argmax(-1)
+            eager_tokens = model(input_ids=eager_tokens[:, None], **{CACHE_KWARG: eager_cache}).logits[:, -1]
+            eager_tokens = eager_tokens.argmax(-1)
+            assert torch.equal(tokens, eager_tokens)
+        assert cache.static_steps.done and cache.static_steps.decoder.steps == 4
+    assert_same_cache(eager_cache, cache)
