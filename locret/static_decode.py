@@ -19,7 +19,7 @@ with it every step re-rotates all slots, as eviction repacks them). ``write_back
 batch's per-row pad masks and positions), scorers other than the retaining heads (the attention-based
 baselines rescore stored entries after attention), families whose decoder layer is not the pre-norm residual
 block (Gemma 3: sandwich norms, scaled embeddings), sliding windows shorter than the capacity, layers on
-several devices, and a local tail still being protected.
+several devices, a model in training mode (dropout), and a local tail still being protected.
 """
 
 from __future__ import annotations
@@ -101,8 +101,6 @@ class StepPlan:
     """What is fixed for a whole decode (python values a compiled step specialises on)."""
 
     capacity: int
-    rerotate: bool  # repacked positions with eviction: rotate every slot on every step
-    track_positions: bool
     pool_radius: int
     score: bool  # False: the new entries are not scored (nothing evicts them and the cache is discarded)
     keep: int | None  # decode_budget (None: no eviction)
@@ -264,8 +262,6 @@ class StaticDecoder:
                 tables.append(layer.self_attn.locret_rope)
         self.plan = StepPlan(
             capacity=capacity,
-            rerotate=rerotate,
-            track_positions=first.track_positions,
             pool_radius=config.score_pooling // 2,
             score=score or config.decode_budget is not None,
             keep=config.decode_budget,
