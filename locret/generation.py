@@ -13,6 +13,7 @@ from .cache import LocretCache
 from .compat import CACHE_KWARG
 from .config import LocretConfig
 from .prefill import check_inputs, new_cache, prefill_prompt, resolve_config
+from .static_decode import StaticDecode, static_decoder_for
 
 __all__ = [
     "LocretOutput",
@@ -47,6 +48,7 @@ class LocretOutput:
     cache_length_final: int
     peak_cache_bytes: int
     config: LocretConfig | None = None  # the settings that ran (None: a method without one, e.g. LongHeads)
+    static_decode: bool = False  # True: the steps ran on locret.static_decode's fixed-size buffers
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -138,6 +140,7 @@ def generate(
     streamer=None,
     cache: LocretCache | None = None,
     progress: bool = False,
+    static_decode: StaticDecode = None,
 ) -> LocretOutput:
     """Locret end to end: evicting chunked prefill, the un-evicted local tail, then decoding.
 
@@ -153,6 +156,12 @@ def generate(
 
     A left-padded batch (``attention_mask`` with zeros first) runs every row's prefill alone and decodes the
     rows together; each row's tokens are those of its own batch-1 run (see ``prefill_padded``).
+
+    ``static_decode`` picks the decode steps (``locret.static_decode``): None (default) runs them over
+    fixed-size buffers wherever that is supported (batch 1, the retaining heads' scores, a Llama-style
+    family; else the eager steps), True insists (a ValueError says why it cannot), False runs the eager
+    steps, ``"compile"`` the static ones through ``torch.compile``. Both give the same tokens and leave the
+    same cache.
     """
     config = resolve_config(model, config, cache)
     if eos_token_id is None:
@@ -161,6 +170,7 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     sync = torch.cuda.synchronize if input_ids.is_cuda else (lambda: None)
 
+    cache_given = cache is not None
     started = time.perf_counter()
     cache = prefill_prompt(
         model, input_ids, config, cache=cache, attention_mask=attention_mask, progress=progress
@@ -171,7 +181,14 @@ def generate(
     prefill_seconds = time.perf_counter() - started
     length_after_prefill = cache.stored_length()
 
+    decode_started = time.perf_counter()
+    # A cache made here is discarded: its new entries need scores only if decoding evicts.
+    decoder = static_decoder_for(model, cache, max_new_tokens - 1, static_decode, score=cache_given)
+    setup_seconds = time.perf_counter() - decode_started
+
     def next_logits(tokens: torch.Tensor) -> torch.Tensor:
+        if decoder is not None:
+            return decoder.step(tokens)
         return model(input_ids=tokens[:, None], use_cache=True, **{CACHE_KWARG: cache}).logits[:, -1]
 
     sequences, decode_seconds = decode(
@@ -184,13 +201,16 @@ def generate(
         do_sample=do_sample,
         streamer=streamer,
     )
+    if decoder is not None:
+        decoder.write_back()
     return LocretOutput(
         sequences=sequences,
         prompt_length=input_ids.shape[1],
         prefill_seconds=prefill_seconds,
-        decode_seconds=decode_seconds,
+        decode_seconds=setup_seconds + decode_seconds,
         cache_length_after_prefill=length_after_prefill,
         cache_length_final=cache.stored_length(),
         peak_cache_bytes=cache.peak_nbytes(),
         config=config,
+        static_decode=decoder is not None,
     )

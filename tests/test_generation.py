@@ -162,7 +162,7 @@ def test_positions_are_bounded_as_the_readme_says(rope_lengths, decode_budget):
     the local tail, then one more per generated token, or at most decode_budget + 1 with a decode budget."""
     model = tiny_locret("llama")
     config = LocretConfig(budget=32, chunk_size=16, n_stabilizers=8, n_local=40, decode_budget=decode_budget)
-    locret.generate(model, random_ids(300), config, max_new_tokens=10, eos_token_id=[])
+    locret.generate(model, random_ids(300), config, max_new_tokens=10, eos_token_id=[], static_decode=False)
     per_forward = rope_lengths[:: model.config.num_hidden_layers]
     prefill, tail, decode = per_forward[:-10], per_forward[-10], per_forward[-9:]
     assert max(prefill) == 32 + 16 and tail == 32 + 40

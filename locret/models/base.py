@@ -25,6 +25,7 @@ from ..config import LocretConfig
 from ..heads import HeadShape, RetainingHead
 from ..prefill import prefill_prompt, resolve_config
 from ..rope import RopeTable, apply_rope
+from ..static_decode import GenerateSteps, StaticDecode
 
 # torch.profiler event names, so profiles can attribute time to scoring and to eviction.
 SCORE_EVENT = "locret.score"
@@ -214,7 +215,12 @@ class LocretForCausalLMMixin:
         return HeadShape.from_config(self.config)
 
     def generate(
-        self, inputs=None, generation_config=None, locret_config: LocretConfig | None = None, **kwargs
+        self,
+        inputs=None,
+        generation_config=None,
+        locret_config: LocretConfig | None = None,
+        static_decode: StaticDecode = None,
+        **kwargs,
     ):
         """``transformers`` ``generate``, with Locret's chunked evicting prefill; decoding then uses
         transformers' own loop (sampling, beam search, ``num_return_sequences``, streamers, stopping
@@ -223,7 +229,9 @@ class LocretForCausalLMMixin:
         The settings: ``locret_config``, else those of a ``LocretCache`` passed as ``past_key_values``, else
         the ones the heads recommend (``locret_inference_config``, from their adapter). With none of these it
         is transformers' plain ``generate`` (full cache). The prompt is prefilled once; the cache is then
-        repeated for every beam or returned sequence, as transformers repeats the inputs."""
+        repeated for every beam or returned sequence, as transformers repeats the inputs. ``static_decode`` is
+        ``locret.generate``'s: batch-1 steps of one token run on ``locret.static_decode``'s buffers
+        (``GenerateSteps``) where supported."""
         cache = kwargs.pop("past_key_values", None)  # transformers 5.24 renamed it ``cache``
         cache = kwargs.pop("cache", None) if cache is None else cache
         if locret_config is None and not isinstance(cache, LocretCache):
@@ -245,7 +253,25 @@ class LocretForCausalLMMixin:
         if expand > 1:
             cache.batch_repeat_interleave(expand)  # transformers repeats input_ids, not a given cache
         kwargs[CACHE_KWARG] = cache
-        return super().generate(input_ids, generation_config, **kwargs)
+        max_new = kwargs.get("max_new_tokens", settings.max_new_tokens)
+        if max_new is None:
+            max_new = kwargs.get("max_length", settings.max_length) - input_ids.shape[1]
+        cache.static_steps = GenerateSteps(self, cache, max_new - 1, static_decode)
+        try:
+            return super().generate(input_ids, generation_config, **kwargs)
+        finally:
+            cache.static_steps.finish()
+            cache.static_steps = None
+
+    def __call__(self, *args, **kwargs):
+        """The model's call, except for the one-token steps ``generate`` runs on static buffers (``__call__``,
+        not ``forward``: transformers checks generate's arguments against ``forward``'s signature)."""
+        steps = getattr(kwargs.get(CACHE_KWARG, kwargs.get("past_key_values")), "static_steps", None)
+        if steps is not None:
+            output = steps.forward(kwargs.get("input_ids", args[0] if args else None), kwargs)
+            if output is not None:
+                return output
+        return super().__call__(*args, **kwargs)
 
     def prepare_inputs_for_generation(self, *args, **kwargs):
         """transformers' inputs, but without the 2-D mask and the position ids (both from the attention mask)
