@@ -132,6 +132,19 @@ class _ScoreRecorder:
 
 
 @torch.no_grad()
+def prefill_plain(model, context_ids: torch.Tensor, chunk_size: int) -> DynamicCache:
+    """A plain (unevicted) cache of ``context_ids`` ``[1, n]``, prefilled ``chunk_size`` tokens at a time."""
+    types = set(getattr(model.config, "layer_types", None) or ["full_attention"])
+    if types != {"full_attention"}:
+        raise ValueError(f"kvzip needs global attention in every layer; this model has {sorted(types)}")
+    cache = DynamicCache()
+    for start in range(0, context_ids.shape[1], chunk_size):
+        chunk = context_ids[:, start : start + chunk_size]
+        model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
+    return cache
+
+
+@torch.no_grad()
 def reconstruction_scores(
     model, cache: DynamicCache, chunks: Sequence[RepeatChunk], normalise: str = "chunk"
 ) -> torch.Tensor:
@@ -288,13 +301,7 @@ class KVzip(Method):
     def compress(self, model, context_ids: torch.Tensor, config: LocretConfig) -> Compressed:
         """Prefill ``context_ids`` ``[1, n]`` (chunks of ``config.chunk_size``), score it by reconstruction,
         and choose what stays."""
-        types = set(getattr(model.config, "layer_types", None) or ["full_attention"])
-        if types != {"full_attention"}:
-            raise ValueError(f"kvzip needs global attention in every layer; this model has {sorted(types)}")
-        cache = DynamicCache()
-        for start in range(0, context_ids.shape[1], config.chunk_size):
-            chunk = context_ids[:, start : start + config.chunk_size]
-            model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
+        cache = prefill_plain(model, context_ids, config.chunk_size)
         first, later = self.prompts(model)
         chunks = repeat_chunks(context_ids[0].tolist(), first, later, self.chunk)
         scores = reconstruction_scores(model, cache, chunks, self.normalise)
