@@ -183,3 +183,16 @@ def test_bad_settings_are_rejected():
         get_method("kvzip:normalise=row")
     with pytest.raises(ValueError, match="chunk"):
         get_method("kvzip:chunk=0")
+
+
+def test_needle_rank_reports_percentiles_and_kept_shares():
+    from benchmark.kvzip_needle_rank import percentiles, summarise_span
+
+    assert percentiles(torch.tensor([0.1, 0.5, 0.3])).tolist() == [0.0, 100.0, 50.0]
+    scores = torch.rand(2, 3, 40, generator=torch.Generator().manual_seed(2))
+    scores[..., 10:13] += torch.tensor([[5.0], [1.0]])[..., None]  # the "needle": high, higher in layer 0
+    scores[1, :, 20:23] = 10.0  # layer 1's own top 3, above everything
+    report = summarise_span(scores, (10, 13), budget=3)
+    assert report["tokens"] == 3 and report["head_percentile_mean"] > 85
+    assert report["uniform_kept_share"] == 0.5 and report["uniform_heads_keeping_all"] == 3
+    assert report["global_kept_share"] == 0.5 and report["global_kept_by_layer"] == [1.0, 0.0]
