@@ -2,7 +2,7 @@
 
 Every scorer of ``locret.scorers.SCORERS`` is a method of the same name (a new baseline is one scorer file
 and one line there); a few named settings of them are registered below; methods that are not eviction by a
-scorer (the full cache, LongHeads) are one file each. Any method takes settings in its name:
+scorer (the full cache, KVzip, LongHeads) are one file each. Any method takes settings in its name:
 ``snapkv:window=64``, ``locret:score_pooling=7:heads=random`` (``get_method``).
 """
 
@@ -16,6 +16,7 @@ from locret.scorers import SCORERS
 
 from .base import RANDOM, Method, ScorerMethod, scorer_method
 from .full import FullCache
+from .kvzip import KVzip
 from .longheads import LongHeads
 from .needle_oracle import NeedleOracle
 
@@ -42,6 +43,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     cls.name: cls
     for cls in (
         FullCache,
+        KVzip,
         LongHeads,
     )
 }

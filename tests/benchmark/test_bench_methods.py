@@ -29,6 +29,7 @@ def ids():
 def test_registry_names_every_method():
     assert set(METHODS) == {
         "full",
+        "kvzip",
         "locret",
         "locret_pooled",
         "locret_random",

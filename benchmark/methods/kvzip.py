@@ -1,0 +1,356 @@
+"""KVzip (Kim et al., 2025, arXiv 2505.23416): keep the KV entries the model reads while it repeats the context.
+
+Within the model window only, and with the whole context in memory first (no bound on memory, unlike
+Locret): the context is prefilled with a plain cache, then the model is teacher-forced to reconstruct it,
+chunk by chunk (KVzip's own protocol, as in its repository and in kvpress): chunk ``i`` is the input
+``"\\n\\nRepeat the previous context exactly."`` (later chunks: ``"...the part of the previous context
+exactly, starting with"`` and the previous chunk's last 8 tokens) followed by the chunk's tokens, attending to
+the context's cache and to itself; the repeated tokens are dropped from the cache after each chunk. Every
+context entry's score is, per layer and KV head, the maximum attention probability it receives from a query
+of the reconstruction, over those queries and over the query heads of its GQA group. ``normalise`` says
+over what each row's softmax runs: ``chunk`` (KVzip's: the 4 sinks, the context span that chunk repeats,
+and the chunk's own tokens) or ``all`` (every cached entry the row sees, as ``locret.train.labels``'
+``attention`` kind). The first 4 tokens are always kept (KVzip's sinks).
+
+Then the cache is compressed, before the question is seen: ``allocation=uniform`` keeps the top ``budget``
+entries of every layer and KV head (a Locret cache's shape); ``allocation=global`` ranks every entry of
+every layer and head together and keeps the same total, ``budget x layers x KV heads`` (KVzip's default
+non-uniform budgets). Evicted entries are masked in attention (per layer and query head), not freed: what
+is kept matters here, not memory. The question and the answer then run at their true positions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import torch
+from transformers import DynamicCache
+
+from locret.compat import CACHE_KWARG
+from locret.config import LocretConfig
+from locret.generation import LocretOutput, decode
+from locret.rope import apply_rope
+
+from .base import Method, model_window
+
+FIRST_PROMPT = "\n\nRepeat the previous context exactly.\n"
+NEXT_PROMPT = "\n\nRepeat the part of the previous context exactly, starting with"
+PREVIOUS_TOKENS = 8  # the previous chunk's last tokens quoted in the next chunk's prompt
+N_SINKS = 4
+ALLOCATIONS = ("uniform", "global")
+NORMALISATIONS = ("chunk", "all")
+ROW_BLOCK = 128  # reconstruction queries scored at once (memory: G x ROW_BLOCK x cached entries per KV head)
+
+
+@dataclass(frozen=True)
+class RepeatChunk:
+    """One reconstruction input: ``ids`` repeats the context tokens ``[start, end)`` after its prompt."""
+
+    start: int
+    end: int
+    ids: tuple[int, ...]
+
+
+def repeat_chunks(
+    context_ids: Sequence[int], first_prompt: Sequence[int], next_prompt: Sequence[int], chunk_size: int
+) -> list[RepeatChunk]:
+    """KVzip's reconstruction inputs for ``context_ids``, ``chunk_size`` context tokens each."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    context = list(context_ids)
+    chunks = []
+    for start in range(0, len(context), chunk_size):
+        end = min(start + chunk_size, len(context))
+        prompt = (
+            list(first_prompt)
+            if start == 0
+            else [*next_prompt, *context[max(start - PREVIOUS_TOKENS, 0) : start]]
+        )
+        chunks.append(RepeatChunk(start, end, tuple(prompt + context[start:end])))
+    return chunks
+
+
+def _scored_columns(chunk: RepeatChunk, n_context: int, n_new: int, normalise: str, device) -> torch.Tensor:
+    """The cached entries each reconstruction row's softmax runs over (their indices; the chunk's own last)."""
+    own = torch.arange(n_context, n_context + n_new, device=device)
+    if normalise == "all":
+        return torch.cat([torch.arange(n_context, device=device), own])
+    sinks = torch.arange(min(N_SINKS, chunk.start), device=device)
+    return torch.cat([sinks, torch.arange(chunk.start, chunk.end, device=device), own])
+
+
+def received_attention(
+    query: torch.Tensor, keys: torch.Tensor, columns: torch.Tensor, n_context: int, scaling: float
+) -> torch.Tensor:
+    """Per KV head, the maximum over the rows of ``query`` ``[H, T, D]`` (rotated; the last ``T`` cached
+    entries are theirs, causal among themselves) and over each group's query heads of the softmax, taken over
+    ``keys[:, columns]`` (``keys`` ``[Hkv, S, D]`` rotated), of each context column: ``[Hkv, n]`` for the
+    ``n`` columns below ``n_context``. Float32, ``ROW_BLOCK`` rows at a time."""
+    heads, rows, dim = query.shape
+    kv_heads, stored = keys.shape[0], keys.shape[1]
+    group = heads // kv_heads
+    grouped = query.float().view(kv_heads, group, rows, dim)
+    selected = keys[:, columns].float() * scaling  # [Hkv, C, D]
+    row_positions = torch.arange(stored - rows, stored, device=query.device)
+    n_out = int((columns < n_context).sum())
+    best = torch.zeros(kv_heads, n_out, device=query.device)
+    for start in range(0, rows, ROW_BLOCK):
+        block = grouped[:, :, start : start + ROW_BLOCK]  # [Hkv, G, b, D]
+        logits = torch.einsum("hgtd,hcd->hgtc", block, selected)
+        hidden = columns[None, :] > row_positions[start : start + ROW_BLOCK, None]  # causal among own rows
+        logits.masked_fill_(hidden, -math.inf)
+        probabilities = logits.softmax(dim=-1)[..., :n_out]
+        torch.maximum(best, probabilities.amax(dim=(1, 2)), out=best)
+    return best
+
+
+class _ScoreRecorder:
+    """Forward hook on one attention module: scores the context entries from that layer's reconstruction
+    queries and the keys the layer just cached (context + this chunk)."""
+
+    def __init__(self, scores: torch.Tensor, layer: int, n_context: int, normalise: str) -> None:
+        self.scores, self.layer, self.n_context, self.normalise = scores, layer, n_context, normalise
+        self.chunk: RepeatChunk | None = None
+
+    def __call__(self, module, args, kwargs, output) -> None:
+        hidden_states = args[0] if args else kwargs["hidden_states"]
+        cos, sin = kwargs["position_embeddings"]
+        query, _, _, _ = module.project_qkv(hidden_states)
+        query = apply_rope(query, cos[:, None], sin[:, None])[0]
+        keys = kwargs[CACHE_KWARG].layers[module.layer_idx].keys[0]
+        columns = _scored_columns(self.chunk, self.n_context, query.shape[1], self.normalise, keys.device)
+        received = received_attention(query, keys, columns, self.n_context, module.scaling)
+        context_columns = columns[columns < self.n_context]
+        target = self.scores[self.layer]
+        target[:, context_columns] = torch.maximum(target[:, context_columns], received)
+
+
+@torch.no_grad()
+def prefill_plain(model, context_ids: torch.Tensor, chunk_size: int) -> DynamicCache:
+    """A plain (unevicted) cache of ``context_ids`` ``[1, n]``, prefilled ``chunk_size`` tokens at a time."""
+    types = set(getattr(model.config, "layer_types", None) or ["full_attention"])
+    if types != {"full_attention"}:
+        raise ValueError(f"kvzip needs global attention in every layer; this model has {sorted(types)}")
+    cache = DynamicCache()
+    for start in range(0, context_ids.shape[1], chunk_size):
+        chunk = context_ids[:, start : start + chunk_size]
+        model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
+    return cache
+
+
+@torch.no_grad()
+def reconstruction_scores(
+    model, cache: DynamicCache, chunks: Sequence[RepeatChunk], normalise: str = "chunk"
+) -> torch.Tensor:
+    """KVzip scores ``[layers, KV heads, n_context]`` (float32) of the context held by ``cache`` (a plain
+    cache of exactly the context); each chunk runs over it and is cropped off again. Sinks score +inf."""
+    if normalise not in NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
+    n_context = cache.get_seq_length()
+    config = model.config
+    kv_heads = config.num_key_value_heads or config.num_attention_heads
+    device = next(model.parameters()).device
+    scores = torch.zeros(config.num_hidden_layers, kv_heads, n_context, device=device)
+    layers = [layer.self_attn for layer in model.model.layers]
+    recorders = [_ScoreRecorder(scores, index, n_context, normalise) for index in range(len(layers))]
+    handles = [
+        attention.register_forward_hook(recorder, with_kwargs=True)
+        for attention, recorder in zip(layers, recorders, strict=True)
+    ]
+    try:
+        for chunk in chunks:
+            for recorder in recorders:
+                recorder.chunk = chunk
+            ids = torch.tensor([chunk.ids], dtype=torch.long, device=device)
+            model.model(input_ids=ids, use_cache=True, **{CACHE_KWARG: cache})
+            cache.crop(n_context - cache.get_seq_length())  # a negative count: remove the chunk
+    finally:
+        for handle in handles:
+            handle.remove()
+    scores[..., :N_SINKS] = math.inf
+    return scores
+
+
+def keep_mask(scores: torch.Tensor, budget: int, allocation: str) -> torch.Tensor:
+    """Which context entries stay, ``[layers, KV heads, n]`` bool: the top ``budget`` per layer and head
+    (``uniform``), or the top ``budget x layers x heads`` over all of them together (``global``)."""
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    if budget >= scores.shape[-1]:
+        return keep.fill_(True)
+    if allocation == "uniform":
+        return keep.scatter_(-1, scores.topk(budget, dim=-1).indices, True)
+    total = budget * scores.shape[0] * scores.shape[1]
+    return keep.view(-1).scatter_(0, scores.reshape(-1).topk(total).indices, True).view_as(scores)
+
+
+@contextmanager
+def masked_entries(model, keep: torch.Tensor) -> Iterator[None]:
+    """Inside the block, every attention layer ``l`` sees the first ``n`` cached entries only where
+    ``keep[l]`` ``[KV heads, n]`` is True (for each KV head's query heads); later entries as usual."""
+    handles = [
+        layer.self_attn.register_forward_pre_hook(_EntryMask(keep[index]), with_kwargs=True)
+        for index, layer in enumerate(model.model.layers)
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class _EntryMask:
+    """Forward pre-hook: folds one layer's kept context entries into the attention mask it receives."""
+
+    def __init__(self, keep: torch.Tensor) -> None:
+        self.keep = keep  # [Hkv, n]
+
+    def __call__(self, module, args, kwargs):
+        hidden_states = args[0] if args else kwargs["hidden_states"]
+        new = hidden_states.shape[1]
+        stored = kwargs[CACHE_KWARG].get_seq_length(module.layer_idx) + new
+        heads = module.config.num_attention_heads
+        keep = self.keep.repeat_interleave(heads // self.keep.shape[0], dim=0)  # [H, n]
+        visible = torch.ones(heads, stored, dtype=torch.bool, device=keep.device)
+        visible[:, : keep.shape[1]] = keep
+        visible = visible[None, :, None, :]  # [1, H, 1, S]
+        mask = kwargs.get("attention_mask")
+        if mask is None:
+            causal = torch.ones(new, stored, dtype=torch.bool, device=keep.device).tril(stored - new)
+            mask = causal[None, None] & visible
+        elif mask.dtype == torch.bool:
+            mask = mask[..., :stored] & visible
+        else:
+            mask = mask[..., :stored].masked_fill(~visible, torch.finfo(mask.dtype).min)
+        return args, {**kwargs, "attention_mask": mask}
+
+
+@dataclass
+class Compressed:
+    """A context's KVzip compression: its whole plain cache, the scores, what stays (``[L, Hkv, n]``), and
+    the most entries per head held at once (the context plus the longest reconstruction input)."""
+
+    cache: DynamicCache
+    scores: torch.Tensor
+    keep: torch.Tensor
+    peak_entries: int
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(name_or_path: str):
+    from locret.acquire import load_tokenizer
+
+    return load_tokenizer(name_or_path)
+
+
+@dataclass
+class KVzip(Method):
+    """KVzip's reconstruction scores, ``allocation`` uniform (per layer and head) or global (one ranking)."""
+
+    name: ClassVar[str] = "kvzip"
+    description: ClassVar[str] = "KVzip: attention received while repeating the context (full prefill first)"
+    keeps_all_kv: ClassVar[bool] = True  # evicted entries are masked, not freed
+
+    allocation: str = "uniform"
+    normalise: str = "chunk"
+    chunk: int = 2048  # context tokens per reconstruction input (KVzip and kvpress: about 2K)
+    tokenizer: Any = field(default=None, repr=False)  # None: the model's own (from its directory)
+
+    def __post_init__(self) -> None:
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"kvzip allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"kvzip normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+        if not isinstance(self.chunk, int) or self.chunk < 1:
+            raise ValueError(f"kvzip chunk must be an integer >= 1, got {self.chunk!r}")
+
+    def params(self) -> dict:
+        return {
+            "name": self.name,
+            "heads": self.heads,
+            "allocation": self.allocation,
+            "normalise": self.normalise,
+            "chunk": self.chunk,
+        }
+
+    def fits(self, prompt_length: int, max_new_tokens: int, model) -> bool:
+        """Plain positions, the whole prompt at once: only prompts that fit the window, as the full cache."""
+        return prompt_length + max_new_tokens <= model_window(model)
+
+    def prefill_context(self, model, input_ids, config):
+        return None  # each question runs alone (no shared prefill)
+
+    def prompts(self, model) -> tuple[list[int], list[int]]:
+        """The first and the later chunks' reconstruction prompts, in the model's tokens."""
+        tokenizer = self.tokenizer if self.tokenizer is not None else _tokenizer(model.config.name_or_path)
+        return (
+            tokenizer.encode(FIRST_PROMPT, add_special_tokens=False),
+            tokenizer.encode(NEXT_PROMPT, add_special_tokens=False),
+        )
+
+    @torch.no_grad()
+    def compress(self, model, context_ids: torch.Tensor, config: LocretConfig) -> Compressed:
+        """Prefill ``context_ids`` ``[1, n]`` (chunks of ``config.chunk_size``), score it by reconstruction,
+        and choose what stays."""
+        cache = prefill_plain(model, context_ids, config.chunk_size)
+        first, later = self.prompts(model)
+        chunks = repeat_chunks(context_ids[0].tolist(), first, later, self.chunk)
+        scores = reconstruction_scores(model, cache, chunks, self.normalise)
+        peak = context_ids.shape[1] + max(len(chunk.ids) for chunk in chunks)
+        return Compressed(cache, scores, keep_mask(scores, config.budget, self.allocation), peak)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model,
+        input_ids: torch.Tensor,
+        config: LocretConfig,
+        max_new_tokens: int,
+        eos_token_id=None,
+        context_cache=None,
+    ) -> LocretOutput:
+        """Compress the context (all but the last ``max(n_local, 1)`` tokens), then run the question and
+        decode with the evicted entries masked."""
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"kvzip runs one prompt at a time, got a batch of {input_ids.shape[0]}")
+        sync = torch.cuda.synchronize if input_ids.is_cuda else (lambda: None)
+        started = time.perf_counter()
+        split = input_ids.shape[1] - max(config.n_local, 1)
+        compressed = self.compress(model, input_ids[:, :split], config)
+        cache, keep = compressed.cache, compressed.keep
+        with masked_entries(model, keep):
+            tail = input_ids[:, split:]
+            logits = model(input_ids=tail, use_cache=True, logits_to_keep=1, **{CACHE_KWARG: cache}).logits[
+                :, -1
+            ]
+            sync()
+            prefill_seconds = time.perf_counter() - started
+
+            def next_logits(tokens: torch.Tensor) -> torch.Tensor:
+                return model(input_ids=tokens[:, None], use_cache=True, **{CACHE_KWARG: cache}).logits[:, -1]
+
+            sequences, decode_seconds = decode(
+                next_logits, logits, input_ids, max_new_tokens, eos_token_id=eos_token_id
+            )
+        kept = round(keep.sum().item() / (keep.shape[0] * keep.shape[1]))
+        layer = cache.layers[0]
+        entry_bytes = layer.keys[0, :, 0].numel() * (layer.keys.element_size() + layer.values.element_size())
+        return LocretOutput(
+            sequences=sequences,
+            prompt_length=input_ids.shape[1],
+            prefill_seconds=prefill_seconds,
+            decode_seconds=decode_seconds,
+            cache_length_after_prefill=kept + input_ids.shape[1] - split,
+            cache_length_final=kept + sequences.shape[1] - split,
+            peak_cache_bytes=entry_bytes * len(cache.layers) * compressed.peak_entries,
+            config=config,
+        )

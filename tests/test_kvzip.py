@@ -1,0 +1,198 @@
+"""The KVzip benchmark method on tiny random Llamas: its scores against a brute-force eager computation, its
+budgets, its masking against a truly compacted cache, and the question protocol."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import random_ids, tiny_pair
+from transformers import DynamicCache
+
+from benchmark.methods import get_method
+from benchmark.methods.kvzip import (
+    N_SINKS,
+    KVzip,
+    keep_mask,
+    masked_entries,
+    reconstruction_scores,
+    repeat_chunks,
+)
+from locret.config import LocretConfig
+
+FIRST, LATER = [5, 6, 7], [8, 9]
+
+
+class PromptTokenizer:
+    """Stands in for the model's tokenizer: the reconstruction prompts as a few fixed tiny-vocabulary ids."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(FIRST) if text.startswith("\n\nRepeat the previous") else list(LATER)
+
+
+@pytest.fixture(scope="module")
+def eager_model():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model, _ = tiny_pair("llama", attn="eager")
+    yield model
+    torch.set_num_threads(threads)
+
+
+def prefilled(model, context: torch.Tensor) -> DynamicCache:
+    cache = DynamicCache()
+    model.model(input_ids=context, use_cache=True, past_key_values=cache)
+    return cache
+
+
+def brute_force_scores(model, context: list[int], chunks, normalise: str) -> torch.Tensor:
+    """Each chunk as one plain eager forward of context + chunk, its attention weights read back: the max
+    over the chunk's rows and each group's query heads, renormalised over KVzip's columns for ``chunk``."""
+    config = model.config
+    n = len(context)
+    group = config.num_attention_heads // config.num_key_value_heads
+    scores = torch.zeros(config.num_hidden_layers, config.num_key_value_heads, n)
+    for chunk in chunks:
+        ids = torch.tensor([context + list(chunk.ids)])
+        weights = model.model(input_ids=ids, output_attentions=True).attentions
+        rows = slice(n, n + len(chunk.ids))
+        for layer, attention in enumerate(weights):
+            w = attention[0, :, rows].double()  # [H, T, n + T]
+            if normalise == "chunk":
+                columns = [*range(min(N_SINKS, chunk.start)), *range(chunk.start, chunk.end)]
+                columns += list(range(n, n + len(chunk.ids)))
+                w = w[..., columns] / w[..., columns].sum(-1, keepdim=True)
+                context_columns = columns[: -len(chunk.ids)]
+            else:
+                context_columns = list(range(n))
+            best = w[..., : len(context_columns)].amax(dim=1)  # over rows: [H, c]
+            best = best.view(config.num_key_value_heads, group, -1).amax(dim=1).float()
+            current = scores[layer][:, context_columns]
+            scores[layer][:, context_columns] = torch.maximum(current, best)
+    scores[..., :N_SINKS] = float("inf")
+    return scores
+
+
+def test_repeat_chunks_follow_kvzip():
+    chunks = repeat_chunks(list(range(100, 130)), FIRST, LATER, chunk_size=12)
+    assert [(c.start, c.end) for c in chunks] == [(0, 12), (12, 24), (24, 30)]
+    assert chunks[0].ids == (*FIRST, *range(100, 112))
+    assert chunks[1].ids == (*LATER, *range(104, 112), *range(112, 124))  # the last 8 tokens quoted
+
+
+@pytest.mark.parametrize("normalise", ["chunk", "all"])
+def test_scores_equal_brute_force_eager_attention(eager_model, normalise):
+    context = random_ids(40, seed=1)
+    chunks = repeat_chunks(context[0].tolist(), FIRST, LATER, chunk_size=16)
+    cache = prefilled(eager_model, context)
+    scores = reconstruction_scores(eager_model, cache, chunks, normalise)
+    expected = brute_force_scores(eager_model, context[0].tolist(), chunks, normalise)
+    assert scores.shape == (2, 2, 40) and cache.get_seq_length() == 40  # the chunks were cropped off
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-6)
+    assert (scores[..., N_SINKS:] > 0).all() and (scores[..., N_SINKS:] <= 1).all()
+
+
+def test_normalising_over_the_chunk_raises_every_score():
+    """KVzip's softmax runs over fewer columns than the whole cache, so no probability can be smaller."""
+    model, _ = tiny_pair("llama")
+    context = random_ids(40, seed=2)
+    chunks = repeat_chunks(context[0].tolist(), FIRST, LATER, chunk_size=16)
+    local = reconstruction_scores(model, prefilled(model, context), chunks, "chunk")
+    everything = reconstruction_scores(model, prefilled(model, context), chunks, "all")
+    assert (local[..., N_SINKS:] >= everything[..., N_SINKS:] - 1e-6).all()
+    assert (local[..., N_SINKS:] > everything[..., N_SINKS:] + 1e-4).any()
+
+
+def test_uniform_keeps_the_budget_per_head_and_global_the_same_total():
+    scores = torch.rand(3, 2, 50, generator=torch.Generator().manual_seed(0))
+    scores[0] *= 10  # layer 0 wins most of a global ranking
+    uniform, global_ = keep_mask(scores, 8, "uniform"), keep_mask(scores, 8, "global")
+    assert (uniform.sum(-1) == 8).all()
+    assert global_.sum() == uniform.sum() == 8 * 3 * 2
+    assert global_[0].sum() > 16 and not torch.equal(global_, uniform)
+    threshold = scores[global_].min()
+    assert (scores[~global_] <= threshold).all()  # the global mask is the top of one ranking
+    assert keep_mask(scores, 50, "global").all() and keep_mask(scores, 60, "uniform").all()
+    with pytest.raises(ValueError, match="allocation"):
+        keep_mask(scores, 8, "per_layer")
+
+
+def test_masked_entries_equal_a_compacted_cache():
+    """Masking the evicted entries gives the logits of a cache that holds only the kept ones."""
+    model, _ = tiny_pair("llama")
+    context, question = random_ids(40, seed=3), random_ids(5, seed=4)
+    scores = torch.rand(2, 2, 40, generator=torch.Generator().manual_seed(1))
+    keep = keep_mask(scores, 12, "uniform")
+    cache = prefilled(model, context)
+    with masked_entries(model, keep):
+        masked = model(input_ids=question, past_key_values=cache, use_cache=True).logits
+        step = model(input_ids=question[:, :1], past_key_values=cache, use_cache=True).logits
+    compact = DynamicCache()
+    full = prefilled(model, context)
+    for index, layer in enumerate(full.layers):
+        rows = keep[index].nonzero()[:, 1].view(2, 12)  # kept positions per KV head, in order
+        keys = layer.keys[0].gather(1, rows[..., None].expand(-1, -1, layer.keys.shape[-1]))[None]
+        values = layer.values[0].gather(1, rows[..., None].expand(-1, -1, layer.values.shape[-1]))[None]
+        compact.update(keys, values, index)
+    positions = torch.arange(40, 46)[None]
+    expected = model(input_ids=question, past_key_values=compact, position_ids=positions[:, :5]).logits
+    expected_step = model(
+        input_ids=question[:, :1], past_key_values=compact, position_ids=positions[:, 5:]
+    ).logits
+    torch.testing.assert_close(masked, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(step, expected_step, rtol=1e-5, atol=1e-5)
+    with masked_entries(model, torch.zeros_like(keep)):  # nothing kept: the logits change
+        unseen = model(input_ids=question, past_key_values=prefilled(model, context)).logits
+    assert not torch.allclose(unseen, masked, atol=1e-3)
+
+
+def test_method_with_room_for_everything_generates_as_the_plain_model():
+    model, vanilla = tiny_pair("llama")
+    ids = random_ids(60, seed=5)
+    method = KVzip(allocation="global", chunk=16, tokenizer=PromptTokenizer())
+    config = LocretConfig(budget=100, chunk_size=16, n_stabilizers=0, n_local=6)
+    out = method.generate(model, ids, config, max_new_tokens=5, eos_token_id=[])
+    expected = vanilla.generate(ids, max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(out.sequences, expected)
+    assert out.cache_length_after_prefill == 60  # 54 context entries kept, 6 question tokens
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_the_question_is_not_seen_before_compression(monkeypatch, allocation):
+    """Scores and kept entries come from the context alone: two questions on it keep the same entries."""
+    model, _ = tiny_pair("llama")
+    method = get_method(f"kvzip:allocation={allocation}:chunk=16")
+    method.tokenizer = PromptTokenizer()
+    seen = []
+    compress = method.compress
+    monkeypatch.setattr(method, "compress", lambda m, c, cfg: seen.append(compress(m, c, cfg)) or seen[-1])
+    context = random_ids(50, seed=6)
+    config = LocretConfig(budget=10, chunk_size=16, n_stabilizers=0, n_local=4)
+    for seed in (7, 8):
+        out = method.generate(model, torch.cat([context, random_ids(4, seed=seed)], 1), config, 3)
+        assert out.new_tokens.shape == (1, 3)
+    assert all(s.scores.shape[-1] == 50 for s in seen)
+    assert torch.equal(seen[0].keep, seen[1].keep) and seen[0].keep.sum() == 10 * 2 * 2
+    assert method.name == f"kvzip:allocation={allocation}:chunk=16"
+    assert method.params()["allocation"] == allocation
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="allocation"):
+        get_method("kvzip:allocation=layer")
+    with pytest.raises(ValueError, match="normalise"):
+        get_method("kvzip:normalise=row")
+    with pytest.raises(ValueError, match="chunk"):
+        get_method("kvzip:chunk=0")
+
+
+def test_needle_rank_reports_percentiles_and_kept_shares():
+    from benchmark.kvzip_needle_rank import percentiles, summarise_span
+
+    assert percentiles(torch.tensor([0.1, 0.5, 0.3])).tolist() == [0.0, 100.0, 50.0]
+    scores = torch.rand(2, 3, 40, generator=torch.Generator().manual_seed(2))
+    scores[..., 10:13] += torch.tensor([[5.0], [1.0]])[..., None]  # the "needle": high, higher in layer 0
+    scores[1, :, 20:23] = 10.0  # layer 1's own top 3, above everything
+    report = summarise_span(scores, (10, 13), budget=3)
+    assert report["tokens"] == 3 and report["head_percentile_mean"] > 85
+    assert report["uniform_kept_share"] == 0.5 and report["uniform_heads_keeping_all"] == 3
+    assert report["global_kept_share"] == 0.5 and report["global_kept_by_layer"] == [1.0, 0.0]
