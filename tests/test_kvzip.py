@@ -12,6 +12,7 @@ from benchmark.methods import get_method
 from benchmark.methods.kvzip import (
     N_SINKS,
     KVzip,
+    head_scores,
     keep_mask,
     masked_entries,
     reconstruction_scores,
@@ -176,6 +177,23 @@ def test_the_question_is_not_seen_before_compression(monkeypatch, allocation):
     assert method.params()["allocation"] == allocation
 
 
+def test_head_scores_are_the_heads_on_each_entry_pooled_whatever_the_chunking(eager_model):
+    """``scores=heads``: every entry's score is its layer's retaining head on that token (as Locret scores it),
+    max-pooled over its neighbours; chunking the prefill changes nothing."""
+    context = random_ids(40, seed=3)
+    _, whole = head_scores(eager_model, context, chunk_size=40, pooling=1)
+    _, chunked = head_scores(eager_model, context, chunk_size=7, pooling=1)
+    torch.testing.assert_close(whole, chunked, atol=1e-5, rtol=1e-5)
+    assert whole.shape == (eager_model.config.num_hidden_layers, eager_model.config.num_key_value_heads, 40)
+    assert torch.isinf(whole[..., :N_SINKS]).all() and torch.isfinite(whole[..., N_SINKS:]).all()
+    _, pooled = head_scores(eager_model, context, chunk_size=40, pooling=3)
+    first = N_SINKS + 1  # past the sinks' neighbours (+inf here)
+    neighbours = torch.stack([whole[..., first - 1 : -2], whole[..., first:-1], whole[..., first + 1 :]])
+    torch.testing.assert_close(pooled[..., first:-1], neighbours.amax(0))
+    method = get_method("kvzip:scores=heads:allocation=global")
+    assert method.heads == "trained" and method.params()["scores"] == "heads"
+
+
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="allocation"):
         get_method("kvzip:allocation=layer")
@@ -183,6 +201,10 @@ def test_bad_settings_are_rejected():
         get_method("kvzip:normalise=row")
     with pytest.raises(ValueError, match="chunk"):
         get_method("kvzip:chunk=0")
+    with pytest.raises(ValueError, match="scores"):
+        get_method("kvzip:scores=labels")
+    with pytest.raises(ValueError, match="pooling"):
+        get_method("kvzip:scores=heads:pooling=4")
 
 
 def test_needle_rank_reports_percentiles_and_kept_shares():

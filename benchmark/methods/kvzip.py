@@ -30,20 +30,23 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
 from locret.compat import CACHE_KWARG
 from locret.config import LocretConfig
 from locret.generation import LocretOutput, decode
+from locret.models.base import collecting_scores
 from locret.rope import apply_rope
 
-from .base import Method, model_window
+from .base import TRAINED, Method, model_window
 
 FIRST_PROMPT = "\n\nRepeat the previous context exactly.\n"
 NEXT_PROMPT = "\n\nRepeat the part of the previous context exactly, starting with"
 PREVIOUS_TOKENS = 8  # the previous chunk's last tokens quoted in the next chunk's prompt
 N_SINKS = 4
 ALLOCATIONS = ("uniform", "global")
+SCORE_SOURCES = ("reconstruction", "heads")
 NORMALISATIONS = ("chunk", "all")
 ROW_BLOCK = 128  # reconstruction queries scored at once (memory: G x ROW_BLOCK x cached entries per KV head)
 
@@ -177,6 +180,24 @@ def reconstruction_scores(
     return scores
 
 
+@torch.no_grad()
+def head_scores(
+    model, context_ids: torch.Tensor, chunk_size: int, pooling: int
+) -> tuple[DynamicCache, torch.Tensor]:
+    """The plain cache of ``context_ids`` ``[1, n]`` and the retaining heads' scores ``[layers, KV heads, n]`` of
+    its entries, max-pooled over ``pooling`` neighbours as ``LocretConfig.score_pooling`` pools them (sinks
+    +inf): Locret's own scores, to be kept by KVzip's uniform or global ranking."""
+    with collecting_scores(model) as sinks:
+        cache = prefill_plain(model, context_ids, chunk_size)
+    scores = torch.stack([torch.cat(layer, dim=1)[0].T.float() for layer in sinks])
+    if pooling > 1:
+        layers, heads, n = scores.shape
+        flat = F.max_pool1d(scores.reshape(layers * heads, 1, n), pooling, stride=1, padding=pooling // 2)
+        scores = flat.view(layers, heads, n)
+    scores[..., :N_SINKS] = math.inf
+    return cache, scores
+
+
 def keep_mask(scores: torch.Tensor, budget: int, allocation: str) -> torch.Tensor:
     """Which context entries stay, ``[layers, KV heads, n]`` bool: the top ``budget`` per layer and head
     (``uniform``), or the top ``budget x layers x heads`` over all of them together (``global``)."""
@@ -261,6 +282,8 @@ class KVzip(Method):
     keeps_all_kv: ClassVar[bool] = True  # evicted entries are masked, not freed
 
     allocation: str = "uniform"
+    scores: str = "reconstruction"  # or "heads": the retaining heads' scores instead (ranked the same way)
+    pooling: int = 7  # score pooling of the heads' scores (scores=heads only)
     normalise: str = "chunk"
     chunk: int = 2048  # context tokens per reconstruction input (KVzip and kvpress: about 2K)
     tokenizer: Any = field(default=None, repr=False)  # None: the model's own (from its directory)
@@ -272,12 +295,20 @@ class KVzip(Method):
             raise ValueError(f"kvzip normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
         if not isinstance(self.chunk, int) or self.chunk < 1:
             raise ValueError(f"kvzip chunk must be an integer >= 1, got {self.chunk!r}")
+        if self.scores not in SCORE_SOURCES:
+            raise ValueError(f"kvzip scores must be one of {SCORE_SOURCES}, got {self.scores!r}")
+        if not isinstance(self.pooling, int) or self.pooling < 1 or self.pooling % 2 == 0:
+            raise ValueError(f"kvzip pooling must be an odd integer >= 1, got {self.pooling!r}")
+        if self.scores == "heads":
+            self.heads = TRAINED  # needs trained retaining heads (--heads, or the shipped ones)
 
     def params(self) -> dict:
         return {
             "name": self.name,
             "heads": self.heads,
             "allocation": self.allocation,
+            "scores": self.scores,
+            "pooling": self.pooling if self.scores == "heads" else None,
             "normalise": self.normalise,
             "chunk": self.chunk,
         }
@@ -300,7 +331,11 @@ class KVzip(Method):
     @torch.no_grad()
     def compress(self, model, context_ids: torch.Tensor, config: LocretConfig) -> Compressed:
         """Prefill ``context_ids`` ``[1, n]`` (chunks of ``config.chunk_size``), score it by reconstruction,
-        and choose what stays."""
+        and choose what stays (``scores=heads``: score it by the retaining heads instead)."""
+        if self.scores == "heads":
+            cache, scores = head_scores(model, context_ids, config.chunk_size, self.pooling)
+            keep = keep_mask(scores, config.budget, self.allocation)
+            return Compressed(cache, scores, keep, context_ids.shape[1])
         cache = prefill_plain(model, context_ids, config.chunk_size)
         first, later = self.prompts(model)
         chunks = repeat_chunks(context_ids[0].tolist(), first, later, self.chunk)
