@@ -104,6 +104,7 @@ class StepPlan:
     pool_radius: int
     score: bool  # False: the new entries are not scored (nothing evicts them and the cache is discarded)
     keep: int | None  # decode_budget (None: no eviction)
+    one_over_budget: bool  # the buffer starts within ``keep``, so a step is at most one entry over it
     n_protect: int
     table_of_layer: tuple[int, ...]  # index into the distinct RoPE tables, per layer
 
@@ -146,6 +147,28 @@ def _evict(plan: StepPlan, buffers: LayerBuffers, count: torch.Tensor) -> None:
     for tensor in (buffers.scores, buffers.positions):
         if tensor is not None:
             tensor[:, :, : plan.keep].copy_(tensor.gather(2, kept))
+
+
+def _evict_one(plan: StepPlan, buffers: LayerBuffers, count: torch.Tensor) -> None:
+    """``_evict`` for a buffer never more than one entry over ``keep`` (a decode step appends one): with
+    ``keep + 1`` valid entries the one ``torch_evict`` drops goes (the lowest-ranked, NaN lowest, the newest
+    ``n_protect`` never; among equal ranks the newest) and the later slots move down one; otherwise nothing
+    changes. One argmin and one gather per tensor instead of two sorts."""
+    capacity = plan.capacity
+    slots = torch.arange(capacity, device=count.device)
+    ranked = torch.where(torch.isnan(buffers.scores), float("-inf"), buffers.scores)
+    ranked = torch.where(slots >= count - plan.n_protect, float("inf"), ranked)  # protected or unused
+    newest_lowest = capacity - 1 - ranked.flip(-1).argmin(dim=-1, keepdim=True)  # [1, Hkv, 1]
+    # nothing over the budget: "drop" the last slot, which is unused (count <= keep < capacity)
+    dropped = torch.where(count > plan.keep, newest_lowest, capacity - 1)
+    source = (slots + (slots >= dropped).long()).clamp(max=capacity - 1)  # [1, Hkv, C]
+    wide = source.unsqueeze(-1).expand(-1, -1, -1, buffers.keys.shape[-1])
+    for tensor in (buffers.keys, buffers.values, buffers.rotated):
+        if tensor is not None:
+            tensor.copy_(tensor.gather(2, wide))
+    for tensor in (buffers.scores, buffers.positions):
+        if tensor is not None:
+            tensor.copy_(tensor.gather(2, source))
 
 
 def _pool_and_store(plan: StepPlan, buffers: LayerBuffers, raw: torch.Tensor, slot: torch.Tensor) -> None:
@@ -220,7 +243,7 @@ def decode_step(
             keys = apply_rope(buffers.keys, all_cos, all_sin)
         output = _attend(query, keys, buffers.values, valid, attention.scaling)
         if plan.keep is not None:
-            _evict(plan, buffers, count)
+            (_evict_one if plan.one_over_budget else _evict)(plan, buffers, count)
         hidden = hidden + attention.o_proj(output)
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
     return model.lm_head(model.model.norm(hidden))[:, -1]
@@ -265,6 +288,7 @@ class StaticDecoder:
             pool_radius=config.score_pooling // 2,
             score=score or config.decode_budget is not None,
             keep=config.decode_budget,
+            one_over_budget=config.decode_budget is not None and self.count <= config.decode_budget,
             n_protect=0 if config.decode_budget is None else min(config.n_stabilizers, config.decode_budget),
             table_of_layer=tuple(tables.index(layer.self_attn.locret_rope) for layer in model.model.layers),
         )

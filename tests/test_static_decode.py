@@ -281,3 +281,30 @@ def test_model_generate_hands_over_to_the_eager_steps_coherently():
             assert torch.equal(tokens, eager_tokens)
         assert cache.static_steps.done and cache.static_steps.decoder.steps == 4
     assert_same_cache(eager_cache, cache)
+
+
+@pytest.mark.parametrize("count", [9, 10, 11])  # under, at and one over keep = 10
+@pytest.mark.parametrize("n_protect", [0, 3])
+def test_evicting_one_entry_equals_the_general_eviction(count, n_protect):
+    """The one-entry eviction of every decode step with decode_budget keeps what the sorting one keeps,
+    ties (the older entry stays) and NaN (lowest) included."""
+    from locret.static_decode import LayerBuffers, StepPlan, _evict, _evict_one
+
+    generator = torch.Generator().manual_seed(count + n_protect)
+    scores = torch.randint(0, 4, (1, 2, 16), generator=generator).float()  # many ties
+    scores[0, 1, 2] = float("nan")
+
+    def buffers() -> LayerBuffers:
+        keys = torch.arange(2 * 16 * 3, dtype=torch.float32).view(1, 2, 16, 3)
+        positions = torch.arange(16).expand(1, 2, 16).clone()
+        return LayerBuffers(keys.clone(), None, -keys, scores.clone(), torch.empty(1, 2, 0), positions)
+
+    plan = StepPlan(16, 0, True, 10, True, n_protect, (0,))
+    general, single = buffers(), buffers()
+    _evict(plan, general, torch.tensor([count]))
+    _evict_one(plan, single, torch.tensor([count]))
+    kept = min(count, 10)
+    for name in ("keys", "values", "scores", "positions"):
+        torch.testing.assert_close(
+            getattr(single, name)[:, :, :kept], getattr(general, name)[:, :, :kept], equal_nan=True
+        )
