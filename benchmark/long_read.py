@@ -157,9 +157,10 @@ def markdown(result: dict) -> str:
         f"- read (prefill) time: {result['read_seconds']:.0f} s ({result['read_seconds'] / 60:.1f} min), "
         f"{result['tokens'] / result['read_seconds']:.0f} tok/s overall",
         f"- last segment's tok/s / the first {s['segment']:,} tokens': {result['last_over_first_speed']:.3f}",
-        f"- peak RSS (VmHWM since the model was loaded): {result['peak_rss_bytes'] / 2**20:.0f} MiB; "
+        f"- peak RSS while reading (VmHWM after loading): {result['read_peak_rss_bytes'] / 2**20:.0f} MiB; "
         f"RSS after {first['tokens_read']:,} tokens: {first['rss_bytes'] / 2**20:.0f} MiB "
         f"(peak / that: {result['peak_rss_over_first']:.3f})",
+        f"- peak RSS of the whole run, answering included: {result['peak_rss_bytes'] / 2**20:.0f} MiB",
         f"- session file: {result['session_file_bytes'] / 2**20:.1f} MiB, saved in {result['save_seconds']:.2f} s, "
         f"loaded in {result['load_seconds']:.2f} s",
         "",
@@ -257,6 +258,9 @@ def main(argv: list[str] | None = None) -> dict:
         session.save(session_path)
         progress_path.write_text(json.dumps({"settings": settings, "records": records}, indent=1))
     bar.close()
+    read_peak_rss = _proc_status(
+        "VmHWM"
+    )  # before answering (decoding may prepack weights, see static_decode)
 
     started = time.perf_counter()
     session.save(session_path)
@@ -293,8 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
         "read_seconds": read_seconds,
         "first_segment_tokens_per_second": first_speed,
         "last_over_first_speed": records[-1]["prefill_tokens_per_second"] / first_speed,
+        "read_peak_rss_bytes": read_peak_rss,
+        "peak_rss_over_first": read_peak_rss / records[0]["rss_bytes"],
         "peak_rss_bytes": _proc_status("VmHWM"),
-        "peak_rss_over_first": _proc_status("VmHWM") / records[0]["rss_bytes"],
         "session_file_bytes": session_path.stat().st_size,
         "save_seconds": save_seconds,
         "load_seconds": load_seconds,
