@@ -41,7 +41,7 @@ from locret.demo import (
     is_correct,
     passkey_key,
 )
-from locret.hardware import resolve_dtype
+from locret.hardware import cpu_has_native_bf16, resolve_dtype
 
 from .profile_memory_speed import _proc_status, reset_peak_rss
 
@@ -98,7 +98,8 @@ def next_boundary(done: int, segment: int, piece: int) -> int:
 
 
 def machine() -> str:
-    """CPU model and core count (from /proc/cpuinfo where there is one), threads used, torch version."""
+    """CPU model and core count (from /proc/cpuinfo where there is one), whether it has native bf16, threads
+    used, torch version."""
     cpuinfo = Path("/proc/cpuinfo")
     names = (
         [
@@ -110,8 +111,8 @@ def machine() -> str:
         else []
     )
     cpu = f"{names[0]} x{len(names)}" if names else platform.machine()
-    if cpuinfo.exists() and "avx512_bf16" in cpuinfo.read_text():
-        cpu += " (native bf16: avx512_bf16)"
+    if cpu_has_native_bf16():
+        cpu += " (native bf16)"
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
