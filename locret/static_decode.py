@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .cache import LocretCache
+from .eviction import gather_entries
 from .packed_linear import can_pack, packed_forwards, packed_linears
 from .rope import RopeTable, apply_rope
 from .scorers import RetainingHeadScorer
@@ -140,13 +141,9 @@ def _evict(plan: StepPlan, buffers: LayerBuffers, count: torch.Tensor) -> None:
     ranked = torch.where((slots >= count - plan.n_protect) & (slots < count), float("inf"), ranked)
     order = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., : plan.keep]
     kept = torch.sort(order, dim=-1).values
-    wide = kept.unsqueeze(-1).expand(-1, -1, -1, buffers.keys.shape[-1])
-    for tensor in (buffers.keys, buffers.values, buffers.rotated):
+    for tensor in (buffers.keys, buffers.values, buffers.rotated, buffers.scores, buffers.positions):
         if tensor is not None:
-            tensor[:, :, : plan.keep].copy_(tensor.gather(2, wide))
-    for tensor in (buffers.scores, buffers.positions):
-        if tensor is not None:
-            tensor[:, :, : plan.keep].copy_(tensor.gather(2, kept))
+            tensor[:, :, : plan.keep].copy_(gather_entries(tensor, kept))
 
 
 def _evict_one(plan: StepPlan, buffers: LayerBuffers, count: torch.Tensor) -> None:
@@ -162,13 +159,9 @@ def _evict_one(plan: StepPlan, buffers: LayerBuffers, count: torch.Tensor) -> No
     # nothing over the budget: "drop" the last slot, which is unused (count <= keep < capacity)
     dropped = torch.where(count > plan.keep, newest_lowest, capacity - 1)
     source = (slots + (slots >= dropped).long()).clamp(max=capacity - 1)  # [1, Hkv, C]
-    wide = source.unsqueeze(-1).expand(-1, -1, -1, buffers.keys.shape[-1])
-    for tensor in (buffers.keys, buffers.values, buffers.rotated):
+    for tensor in (buffers.keys, buffers.values, buffers.rotated, buffers.scores, buffers.positions):
         if tensor is not None:
-            tensor.copy_(tensor.gather(2, wide))
-    for tensor in (buffers.scores, buffers.positions):
-        if tensor is not None:
-            tensor.copy_(tensor.gather(2, source))
+            tensor.copy_(gather_entries(tensor, source))
 
 
 def _pool_and_store(plan: StepPlan, buffers: LayerBuffers, raw: torch.Tensor, slot: torch.Tensor) -> None:

@@ -36,6 +36,7 @@ from transformers import DynamicCache
 from locret.compat import CACHE_KWARG
 from locret.config import LocretConfig
 from locret.generation import LocretOutput, decode
+from locret.hooks import forward_hooks
 from locret.models.base import collecting_scores
 from locret.rope import apply_rope
 
@@ -162,20 +163,13 @@ def reconstruction_scores(
     scores = torch.zeros(config.num_hidden_layers, kv_heads, n_context, device=device)
     layers = [layer.self_attn for layer in model.model.layers]
     recorders = [_ScoreRecorder(scores, index, n_context, normalise) for index in range(len(layers))]
-    handles = [
-        attention.register_forward_hook(recorder, with_kwargs=True)
-        for attention, recorder in zip(layers, recorders, strict=True)
-    ]
-    try:
+    with forward_hooks(zip(layers, recorders, strict=True), pre=False, with_kwargs=True):
         for chunk in chunks:
             for recorder in recorders:
                 recorder.chunk = chunk
             ids = torch.tensor([chunk.ids], dtype=torch.long, device=device)
             model.model(input_ids=ids, use_cache=True, **{CACHE_KWARG: cache})
             cache.crop(n_context - cache.get_seq_length())  # a negative count: remove the chunk
-    finally:
-        for handle in handles:
-            handle.remove()
     scores[..., :N_SINKS] = math.inf
     return scores
 
@@ -218,15 +212,9 @@ def keep_mask(scores: torch.Tensor, budget: int, allocation: str) -> torch.Tenso
 def masked_entries(model, keep: torch.Tensor) -> Iterator[None]:
     """Inside the block, every attention layer ``l`` sees the first ``n`` cached entries only where
     ``keep[l]`` ``[KV heads, n]`` is True (for each KV head's query heads); later entries as usual."""
-    handles = [
-        layer.self_attn.register_forward_pre_hook(_EntryMask(keep[index]), with_kwargs=True)
-        for index, layer in enumerate(model.model.layers)
-    ]
-    try:
+    hooks = [(layer.self_attn, _EntryMask(keep[index])) for index, layer in enumerate(model.model.layers)]
+    with forward_hooks(hooks, pre=True, with_kwargs=True):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class _EntryMask:

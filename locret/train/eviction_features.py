@@ -15,6 +15,7 @@ import torch
 
 from ..config import LocretConfig
 from ..generation import prefill_prompt
+from ..hooks import forward_hooks
 
 
 @torch.no_grad()
@@ -32,13 +33,8 @@ def features_under_eviction(
     def recorder(sink: list[torch.Tensor]):
         return lambda module, args: sink.append(args[0][0].to(dtype))  # batch row 0: [T, F]
 
-    handles = [
-        head.register_forward_pre_hook(recorder(sink)) for head, sink in zip(heads, recorded, strict=True)
-    ]
-    try:
+    hooks = [(head, recorder(sink)) for head, sink in zip(heads, recorded, strict=True)]
+    with forward_hooks(hooks, pre=True):
         cache = prefill_prompt(model, ids, config)
         model.model(input_ids=ids[:, cache.get_seq_length() :], past_key_values=cache, use_cache=True)
-    finally:
-        for handle in handles:
-            handle.remove()
     return torch.stack([torch.cat(sink) for sink in recorded])

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 
 import torch
 
+from ..hooks import forward_hooks
 from ..rope import apply_rope
 
 DEFAULT_ANSWER_BLOCK = 128
@@ -155,18 +156,15 @@ def _labelling_hooks(
     label_kind: str = "logit",
     answer_lengths: Sequence[int] | None = None,
 ) -> Iterator[None]:
-    handles = [
-        layer.self_attn.register_forward_pre_hook(
+    hooks = [
+        (
+            layer.self_attn,
             _LayerLabeller(target, index, n_prompt, answer_block, features, label_kind, answer_lengths),
-            with_kwargs=True,
         )
         for index, layer in enumerate(model.model.layers)
     ]
-    try:
+    with forward_hooks(hooks, pre=True, with_kwargs=True):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @torch.no_grad()
