@@ -44,6 +44,7 @@ from locret.demo import (
 from locret.hardware import cpu_has_native_bf16, resolve_dtype
 
 from .profile_memory_speed import _proc_status, reset_peak_rss
+from .run import git_commit
 
 PREFIX, QUESTION_TEMPLATE = PASSKEY_COMPLETION_TEMPLATE.split("{context}")
 
@@ -153,7 +154,7 @@ def markdown(result: dict) -> str:
         f"# Long read: {result['tokens']:,} tokens, budget {s['config']['budget']}",
         "",
         f"Machine: {result['machine']}. Model {s['model']} ({s['dtype']}, heads float32), {s['threads']} threads.",
-        f"Config: {s['config']}. Command: `{result['command']}`",
+        f"Config: {s['config']}. Command: `{result['command']}` (commit {result.get('commit')})",
         "",
         f"- read (prefill) time: {result['read_seconds']:.0f} s ({result['read_seconds'] / 60:.1f} min), "
         f"{result['tokens'] / result['read_seconds']:.0f} tok/s overall",
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "tokens": ids.numel(),
         "machine": machine(),
+        "commit": git_commit(),
         "command": "python -m benchmark.long_read " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": settings,
         "records": records,

@@ -135,6 +135,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eviction-kernel", choices=EVICTION_KERNELS, default="torch")
     parser.add_argument("--scorer", choices=sorted(SCORERS), default="locret")
+    parser.add_argument(
+        "--heads-dtype",
+        choices=["float32", "model"],
+        default="float32",
+        help="the retaining heads' dtype: float32 (the library default) or the model's (heads_dtype=None)",
+    )
     args = parser.parse_args()
     if args.tokens is not None and args.tokens <= args.chunk_size:
         parser.error(f"--tokens must exceed --chunk-size ({args.chunk_size}), got {args.tokens}")
@@ -148,13 +154,15 @@ def main() -> None:
         else f"chunk of {args.chunk_size} over budget cached entries"
     )
     print(
-        f"model {args.model}, {device}, threads {torch.get_num_threads()}, scorer {args.scorer}; {what}, "
+        f"model {args.model}, {device}, threads {torch.get_num_threads()}, scorer {args.scorer} "
+        f"(heads {args.heads_dtype}); {what}, "
         f"median of {repeats}"
     )
     rows = []
     for dtype_name in args.dtype:
         dtype = resolve_dtype(dtype_name, device)
-        model = locret.from_pretrained(args.model, dtype=dtype).to(device).eval()
+        heads_dtype = torch.float32 if args.heads_dtype == "float32" else None
+        model = locret.from_pretrained(args.model, dtype=dtype, heads_dtype=heads_dtype).to(device).eval()
         for budget in args.budget:
             config = locret.LocretConfig(
                 budget=budget,
