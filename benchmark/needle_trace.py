@@ -77,8 +77,8 @@ class CounterfactualScorer(RetainingHeadScorer):
         self.protected = torch.tensor(list(protected), dtype=torch.long)
         self.record: list[torch.Tensor] = []
 
-    def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
-        scores = super().score_new(attention, features, query, key, positions)
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
+        scores = super().score_new(attention, head_input, query, key, positions)
         replayed = next(self.replay, None) if self.replay is not None else None
         if replayed is not None:
             if replayed.shape != scores.shape:

@@ -25,8 +25,8 @@ class NeedleOracleScorer(StreamingLLMScorer):
 
     spans: tuple[Span, ...] = ()
 
-    def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
-        scores = super().score_new(attention, features, query, key, positions)
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
+        scores = super().score_new(attention, head_input, query, key, positions)
         in_needle = torch.zeros_like(positions, dtype=torch.bool)
         for start, end in self.spans:
             in_needle |= (positions >= start) & (positions < end)

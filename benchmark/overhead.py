@@ -184,7 +184,10 @@ def main() -> None:
             print(
                 f"{rows[-1][0]} budget {budget}: ceiling {median['ceiling'] * 1000:.1f} ms "
                 f"({speed['ceiling']:.1f} tok/s), {args.scorer} {median['locret'] * 1000:.1f} ms "
-                f"({speed['locret']:.1f} tok/s)"
+                f"({speed['locret']:.1f} tok/s); every run (s): ceiling "
+                + ", ".join(f"{t:.2f}" for t in times["ceiling"])
+                + f"; {args.scorer} "
+                + ", ".join(f"{t:.2f}" for t in times["locret"])
                 + (
                     f"; profiled {args.scorer} chunk: scoring {shares['scoring']:.1%}, "
                     f"eviction {shares['eviction']:.1%}"

@@ -81,7 +81,7 @@ class KnownScores(EntryScorer):
 
     scores: torch.Tensor
 
-    def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
         table = torch.nn.functional.pad(self.scores[attention.layer_idx], (0, int(positions[-1]) + 1))
         return table[:, positions].unsqueeze(0)
 

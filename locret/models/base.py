@@ -16,13 +16,14 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
+from torch import nn
 from torch.profiler import record_function
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..cache import LocretCache
 from ..compat import CACHE_KWARG
 from ..config import LocretConfig
-from ..heads import HeadShape, RetainingHead
+from ..heads import HeadInput, HeadShape, RetainingHead, folds_on_cpu
 from ..prefill import prefill_prompt, resolve_config
 from ..rope import RopeTable, apply_rope
 from ..static_decode import GenerateSteps, StaticDecode
@@ -51,20 +52,35 @@ class LocretAttentionMixin:
     qk_norm: ClassVar[bool] = False  # True: the family's ``q_norm``/``k_norm`` act on every head's vector
     score_sink: list[torch.Tensor] | None = None
 
-    def projections(self, hidden_states: torch.Tensor):
-        """Flat ``q [B,T,H*D]``, ``k, v [B,T,Hkv*D]`` and the retaining-head input ``[Q|K|V]``."""
-        q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
-        return q, k, v, torch.cat([q, k, v], dim=-1)
+    def projections(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flat raw ``q [B,T,H*D]``, ``k, v [B,T,Hkv*D]``: the retaining head's input, before any norm."""
+        return self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+
+    def qkv_linears(self) -> list[nn.Linear]:
+        """The linears whose stacked outputs are ``projections`` (``[Q|K|V]``), for the folded head."""
+        return [self.q_proj, self.k_proj, self.v_proj]
+
+    def split_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Flat projections -> pre-RoPE ``q [B,H,T,D]``, ``k, v [B,Hkv,T,D]`` (q and k normed where the family
+        norms them)."""
+        shape = (*q.shape[:-1], -1, self.head_dim)
+        q, k, v = (x.view(shape).transpose(1, 2) for x in (q, k, v))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v
 
     def project_qkv(self, hidden_states: torch.Tensor):
         """Return pre-RoPE ``q [B,H,T,D]``, ``k, v [B,Hkv,T,D]`` (q and k normed where the family norms them)
         and the head input ``[B,T,(H+2Hkv)D]``."""
-        q, k, v, features = self.projections(hidden_states)
-        shape = (*hidden_states.shape[:-1], -1, self.head_dim)
-        q, k, v = (x.view(shape).transpose(1, 2) for x in (q, k, v))
-        if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        return q, k, v, features
+        projections = self.projections(hidden_states)
+        return *self.split_heads(*projections), torch.cat(projections, dim=-1)
+
+    def retaining_scores(self, head_input: HeadInput) -> torch.Tensor:
+        """The retaining head's scores ``[B, T, Hkv]``: folded into the q/k/v projections on a CPU chunk
+        (``locret.heads.folds_on_cpu``), else on ``[Q|K|V]``."""
+        if folds_on_cpu(self.retaining_head, head_input):
+            return self.retaining_head.forward_folded(head_input, self.qkv_linears())
+        return self.retaining_head(head_input.features())
 
     def attention_kwargs(self) -> dict:
         """Extra arguments of the attention function: the layer's window (None: global attention)."""
@@ -84,14 +100,15 @@ class LocretAttentionMixin:
                 **kwargs,
             )
         batch, length = hidden_states.shape[:2]
-        query, key, value, features = self.project_qkv(hidden_states)
+        head_input = HeadInput(hidden_states, self.projections(hidden_states))
+        query, key, value = self.split_heads(*head_input.projections)
         if self.score_sink is not None:
-            self.score_sink.append(self.retaining_head(features))
+            self.score_sink.append(self.retaining_head(head_input.features()))
         if cache is not None:
             seen = cache.layers[self.layer_idx].seen
             positions = torch.arange(seen, seen + length, device=key.device)
             with record_function(SCORE_EVENT):
-                scores = cache.scorer.score_new(self, features, query, key, positions)
+                scores = cache.scorer.score_new(self, head_input, query, key, positions)
             key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
             if cache.layers[self.layer_idx].real_lengths is not None:

@@ -4,6 +4,7 @@ the config's ``sliding_window`` passed to attention as Phi-3 does."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 from transformers import Phi3Config, Phi3ForCausalLM
 from transformers.models.phi3 import modeling_phi3
 
@@ -25,7 +26,10 @@ class LocretPhi3Attention(LocretAttentionMixin, modeling_phi3.Phi3Attention):
         features = self.qkv_proj(hidden_states)
         q_end = self.config.num_attention_heads * self.head_dim
         k_end = q_end + self.num_key_value_heads * self.head_dim
-        return features[..., :q_end], features[..., q_end:k_end], features[..., k_end:], features
+        return features[..., :q_end], features[..., q_end:k_end], features[..., k_end:]
+
+    def qkv_linears(self) -> list[nn.Linear]:
+        return [self.qkv_proj]
 
     def attention_kwargs(self) -> dict:
         return {"sliding_window": getattr(self.config, "sliding_window", None)}

@@ -6,6 +6,8 @@ from typing import ClassVar
 
 import torch
 
+from ..heads import HeadInput
+
 
 class EntryScorer:
     """Scores cache entries; higher is kept. Stateless between prompts: all state lives in the cache layer.
@@ -23,12 +25,13 @@ class EntryScorer:
     def score_new(
         self,
         attention,
-        features: torch.Tensor,
+        head_input: HeadInput,
         query: torch.Tensor,
         key: torch.Tensor,
         positions: torch.Tensor,
     ) -> torch.Tensor:
-        """Scores ``[B, Hkv, T]`` of the new entries. ``positions`` ``[T]`` are their absolute token indices."""
+        """Scores ``[B, Hkv, T]`` of the new entries. ``head_input`` holds the chunk's hidden states and raw
+        q/k/v projections (the retaining heads' input); ``positions`` ``[T]`` are the absolute token indices."""
         raise NotImplementedError
 
     def after_attention(self, layer, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:

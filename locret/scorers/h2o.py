@@ -13,7 +13,7 @@ from .base import EntryScorer, attention_received
 class H2OScorer(EntryScorer):
     """Chunked H2O: attention accumulated from every later query."""
 
-    def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
         return key.new_zeros(key.shape[:3], dtype=torch.float32)
 
     def after_attention(self, layer, query, key, scaling) -> None:

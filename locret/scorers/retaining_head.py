@@ -18,5 +18,5 @@ class RetainingHeadScorer(EntryScorer):
 
     uses_retaining_heads: ClassVar[bool] = True
 
-    def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
-        return attention.retaining_head(features).transpose(1, 2)
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
+        return attention.retaining_scores(head_input).transpose(1, 2)

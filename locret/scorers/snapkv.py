@@ -24,7 +24,7 @@ class SnapKVScorer(EntryScorer):
         if not isinstance(self.kernel_size, int) or self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"SnapKV kernel_size must be an odd integer >= 1, got {self.kernel_size!r}")
 
-    def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
         return key.new_zeros(key.shape[:3], dtype=torch.float32)
 
     def after_attention(self, layer, query, key, scaling) -> None:

@@ -19,7 +19,7 @@ class StreamingLLMScorer(EntryScorer):
         if not isinstance(self.n_sink, int) or self.n_sink < 0:
             raise ValueError(f"StreamingLLM n_sink must be an integer >= 0, got {self.n_sink!r}")
 
-    def score_new(self, attention, features, query, key, positions) -> torch.Tensor:
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
         recency = positions.to(torch.float32)
         scores = torch.where(positions < self.n_sink, torch.full_like(recency, float("inf")), recency)
         return scores.expand(key.shape[0], key.shape[1], -1)

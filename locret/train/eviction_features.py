@@ -27,14 +27,19 @@ def features_under_eviction(
     prompt is prefilled, its last token by a plain forward on the evicted cache."""
     ids = prompt_ids.reshape(1, -1).to(next(model.parameters()).device)
     config = replace(config, n_local=0)
-    heads = model.retaining_heads
-    recorded: list[list[torch.Tensor]] = [[] for _ in heads]
+    attentions = [layer.self_attn for layer in model.model.layers]
+    recorded: list[list[torch.Tensor]] = [[] for _ in attentions]
 
     def recorder(sink: list[torch.Tensor]):
-        return lambda module, args: sink.append(args[0][0].to(dtype))  # batch row 0: [T, F]
+        def record(module, args, kwargs) -> None:
+            hidden_states = args[0] if args else kwargs["hidden_states"]
+            features = torch.cat(module.projections(hidden_states), dim=-1)
+            sink.append(features[0].to(dtype))  # batch row 0: [T, F]
 
-    hooks = [(head, recorder(sink)) for head, sink in zip(heads, recorded, strict=True)]
-    with forward_hooks(hooks, pre=True):
+        return record
+
+    hooks = [(attention, recorder(sink)) for attention, sink in zip(attentions, recorded, strict=True)]
+    with forward_hooks(hooks, pre=True, with_kwargs=True):
         cache = prefill_prompt(model, ids, config)
         model.model(input_ids=ids[:, cache.get_seq_length() :], past_key_values=cache, use_cache=True)
     return torch.stack([torch.cat(sink) for sink in recorded])

@@ -1,0 +1,64 @@
+"""The folded retaining head (``fc1`` folded into the q/k/v projections, CPU chunks) scores as the plain head
+on ``[Q|K|V]`` does, in every family, and follows changes to either weight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from locret.heads import CPU_FOLD_MIN_ROWS, HeadInput, folds_on_cpu
+from tests.tiny import ARCHS, tiny_locret
+
+
+def head_inputs(model, tokens: int) -> list[tuple[torch.nn.Module, HeadInput]]:
+    """Every layer's attention with a head input built from random hidden states of ``tokens`` tokens."""
+    generator = torch.Generator().manual_seed(1)
+    pairs = []
+    for layer in model.model.layers:
+        hidden = torch.randn(2, tokens, model.config.hidden_size, generator=generator)
+        pairs.append((layer.self_attn, HeadInput(hidden, layer.self_attn.projections(hidden))))
+    return pairs
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_folded_scores_equal_the_plain_head(arch: str) -> None:
+    model = tiny_locret(arch)
+    for attention in (layer.self_attn for layer in model.model.layers):
+        for linear in attention.qkv_linears():
+            if linear.bias is not None:  # Qwen2: make the folded bias matter
+                linear.bias.normal_()
+    for attention, head_input in head_inputs(model, 24):
+        assert folds_on_cpu(attention.retaining_head, head_input)
+        folded = attention.retaining_scores(head_input)
+        plain = attention.retaining_head(head_input.features())
+        assert folded.shape == plain.shape == (2, 24, model.config.num_key_value_heads)
+        torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-6)
+
+
+@torch.no_grad()
+def test_folded_head_follows_weight_changes() -> None:
+    model = tiny_locret("llama")
+    attention, head_input = head_inputs(model, 16)[0]
+    before = attention.retaining_scores(head_input)
+    attention.retaining_head.fc1.weight.mul_(-2.0)
+    attention.k_proj.weight.add_(0.5)
+    head_input = HeadInput(head_input.hidden_states, attention.projections(head_input.hidden_states))
+    after = attention.retaining_scores(head_input)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, attention.retaining_head(head_input.features()), rtol=1e-5, atol=1e-6)
+
+
+def test_only_cpu_chunks_outside_autograd_fold() -> None:
+    model = tiny_locret("llama")
+    head = model.model.layers[0].self_attn.retaining_head
+    with torch.no_grad():
+        attention, chunk = head_inputs(model, CPU_FOLD_MIN_ROWS)[0]
+        _, one_token = head_inputs(model, CPU_FOLD_MIN_ROWS - 1)[0]
+        assert folds_on_cpu(head, chunk)
+        assert not folds_on_cpu(head, one_token)  # decode steps keep the plain head
+    assert head.fc1.weight.requires_grad
+    assert not folds_on_cpu(head, chunk)  # training: gradients flow through fc1 as it is
+    head.double()
+    with torch.no_grad():
+        assert not folds_on_cpu(head, chunk)  # only float32 heads fold
