@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from tiny import tiny_locret
 
 from locret import LocretConfig, prefill_prompt
-from locret.cache import LocretLayer
+from locret.cache import LocretCache, LocretLayer
 from locret.eviction import kept_indices
 from locret.generation import new_cache
 
@@ -101,3 +101,25 @@ def test_heads_evict_independently():
     assert layer.positions.tolist() == [[[1, 3, 5], [0, 2, 4]]]
     assert torch.equal(layer.keys[0, 0], keys[0, 0, [1, 3, 5]])
     assert torch.equal(layer.keys[0, 1], keys[0, 1, [0, 2, 4]])
+
+
+def test_evicting_layers_together_equals_evicting_each():
+    """``LocretCache.evict_together`` (one ranking for the layers of one length) keeps what each layer's own
+    eviction keeps, with ties and a NaN among the scores, and layers of other lengths ranked apart."""
+    config = LocretConfig(budget=5, chunk_size=4, n_stabilizers=2)
+    generator = torch.Generator().manual_seed(0)
+    lengths = [9, 9, 7, 9]
+    together, alone = LocretCache(config, len(lengths)), LocretCache(config, len(lengths))
+    for index, length in enumerate(lengths):
+        keys = torch.randn(1, 2, length, 4, generator=generator)
+        scores = torch.randint(0, 4, (1, 2, length), generator=generator).float()  # many ties
+        scores[0, 0, 1] = float("nan")
+        for cache in (together, alone):
+            cache.layers[index].update(keys, keys + 1, scores=scores)
+    together.evict_together(config.budget)
+    for layer in alone.layers:
+        layer.evict(config.budget, config.n_stabilizers)
+    for mine, theirs in zip(together.layers, alone.layers, strict=True):
+        assert mine.stored_length() == theirs.stored_length() == config.budget
+        for name in ("keys", "values", "scores"):
+            assert torch.equal(getattr(mine, name), getattr(theirs, name)), name
