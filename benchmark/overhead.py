@@ -10,8 +10,9 @@ process (one model load per dtype), and a table of Locret's throughput as a shar
 
 Without ``--tokens``: one steady-state chunk over ``budget`` cached entries, median of ``--repeats``, plus the
 share of Locret's chunk time spent scoring and evicting (torch.profiler events). With ``--tokens N``: the whole
-chunked prefill of N random tokens (``locret.prefill_prompt``) against the same chunks over a ``DynamicCache``
-cropped to its newest ``budget`` entries after each chunk, median of ``--repeats``.
+chunked prefill of N random tokens (the loop of ``locret.prefill_prompt``) against the same chunks over a
+``DynamicCache`` cropped to its newest ``budget`` entries after each chunk, the two advancing chunk by chunk in
+turn, median of ``--repeats``.
 ``--scorer h2o`` (or ``snapkv``, ``streaming_llm``) runs a baseline's scorer in the same evicting cache
 instead of the retaining heads: its rescoring from attention counts as eviction time.
 """
@@ -22,6 +23,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -95,28 +97,39 @@ def whole_prefill(
     model, config: locret.LocretConfig, scorer: str, tokens: int, repeats: int, device: torch.device
 ) -> tuple[dict[str, list[float]], int]:
     """Seconds for Locret's chunked prefill of ``tokens`` random tokens and for the ceiling's same chunks, and
-    the number of tokens both prefill (all but the local tail)."""
+    the number of tokens both prefill (all but the local tail).
+
+    The two prefills advance together, one chunk each in turn (which goes first alternates), so a machine
+    whose speed drifts during the run (shared CPUs) slows both alike. Locret's side is the loop of
+    ``locret.prefill_prompt``: chunk forwards over its evicting cache."""
     ids = random_ids(model, tokens, device)
     end = tokens - max(config.n_local, 1)
     sync = synchronizer(device)
 
-    def ceiling() -> None:
-        cache = DynamicCache(config=model.config)
-        for start in range(0, end, config.chunk_size):
-            model.model(input_ids=ids[:, start : min(start + config.chunk_size, end)], past_key_values=cache)
-            for layer in cache.layers:
-                layer.keys, layer.values = (
-                    layer.keys[..., -config.budget :, :],
-                    layer.values[..., -config.budget :, :],
-                )
-
-    def evicting() -> None:
-        locret.prefill_prompt(model, ids, config, cache=new_cache(model, config, scorer=SCORERS[scorer]()))
+    def ceiling_chunk(cache: DynamicCache, chunk: torch.Tensor) -> None:
+        model.model(input_ids=chunk, past_key_values=cache)
+        for layer in cache.layers:
+            layer.keys, layer.values = (
+                layer.keys[..., -config.budget :, :],
+                layer.values[..., -config.budget :, :],
+            )
 
     times: dict[str, list[float]] = {"ceiling": [], "locret": []}
     for _ in range(repeats):
-        times["ceiling"].append(timed(ceiling, sync))
-        times["locret"].append(timed(evicting, sync))
+        ceiling_cache = DynamicCache(config=model.config)
+        evicting_cache = new_cache(model, config, scorer=SCORERS[scorer]())
+        evicting_cache.prefilling = True
+        spent = {"ceiling": 0.0, "locret": 0.0}
+        for index, start in enumerate(range(0, end, config.chunk_size)):
+            chunk = ids[:, start : min(start + config.chunk_size, end)]
+            runs = {
+                "ceiling": partial(ceiling_chunk, ceiling_cache, chunk),
+                "locret": partial(model.model, input_ids=chunk, past_key_values=evicting_cache),
+            }
+            for name in sorted(runs, reverse=index % 2 == 1):
+                spent[name] += timed(runs[name], sync)
+        for name, seconds in spent.items():
+            times[name].append(seconds)
     return times, end
 
 

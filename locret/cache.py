@@ -2,7 +2,8 @@
 
 Each layer stores pre-RoPE keys, values and one retaining-head score per entry and KV head. The attention
 module appends a chunk with ``update``, attends to everything returned, then calls ``evict`` so the layer
-keeps at most ``budget`` entries per KV head.
+keeps at most ``budget`` entries per KV head (while prefilling, all layers at once after the last layer's
+attention: ``LocretCache.evict``).
 
 Lengths: ``get_seq_length()`` counts tokens *seen* (what ``generate`` needs to know which inputs are new),
 while the stored length is smaller once entries were evicted. ``get_mask_sizes`` reports
