@@ -69,6 +69,7 @@ def retaining_loss(
     smoothness: float = SMOOTHNESS_WEIGHT,
     top_fraction: float = 0.0,
     top_weight: float = 1.0,
+    rank_weight: float = 0.0,
 ) -> torch.Tensor:
     """Sum over layers of ``SmoothL1(pred, label)`` (beta 1, mean over heads and tokens) plus
     ``smoothness * mean((pred[t] - pred[t+1])^2)``.
@@ -76,7 +77,8 @@ def retaining_loss(
     ``scores``: one ``[T, Hkv]`` prediction per layer; ``labels``: ``[L, Hkv, T]``. The smoothness term
     stops the heads from fitting the spiky per-token labels with equally spiky scores, which evict
     isolated tokens out of otherwise kept spans. With ``top_fraction > 0`` the SmoothL1 term is a weighted
-    mean (``top_rank_weights``); the defaults are the paper's unweighted loss.
+    mean (``top_rank_weights``); the defaults are the paper's unweighted loss. ``rank_weight > 0`` adds
+    ``rank_weight * listwise_loss`` per layer: eviction only needs each head's order of the tokens.
     """
     if len(scores) != labels.shape[0]:
         raise ValueError(f"{len(scores)} layers of scores for {labels.shape[0]} layers of labels")
@@ -90,4 +92,14 @@ def retaining_loss(
         total = total + (errors * weights).sum() / weights.sum()
         if pred.shape[-1] > 1:
             total = total + smoothness * (pred[:, 1:] - pred[:, :-1]).pow(2).mean()
+        if rank_weight > 0:
+            total = total + rank_weight * listwise_loss(pred, label)
     return total
+
+
+def listwise_loss(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """ListNet's cross-entropy per head row ``[Hkv, T]``: the labels' softmax over the tokens as the target
+    distribution, the scores' log-softmax as the prediction; mean over heads. Invariant to shifting either
+    row, so only the order and relative gaps of the scores matter."""
+    target = F.softmax(label.float(), dim=-1)
+    return -(target * F.log_softmax(pred, dim=-1)).sum(dim=-1).mean()

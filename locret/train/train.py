@@ -62,6 +62,8 @@ class TrainSettings:
     # Not in the paper (0 / 1 = its unweighted loss): weight each head's top-labelled tokens in the loss.
     top_fraction: float = 0.0
     top_weight: float = 1.0
+    # Not in the paper (0 = its loss): add a listwise ranking term per layer (loss.listwise_loss).
+    rank_weight: float = 0.0
     # Not in the paper (0 = its labels): blend each layer's labels toward the most-needing layer's.
     shared_label_weight: float = 0.0
     # Not in the paper: regress on each example's labels standardised per (layer, KV head) row (loss.py).
@@ -193,7 +195,11 @@ class Trainer:
             labels = standardise_rows(labels)
         labels = share_across_layers(labels, settings.shared_label_weight)
         return retaining_loss(
-            scores, labels, top_fraction=settings.top_fraction, top_weight=settings.top_weight
+            scores,
+            labels,
+            top_fraction=settings.top_fraction,
+            top_weight=settings.top_weight,
+            rank_weight=settings.rank_weight,
         )
 
     def _train_ref(self, step: int) -> ExampleRef:

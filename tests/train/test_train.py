@@ -13,7 +13,13 @@ from train_helpers import write_tiny_labels
 
 from locret.adapter import read_heads
 from locret.train import train
-from locret.train.loss import retaining_loss, share_across_layers, standardise_rows, top_rank_weights
+from locret.train.loss import (
+    listwise_loss,
+    retaining_loss,
+    share_across_layers,
+    standardise_rows,
+    top_rank_weights,
+)
 from locret.train.shards import LabelSet
 from locret.train.train import Trainer, TrainSettings, example_for_step
 
@@ -41,6 +47,20 @@ def test_top_rank_weighting() -> None:
     assert retaining_loss([pred], labels).item() == pytest.approx((1.5 + 3.5 + 4.5 + 0.5) / 6)
     with pytest.raises(ValueError, match="top_fraction"):
         retaining_loss([pred], labels, top_fraction=1.5)
+
+
+def test_listwise_term_scores_order_and_ignores_shifts() -> None:
+    labels = torch.tensor([[[0.0, 2.0, 4.0]]])  # [L=1, Hkv=1, T=3]
+    target = torch.softmax(labels[0, 0], dim=-1)
+    pred = torch.tensor([[1.0], [0.0], [3.0]])  # [T, Hkv]
+    expected = -(target * torch.log_softmax(pred[:, 0], dim=-1)).sum()
+    assert listwise_loss(pred.T, labels[0]).item() == pytest.approx(expected.item())
+    assert listwise_loss(pred.T + 7.0, labels[0] - 2.0).item() == pytest.approx(expected.item())
+    assert listwise_loss(labels[0], labels[0]) < listwise_loss(labels[0].flip(-1), labels[0])
+    plain = retaining_loss([pred], labels).item()
+    assert retaining_loss([pred], labels, rank_weight=2.0).item() == pytest.approx(
+        plain + 2 * expected.item()
+    )
 
 
 def test_shared_labels_raise_a_token_another_layer_needs_and_keep_each_rows_scale() -> None:
