@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,7 @@ class LocretLayer(DynamicLayer):
         self.config = config if config is not None else LocretConfig()
         self.track_positions = track_positions
         self.raw_tail: torch.Tensor | None = None  # the last pool_kernel // 2 raw scores
+        self.pending_scores: tuple[Callable[[], torch.Tensor], int] | None = None  # see ``update``
         self.scores: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None
         self.seen = 0
@@ -66,38 +68,56 @@ class LocretLayer(DynamicLayer):
         key_states: torch.Tensor,
         value_states: torch.Tensor,
         *args,
-        scores: torch.Tensor | None = None,
+        scores: torch.Tensor | Callable[[], torch.Tensor] | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append ``[B, H, T, D]`` keys/values with their scores ``[B, H, T]``; return all stored entries."""
+        """Append ``[B, H, T, D]`` keys/values with their scores ``[B, H, T]``; return all stored entries.
+
+        ``scores`` may be a function that computes them later: they are appended when first needed
+        (``resolve_scores``, before any eviction), so a prefill's thirty head GEMMs can run back to back."""
         if scores is None:
             raise ValueError(
                 "LocretCache.update needs the retaining-head scores of the new entries (scores=...)"
             )
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        self.resolve_scores()
         new = key_states.shape[-2]
-        scores = self.pool(scores.to(torch.float32))
-        if self.protect_remaining:
-            n = min(self.protect_remaining, new)
-            scores = scores.clone()
-            scores[..., :n] = float("inf")
-            self.protect_remaining -= n
+        protect = min(self.protect_remaining, new)
+        self.protect_remaining -= protect
         self.keys = torch.cat([self.keys, key_states], dim=-2)
         self.values = torch.cat([self.values, value_states], dim=-2)
-        self.scores = torch.cat([self.scores, scores], dim=-1)
         if self.track_positions:
             fresh = torch.arange(self.seen, self.seen + new, device=self.device)
             if self.shifts is not None:
                 fresh = fresh[None, None, :] - self.shifts[:, None, None]
-            self.positions = torch.cat([self.positions, fresh.expand(*scores.shape[:2], new)], dim=-1)
+            self.positions = torch.cat([self.positions, fresh.expand(*key_states.shape[:2], new)], dim=-1)
         if self.real_lengths is not None:
             self.real_lengths = self.real_lengths + new
-            pads = ~self.real_entries()[:, None]
-            self.scores.masked_fill_(pads, float("-inf"))  # pooling never lifts a pad
         self.seen += new
         self.peak_length = max(self.peak_length, self.keys.shape[-2])
+        if callable(scores):
+            self.pending_scores = (scores, protect)
+        else:
+            self._append_scores(scores, protect)
         return self.keys, self.values
+
+    def resolve_scores(self) -> None:
+        """Append the scores of the last ``update`` if it gave a function for them."""
+        if self.pending_scores is not None:
+            compute, protect = self.pending_scores
+            self.pending_scores = None
+            self._append_scores(compute(), protect)
+
+    def _append_scores(self, raw: torch.Tensor, protect: int) -> None:
+        scores = self.pool(raw.to(torch.float32))
+        if protect:
+            scores = scores.clone()
+            scores[..., :protect] = float("inf")
+        self.scores = torch.cat([self.scores, scores], dim=-1)
+        if self.real_lengths is not None:
+            pads = ~self.real_entries()[:, None]
+            self.scores.masked_fill_(pads, float("-inf"))  # pooling never lifts a pad
 
     @property
     def pool_kernel(self) -> int:
@@ -121,6 +141,7 @@ class LocretLayer(DynamicLayer):
 
     def evict(self, keep: int, n_protect: int, kernel: EvictionKernel = "torch") -> None:
         """Keep the top ``keep`` entries per KV head (newest ``n_protect`` forced in), in original order."""
+        self.resolve_scores()
         if self.keys is None or self.keys.shape[-2] <= keep:
             return
         n_protect = min(n_protect, keep)
@@ -308,6 +329,8 @@ class LocretCache(Cache):
     def evict_together(self, keep: int) -> None:
         """Evict every layer to ``keep`` entries; layers of one stored length and device share one ranking."""
         config = self.config
+        for layer in self.layers:  # scores computed after the forward: now, back to back
+            layer.resolve_scores()
         over = [layer for layer in self.layers if layer.is_initialized and layer.stored_length() > keep]
         if config.eviction_kernel != "torch":
             for layer in over:

@@ -69,9 +69,10 @@ class RetainingHead(nn.Module):
         """``qkv`` ``[B, T, in_features]`` -> scores ``[B, T, num_kv_heads]``."""
         return self.fc2(self.act(self.fc1(qkv.to(self.fc1.weight.dtype))))
 
-    def forward_folded(self, head_input: HeadInput, qkv_linears: list[nn.Linear]) -> torch.Tensor:
+    def forward_folded(self, hidden_states: torch.Tensor, qkv_linears: list[nn.Linear]) -> torch.Tensor:
         """``forward`` with ``fc1`` folded into the q/k/v projections (``qkv_linears``, in ``[Q|K|V]`` order):
-        ``fc1(x W_qkv^T + b_qkv) = x (fc1 W_qkv)^T + fc1 b_qkv`` from the attention's input ``x``, on oneDNN.
+        ``fc1(x W_qkv^T + b_qkv) = x (fc1 W_qkv)^T + fc1 b_qkv`` from the attention's input ``x``
+        (``hidden_states`` ``[B, T, hidden]``), on oneDNN.
 
         Why: on CPU the heads' float32 GEMM is their whole cost in a bf16 model. Folded, it reads the model's
         hidden size instead of ``[Q|K|V]`` (576 instead of 960 columns for SmolLM2; 3072 instead of 9216 for
@@ -82,7 +83,7 @@ class RetainingHead(nn.Module):
         """
         weight, bias = self._folded_fc1(qkv_linears)
         hidden = torch.ops.mkldnn._linear_pointwise(
-            head_input.hidden_states.to(weight.dtype), weight, bias, "none", [], ""
+            hidden_states.to(weight.dtype), weight, bias, "none", [], ""
         )
         return self.fc2(self.act(hidden))
 

@@ -1,13 +1,18 @@
 """The folded retaining head (``fc1`` folded into the q/k/v projections, CPU chunks) scores as the plain head
-on ``[Q|K|V]`` does, in every family, and follows changes to either weight."""
+on ``[Q|K|V]`` does, in every family, and follows changes to either weight; its scores, computed after the
+last layer while prefilling, equal scores computed in each layer."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from locret import LocretConfig, prefill_prompt
+from locret.cache import LocretLayer
+from locret.generation import new_cache
 from locret.heads import CPU_FOLD_MIN_ROWS, HeadInput, folds_on_cpu
-from tests.tiny import ARCHS, tiny_locret
+from locret.scorers import RetainingHeadScorer
+from tests.tiny import ARCHS, random_ids, tiny_locret
 
 
 def head_inputs(model, tokens: int) -> list[tuple[torch.nn.Module, HeadInput]]:
@@ -62,3 +67,32 @@ def test_only_cpu_chunks_outside_autograd_fold() -> None:
     head.double()
     with torch.no_grad():
         assert not folds_on_cpu(head, chunk)  # only float32 heads fold
+
+
+class HeadsScoredInEachLayer(RetainingHeadScorer):
+    """The retaining heads' scores, computed inside each layer: only the plain scorer's are deferred."""
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3"])
+@pytest.mark.parametrize("pooling", [1, 5])
+def test_scores_deferred_to_the_last_layer_equal_scores_computed_in_each_layer(arch, pooling, monkeypatch):
+    model = tiny_locret(arch)
+    ids = random_ids(90)
+    config = LocretConfig(budget=24, chunk_size=16, n_stabilizers=4, n_local=5, score_pooling=pooling)
+    deferred_updates = []
+    update = LocretLayer.update
+
+    def recording_update(self, *args, scores=None, **kwargs):
+        deferred_updates.append(callable(scores))
+        return update(self, *args, scores=scores, **kwargs)
+
+    monkeypatch.setattr(LocretLayer, "update", recording_update)
+    deferred = prefill_prompt(model, ids, config)
+    assert all(deferred_updates) and len(deferred_updates) == 2 * len(range(0, 90 - 5, 16))
+    deferred_updates.clear()
+    in_layer = prefill_prompt(model, ids, config, cache=new_cache(model, config, HeadsScoredInEachLayer()))
+    assert not any(deferred_updates)
+    for mine, theirs in zip(deferred.layers, in_layer.layers, strict=True):
+        assert mine.pending_scores is None
+        for name in ("keys", "values", "scores", "raw_tail"):
+            assert torch.equal(getattr(mine, name), getattr(theirs, name)), name

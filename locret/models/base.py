@@ -26,6 +26,7 @@ from ..config import LocretConfig
 from ..heads import HeadInput, HeadShape, RetainingHead, folds_on_cpu
 from ..prefill import prefill_prompt, resolve_config
 from ..rope import RopeTable, apply_rope
+from ..scorers import RetainingHeadScorer
 from ..static_decode import GenerateSteps, StaticDecode
 
 # torch.profiler event names, so profiles can attribute time to scoring and to eviction.
@@ -79,8 +80,22 @@ class LocretAttentionMixin:
         """The retaining head's scores ``[B, T, Hkv]``: folded into the q/k/v projections on a CPU chunk
         (``locret.heads.folds_on_cpu``), else on ``[Q|K|V]``."""
         if folds_on_cpu(self.retaining_head, head_input):
-            return self.retaining_head.forward_folded(head_input, self.qkv_linears())
+            return self.retaining_head.forward_folded(head_input.hidden_states, self.qkv_linears())
         return self.retaining_head(head_input.features())
+
+    def chunk_scores(self, cache: LocretCache, head_input: HeadInput, query, key, positions):
+        """The new entries' scores ``[B, Hkv, T]`` for the cache, from its scorer; while the plain retaining
+        heads score a CPU prefill chunk (``folds_on_cpu``), a function the cache calls after the last layer
+        (``LocretLayer.update``). Why: thirty head GEMMs back to back took 15 ms, between the model's kernels
+        23 ms (SmolLM2, a 512-token chunk, bf16, 2 threads). It keeps the chunk's hidden states until then."""
+        if (
+            cache.prefilling
+            and type(cache.scorer) is RetainingHeadScorer
+            and folds_on_cpu(self.retaining_head, head_input)
+        ):
+            hidden_states, linears = head_input.hidden_states, self.qkv_linears()
+            return lambda: self.retaining_head.forward_folded(hidden_states, linears).transpose(1, 2)
+        return cache.scorer.score_new(self, head_input, query, key, positions)
 
     def attention_kwargs(self) -> dict:
         """Extra arguments of the attention function: the layer's window (None: global attention)."""
@@ -108,7 +123,7 @@ class LocretAttentionMixin:
             seen = cache.layers[self.layer_idx].seen
             positions = torch.arange(seen, seen + length, device=key.device)
             with record_function(SCORE_EVENT):
-                scores = cache.scorer.score_new(self, head_input, query, key, positions)
+                scores = self.chunk_scores(cache, head_input, query, key, positions)
             key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
             if cache.layers[self.layer_idx].real_lengths is not None:
