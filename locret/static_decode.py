@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .cache import LocretCache
-from .eviction import gather_entries
+from .eviction import gather_entries, kept_indices
 from .packed_linear import can_pack, packed_forwards, packed_linears
 from .rope import RopeTable, apply_rope
 from .scorers import RetainingHeadScorer
@@ -134,13 +134,13 @@ def _into(size: int, stored: torch.Tensor) -> torch.Tensor:
 def _evict(plan: StepPlan, buffers: LayerBuffers, count: torch.Tensor) -> None:
     """``torch_evict`` over the whole buffer: the ``count`` valid entries are ranked as the eager path ranks
     them (NaN lowest, the newest ``n_protect`` raised to +inf), invalid slots after them all (-inf, later
-    than any valid slot, so a stable sort puts them last); the top ``keep`` move to the first slots."""
+    than any valid slot, so ``kept_indices``' older-first tie rule puts them last); the top ``keep`` move to the
+    first slots."""
     slots = torch.arange(plan.capacity, device=count.device)
     ranked = torch.where(torch.isnan(buffers.scores), float("-inf"), buffers.scores)
     ranked = torch.where(slots >= count, float("-inf"), ranked)
     ranked = torch.where((slots >= count - plan.n_protect) & (slots < count), float("inf"), ranked)
-    order = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., : plan.keep]
-    kept = torch.sort(order, dim=-1).values
+    kept = kept_indices(ranked, plan.keep)
     for tensor in (buffers.keys, buffers.values, buffers.rotated, buffers.scores, buffers.positions):
         if tensor is not None:
             tensor[:, :, : plan.keep].copy_(gather_entries(tensor, kept))
@@ -150,7 +150,7 @@ def _evict_one(plan: StepPlan, buffers: LayerBuffers, count: torch.Tensor) -> No
     """``_evict`` for a buffer never more than one entry over ``keep`` (a decode step appends one): with
     ``keep + 1`` valid entries the one ``torch_evict`` drops goes (the lowest-ranked, NaN lowest, the newest
     ``n_protect`` never; among equal ranks the newest) and the later slots move down one; otherwise nothing
-    changes. One argmin and one gather per tensor instead of two sorts."""
+    changes. One argmin and one gather per tensor instead of the full ranking."""
     capacity = plan.capacity
     slots = torch.arange(capacity, device=count.device)
     ranked = torch.where(torch.isnan(buffers.scores), float("-inf"), buffers.scores)
