@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .config import EvictionKernel, LocretConfig
-from .eviction import gather_entries, kept_indices
+from .eviction import flat_rows, gather_entries, gather_rows, kept_indices
 from .scorers import EntryScorer, RetainingHeadScorer
 
 
@@ -110,11 +110,9 @@ class LocretLayer(DynamicLayer):
             self._append_scores(compute(), protect)
 
     def _append_scores(self, raw: torch.Tensor, protect: int) -> None:
-        scores = self.pool(raw.to(torch.float32))
-        if protect:
-            scores = scores.clone()
-            scores[..., :protect] = float("inf")
-        self.scores = torch.cat([self.scores, scores], dim=-1)
+        self.scores, self.raw_tail = append_pooled_scores(
+            self.scores, self.raw_tail, raw.to(torch.float32), self.pool_kernel, protect
+        )
         if self.real_lengths is not None:
             pads = ~self.real_entries()[:, None]
             self.scores.masked_fill_(pads, float("-inf"))  # pooling never lifts a pad
@@ -122,22 +120,6 @@ class LocretLayer(DynamicLayer):
     @property
     def pool_kernel(self) -> int:
         return self.config.score_pooling
-
-    def pool(self, raw: torch.Tensor) -> torch.Tensor:
-        """Pooled scores of the new entries; also raises the newest stored entries' scores (see the class)."""
-        radius = self.pool_kernel // 2
-        if radius == 0:
-            return raw
-        tail = self.raw_tail.shape[-1]
-        joined = torch.cat([self.raw_tail, raw], dim=-1)
-        batch, heads, length = joined.shape
-        pooled = F.max_pool1d(
-            joined.reshape(batch * heads, 1, length), self.pool_kernel, stride=1, padding=radius
-        ).view(batch, heads, length)
-        if tail:
-            self.scores[..., -tail:] = torch.maximum(self.scores[..., -tail:], pooled[..., :tail])
-        self.raw_tail = joined[..., -radius:]
-        return pooled[..., tail:]
 
     def evict(self, keep: int, n_protect: int, kernel: EvictionKernel = "torch") -> None:
         """Keep the top ``keep`` entries per KV head (newest ``n_protect`` forced in), in original order."""
@@ -155,11 +137,16 @@ class LocretLayer(DynamicLayer):
         else:
             self.keep_entries(kept_indices(self.scores, keep, n_protect))
 
-    def keep_entries(self, indices: torch.Tensor) -> None:
-        """Keep only the entries at ``indices`` ``[B, H, keep]`` (ascending) of every per-entry tensor."""
-        self.keys = gather_entries(self.keys, indices)
-        self.values = gather_entries(self.values, indices)
-        self.scores = gather_entries(self.scores, indices)
+    def keep_entries(
+        self, indices: torch.Tensor, rows: torch.Tensor | None = None, scores: torch.Tensor | None = None
+    ) -> None:
+        """Keep only the entries at ``indices`` ``[B, H, keep]`` (ascending) of every per-entry tensor;
+        ``rows`` (their ``flat_rows``) and ``scores`` (the kept scores) where the caller computed them for
+        several layers at once."""
+        rows = flat_rows(indices, self.stored_length()) if rows is None else rows
+        self.keys = gather_rows(self.keys, rows)
+        self.values = gather_rows(self.values, rows)
+        self.scores = gather_entries(self.scores, indices) if scores is None else scores
         self._keep_entry_metadata(indices)
 
     def _keep_entry_metadata(self, indices: torch.Tensor) -> None:
@@ -327,23 +314,53 @@ class LocretCache(Cache):
             self.layers[layer_idx].evict(config.decode_budget, config.n_stabilizers, config.eviction_kernel)
 
     def evict_together(self, keep: int) -> None:
-        """Evict every layer to ``keep`` entries; layers of one stored length and device share one ranking."""
+        """Evict every layer to ``keep`` entries; layers of one shape and device share one ranking, one
+        pooling of their pending scores and one computation of the rows to keep (``flat_rows``)."""
         config = self.config
-        for layer in self.layers:  # scores computed after the forward: now, back to back
-            layer.resolve_scores()
-        over = [layer for layer in self.layers if layer.is_initialized and layer.stored_length() > keep]
         if config.eviction_kernel != "torch":
-            for layer in over:
+            for layer in self.layers:
                 layer.evict(keep, config.n_stabilizers, config.eviction_kernel)
             return
-        groups: dict[tuple, list[LocretLayer]] = {}
-        for layer in over:
-            groups.setdefault((layer.scores.shape, layer.scores.device), []).append(layer)
         n_protect = min(config.n_stabilizers, keep)
-        for layers in groups.values():
-            ranked = kept_indices(torch.stack([layer.scores for layer in layers]), keep, n_protect)
-            for layer, indices in zip(layers, ranked.unbind(0), strict=True):
-                layer.keep_entries(indices)
+        for layers in self._layer_groups().values():
+            scores = self._resolve_together(layers)
+            if scores.shape[-1] <= keep:
+                continue
+            ranked = kept_indices(scores, keep, n_protect)
+            kept_scores = scores.gather(-1, ranked)
+            rows = flat_rows(ranked, scores.shape[-1])
+            for layer, *kept in zip(
+                layers, ranked.unbind(0), rows.unbind(0), kept_scores.unbind(0), strict=True
+            ):
+                layer.keep_entries(*kept)
+
+    def _layer_groups(self) -> dict[tuple, list[LocretLayer]]:
+        """The initialised layers grouped by everything their scores' stacking needs to share; a padded
+        batch's layers stay alone (their pads are masked per layer)."""
+        groups: dict[tuple, list[LocretLayer]] = {}
+        for layer in filter(lambda layer: layer.is_initialized, self.layers):
+            pending = None if layer.pending_scores is None else layer.pending_scores[1]
+            alone = id(layer) if layer.real_lengths is not None else None
+            key = (layer.keys.shape, layer.scores.shape, layer.raw_tail.shape, layer.device, pending, alone)
+            groups.setdefault(key, []).append(layer)
+        return groups
+
+    def _resolve_together(self, layers: list[LocretLayer]) -> torch.Tensor:
+        """The group's scores ``[L, B, H, S]`` with any pending scores appended: the heads' GEMMs back to
+        back, then one pooling for all layers (``append_pooled_scores``)."""
+        first = layers[0]
+        if first.pending_scores is None or first.real_lengths is not None:
+            for layer in layers:
+                layer.resolve_scores()
+            return torch.stack([layer.scores for layer in layers])
+        protect = first.pending_scores[1]
+        raw = torch.stack([layer.pending_scores[0]() for layer in layers]).to(torch.float32)
+        stored = torch.stack([layer.scores for layer in layers])
+        tails = torch.stack([layer.raw_tail for layer in layers])
+        scores, tails = append_pooled_scores(stored, tails, raw, first.pool_kernel, protect)
+        for layer, layer_scores, tail in zip(layers, scores.unbind(0), tails.unbind(0), strict=True):
+            layer.pending_scores, layer.scores, layer.raw_tail = None, layer_scores, tail
+        return scores
 
     def protect_next(self, n_tokens: int) -> None:
         """Make the next ``n_tokens`` appended to every layer permanent (scores +inf)."""
@@ -363,3 +380,32 @@ class LocretCache(Cache):
     @property
     def is_compileable(self) -> bool:
         return False
+
+
+def append_pooled_scores(
+    scores: torch.Tensor, raw_tail: torch.Tensor, raw: torch.Tensor, kernel: int, protect: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stored scores ``[..., S]`` followed by the new entries' raw scores ``raw`` ``[..., T]`` max-pooled over
+    ``kernel`` neighbours, and the new raw tail; any leading dims (one layer's ``[B, H]``, or stacked layers).
+
+    With ``kernel = 2r + 1 > 1`` each new score is the maximum raw score within ``r`` tokens, counting the
+    last ``r`` raw scores of earlier appends (``raw_tail``), and the newest ``r`` stored scores are raised by
+    their new right-hand neighbours, so pooling does not depend on chunk boundaries. The first ``protect`` new
+    entries score +inf."""
+    radius = kernel // 2
+    tail = raw_tail.shape[-1] if radius else 0
+    new = raw
+    if radius:
+        joined = torch.cat([raw_tail, raw], dim=-1)
+        pooled = F.max_pool1d(joined.reshape(-1, 1, joined.shape[-1]), kernel, stride=1, padding=radius).view(
+            joined.shape
+        )
+        raw_tail, new = joined[..., -radius:], pooled[..., tail:]
+    if protect:
+        new = new.clone()
+        new[..., :protect] = float("inf")
+    merged = torch.cat([scores, new], dim=-1)
+    if tail:
+        stored = scores.shape[-1]
+        merged[..., stored - tail : stored] = torch.maximum(scores[..., -tail:], pooled[..., :tail])
+    return merged, raw_tail

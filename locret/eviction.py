@@ -66,7 +66,18 @@ def gather_entries(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     9x faster than ``gather`` with an index expanded over ``D``, which reads one index per element."""
     if tensor.dim() == 3:
         return tensor.gather(2, indices)
-    batch, heads, length, dim = tensor.shape
+    return gather_rows(tensor, flat_rows(indices, tensor.shape[2]))
+
+
+def flat_rows(indices: torch.Tensor, length: int) -> torch.Tensor:
+    """``indices`` ``[..., B, H, K]`` into a ``[B, H, length, D]`` tensor as row numbers of its flat
+    ``[B*H*length, D]`` view, ``[..., B*H*K]``: one computation for every layer evicted with one ranking."""
+    batch, heads, keep = indices.shape[-3:]
     offsets = torch.arange(0, batch * heads * length, length, device=indices.device).view(batch, heads, 1)
-    rows = (indices + offsets).reshape(-1)
+    return (indices + offsets).flatten(-3)
+
+
+def gather_rows(tensor: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The entries of ``tensor`` ``[B, H, S, D]`` at ``flat_rows`` ``rows`` ``[B*H*K]``, as ``[B, H, K, D]``."""
+    batch, heads, _, dim = tensor.shape
     return tensor.reshape(-1, dim).index_select(0, rows).view(batch, heads, -1, dim)

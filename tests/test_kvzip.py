@@ -117,6 +117,19 @@ def test_uniform_keeps_the_budget_per_head_and_global_the_same_total():
         keep_mask(scores, 8, "per_layer")
 
 
+def test_layer_allocation_gives_each_layer_its_global_share_per_head():
+    scores = torch.rand(3, 2, 50, generator=torch.Generator().manual_seed(0))
+    scores[0] *= 10  # layer 0 wins most of a global ranking
+    global_, layer = keep_mask(scores, 8, "global"), keep_mask(scores, 8, "layer")
+    per_head = layer.sum(-1)
+    assert (per_head == per_head[:, :1]).all()  # one length per layer
+    assert torch.equal(per_head[:, 0], (global_.sum(dim=(1, 2)) // 2).clamp(min=1))
+    assert per_head[0, 0] > 8 > per_head[1, 0]
+    for index in range(3):  # each head keeps its own top entries
+        count = int(per_head[index, 0])
+        assert torch.equal(layer[index], keep_mask(scores[index : index + 1], count, "uniform")[0])
+
+
 def test_masked_entries_equal_a_compacted_cache():
     """Masking the evicted entries gives the logits of a cache that holds only the kept ones."""
     model, _ = tiny_pair("llama")
@@ -196,7 +209,7 @@ def test_head_scores_are_the_heads_on_each_entry_pooled_whatever_the_chunking(ea
 
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="allocation"):
-        get_method("kvzip:allocation=layer")
+        get_method("kvzip:allocation=head")
     with pytest.raises(ValueError, match="normalise"):
         get_method("kvzip:normalise=row")
     with pytest.raises(ValueError, match="chunk"):

@@ -6,7 +6,7 @@ from tiny import tiny_locret
 
 import locret
 from locret import LocretConfig
-from locret.cache import LocretLayer
+from locret.cache import LocretLayer, append_pooled_scores
 from locret.generation import new_cache
 from locret.models.base import collecting_scores
 from locret.scorers import SCORERS, RetainingHeadScorer, StreamingLLMScorer
@@ -65,7 +65,10 @@ def test_score_pooling_takes_the_neighbourhood_maximum_across_appends():
     layer.update(keys[:, :, 2:], keys[:, :, 2:], scores=raw[..., 2:])
     expected = [[[5.0, 5.0, 5.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 0.0, 3.0, 3.0]]]
     assert layer.scores.tolist() == expected
-    assert torch.equal(LocretLayer().pool(raw), raw)  # kernel 1: the paper's unpooled scores
+    empty = raw[..., :0]
+    assert torch.equal(
+        append_pooled_scores(empty, empty, raw, kernel=1)[0], raw
+    )  # the paper's unpooled scores
 
 
 @pytest.mark.parametrize("chunk_size", [32, 8, 5])

@@ -15,8 +15,10 @@ and the chunk's own tokens) or ``all`` (every cached entry the row sees, as ``lo
 Then the cache is compressed, before the question is seen: ``allocation=uniform`` keeps the top ``budget``
 entries of every layer and KV head (a Locret cache's shape); ``allocation=global`` ranks every entry of
 every layer and head together and keeps the same total, ``budget x layers x KV heads`` (KVzip's default
-non-uniform budgets). Evicted entries are masked in attention (per layer and query head), not freed: what
-is kept matters here, not memory. The question and the answer then run at their true positions.
+non-uniform budgets); ``allocation=layer`` gives each layer its share of that global ranking, the same for
+each of its KV heads (what a cache with one length per layer could hold). Evicted entries are masked in
+attention (per layer and query head), not freed: what is kept matters here, not memory. The question and
+the answer then run at their true positions.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ FIRST_PROMPT = "\n\nRepeat the previous context exactly.\n"
 NEXT_PROMPT = "\n\nRepeat the part of the previous context exactly, starting with"
 PREVIOUS_TOKENS = 8  # the previous chunk's last tokens quoted in the next chunk's prompt
 N_SINKS = 4
-ALLOCATIONS = ("uniform", "global")
+ALLOCATIONS = ("uniform", "layer", "global")
 SCORE_SOURCES = ("reconstruction", "heads")
 NORMALISATIONS = ("chunk", "all")
 ROW_BLOCK = 128  # reconstruction queries scored at once (memory: G x ROW_BLOCK x cached entries per KV head)
@@ -194,7 +196,9 @@ def head_scores(
 
 def keep_mask(scores: torch.Tensor, budget: int, allocation: str) -> torch.Tensor:
     """Which context entries stay, ``[layers, KV heads, n]`` bool: the top ``budget`` per layer and head
-    (``uniform``), or the top ``budget x layers x heads`` over all of them together (``global``)."""
+    (``uniform``), the top ``budget x layers x heads`` over all of them together (``global``), or per layer
+    the same number for each of its heads, that layer's share of the global ranking (``layer``: the
+    non-uniform budgets a cache of one length per layer could hold)."""
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
     if budget < 1:
@@ -205,7 +209,14 @@ def keep_mask(scores: torch.Tensor, budget: int, allocation: str) -> torch.Tenso
     if allocation == "uniform":
         return keep.scatter_(-1, scores.topk(budget, dim=-1).indices, True)
     total = budget * scores.shape[0] * scores.shape[1]
-    return keep.view(-1).scatter_(0, scores.reshape(-1).topk(total).indices, True).view_as(scores)
+    keep.view(-1).scatter_(0, scores.reshape(-1).topk(total).indices, True)
+    if allocation == "global":
+        return keep
+    per_head = keep.sum(dim=(1, 2)).div(scores.shape[1], rounding_mode="floor").clamp(min=1).tolist()
+    keep.fill_(False)
+    for layer, count in enumerate(per_head):
+        keep[layer].scatter_(-1, scores[layer].topk(count, dim=-1).indices, True)
+    return keep
 
 
 @contextmanager

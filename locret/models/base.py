@@ -83,7 +83,7 @@ class LocretAttentionMixin:
             return self.retaining_head.forward_folded(head_input.hidden_states, self.qkv_linears())
         return self.retaining_head(head_input.features())
 
-    def chunk_scores(self, cache: LocretCache, head_input: HeadInput, query, key, positions):
+    def chunk_scores(self, cache: LocretCache, head_input: HeadInput, query, key):
         """The new entries' scores ``[B, Hkv, T]`` for the cache, from its scorer; while the plain retaining
         heads score a CPU prefill chunk (``folds_on_cpu``), a function the cache calls after the last layer
         (``LocretLayer.update``). Why: thirty head GEMMs back to back took 15 ms, between the model's kernels
@@ -95,6 +95,8 @@ class LocretAttentionMixin:
         ):
             hidden_states, linears = head_input.hidden_states, self.qkv_linears()
             return lambda: self.retaining_head.forward_folded(hidden_states, linears).transpose(1, 2)
+        seen = cache.layers[self.layer_idx].seen
+        positions = torch.arange(seen, seen + key.shape[-2], device=key.device)
         return cache.scorer.score_new(self, head_input, query, key, positions)
 
     def attention_kwargs(self) -> dict:
@@ -120,10 +122,8 @@ class LocretAttentionMixin:
         if self.score_sink is not None:
             self.score_sink.append(self.retaining_head(head_input.features()))
         if cache is not None:
-            seen = cache.layers[self.layer_idx].seen
-            positions = torch.arange(seen, seen + length, device=key.device)
             with record_function(SCORE_EVENT):
-                scores = self.chunk_scores(cache, head_input, query, key, positions)
+                scores = self.chunk_scores(cache, head_input, query, key)
             key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
             if cache.layers[self.layer_idx].real_lengths is not None:
