@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from locret import LocretConfig, prefill_prompt
 from locret.cache import LocretLayer
 from locret.generation import new_cache
-from locret.heads import CPU_FOLD_MIN_ROWS, HeadInput, folds_on_cpu
+from locret.heads import _FAST_BF16, CPU_FOLD_MIN_ROWS, HeadInput, folds_on_cpu
 from locret.scorers import RetainingHeadScorer
 from tests.tiny import ARCHS, random_ids, tiny_locret
 
@@ -96,3 +97,28 @@ def test_scores_deferred_to_the_last_layer_equal_scores_computed_in_each_layer(a
         assert mine.pending_scores is None
         for name in ("keys", "values", "scores", "raw_tail"):
             assert torch.equal(getattr(mine, name), getattr(theirs, name)), name
+
+
+@pytest.mark.skipif(not _FAST_BF16, reason="no bfloat16 GEMMs on this CPU: bf16 chunks fold in float32")
+@torch.no_grad()
+def test_bf16_fold_is_as_close_to_float32_features_as_the_plain_head():
+    """A bf16 model's chunk folds in bf16: its scores differ from the head on float32 features by no more
+    than the plain head's on the bf16 model's (rounded) projections does."""
+    model = tiny_locret("llama")
+    pairs = head_inputs(model, 64)
+    model.to(torch.bfloat16)
+    for layer in model.model.layers:
+        layer.self_attn.retaining_head.float()
+    for attention, head_input in pairs:
+        hidden = head_input.hidden_states.to(torch.bfloat16)
+        bf16_input = HeadInput(hidden, attention.projections(hidden))
+        assert folds_on_cpu(attention.retaining_head, bf16_input)
+        folded = attention.retaining_scores(bf16_input)
+        plain = attention.retaining_head(bf16_input.features())
+        features = torch.cat(
+            [F.linear(hidden.float(), lin.weight.float()) for lin in attention.qkv_linears()], -1
+        )
+        exact = attention.retaining_head(features)
+        scale = exact.abs().max()
+        assert (folded - exact).abs().max() <= 2 * (plain - exact).abs().max() + 1e-3 * scale
+        assert (folded - exact).abs().max() <= 2e-2 * scale
