@@ -72,7 +72,7 @@ def gather_entries(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 def flat_rows(indices: torch.Tensor, length: int) -> torch.Tensor:
     """``indices`` ``[..., B, H, K]`` into a ``[B, H, length, D]`` tensor as row numbers of its flat
     ``[B*H*length, D]`` view, ``[..., B*H*K]``: one computation for every layer evicted with one ranking."""
-    batch, heads, keep = indices.shape[-3:]
+    batch, heads, _ = indices.shape[-3:]
     offsets = torch.arange(0, batch * heads * length, length, device=indices.device).view(batch, heads, 1)
     return (indices + offsets).flatten(-3)
 
