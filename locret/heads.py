@@ -57,7 +57,9 @@ class RetainingHead(nn.Module):
     No biases, as in the paper; ``fc1``/``fc2`` match the official release's names. Every KV head's score sees
     the query, key and value features of all heads. A head computes in its own dtype: float32 by default even
     in a bf16 model, because bf16-rounded heads lost a pass key that float32 heads kept (SmolLM2, 32K) at no
-    measured speed cost; ``from_pretrained(..., heads_dtype=None)`` rounds them to the model's dtype.
+    measured speed cost; ``from_pretrained(..., heads_dtype=None)`` rounds them to the model's dtype. (A bf16
+    model's CPU prefill chunk runs the folded first GEMM in bf16, as precise as the plain head's bf16
+    inputs: ``forward_folded``.)
     """
 
     def __init__(
