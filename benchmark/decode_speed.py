@@ -71,10 +71,10 @@ def plain_steps(model, ids: torch.Tensor, entries: int, attention: str):
     """A plain transformers decode over a ``DynamicCache`` of ``entries`` tokens, and its first logits."""
     model.set_attn_implementation(attention)
     cache = DynamicCache()
-    logits = model(input_ids=ids[:, :entries], use_cache=True, past_key_values=cache, logits_to_keep=1)
+    logits = model(input_ids=ids[:, :entries], use_cache=True, logits_to_keep=1, **{CACHE_KWARG: cache})
 
     def step(tokens: torch.Tensor) -> torch.Tensor:
-        return model(input_ids=tokens[:, None], use_cache=True, past_key_values=cache).logits[:, -1]
+        return model(input_ids=tokens[:, None], use_cache=True, **{CACHE_KWARG: cache}).logits[:, -1]
 
     return step, logits.logits[:, -1]
 

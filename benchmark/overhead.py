@@ -31,6 +31,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import DynamicCache
 
 import locret
+from locret.compat import CACHE_KWARG
 from locret.config import EVICTION_KERNELS, default_stabilizers
 from locret.generation import new_cache
 from locret.hardware import resolve_device, resolve_dtype
@@ -63,17 +64,17 @@ def steady_chunk(model, config: locret.LocretConfig, scorer: str, repeats: int, 
 
     def vanilla_cache() -> DynamicCache:
         cache = DynamicCache(config=model.config)
-        model.model(input_ids=history, past_key_values=cache)
+        model.model(input_ids=history, **{CACHE_KWARG: cache})
         return cache
 
     def evicting_cache():
         cache = new_cache(model, config, scorer=SCORERS[scorer]())
-        model.model(input_ids=history, past_key_values=cache)
+        model.model(input_ids=history, **{CACHE_KWARG: cache})
         cache.prefilling = True
         return cache
 
     def chunk_seconds(cache) -> float:
-        return timed(lambda: model.model(input_ids=chunk, past_key_values=cache), sync)
+        return timed(lambda: model.model(input_ids=chunk, **{CACHE_KWARG: cache}), sync)
 
     times: dict[str, list[float]] = {"ceiling": [], "locret": []}
     chunk_seconds(vanilla_cache()), chunk_seconds(evicting_cache())  # warm-up
@@ -109,7 +110,7 @@ def whole_prefill(
     sync = synchronizer(device)
 
     def ceiling_chunk(cache: DynamicCache, chunk: torch.Tensor) -> None:
-        model.model(input_ids=chunk, past_key_values=cache)
+        model.model(input_ids=chunk, **{CACHE_KWARG: cache})
         for layer in cache.layers:
             layer.keys, layer.values = (
                 layer.keys[..., -config.budget :, :],
@@ -126,7 +127,7 @@ def whole_prefill(
             chunk = ids[:, start : min(start + config.chunk_size, end)]
             runs = {
                 "ceiling": partial(ceiling_chunk, ceiling_cache, chunk),
-                "locret": partial(model.model, input_ids=chunk, past_key_values=evicting_cache),
+                "locret": partial(model.model, input_ids=chunk, **{CACHE_KWARG: evicting_cache}),
             }
             for name in sorted(runs, reverse=index % 2 == 1):
                 spent[name].append(timed(runs[name], sync))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .config import EvictionKernel, LocretConfig
-from .eviction import flat_rows, gather_entries, gather_rows, kept_indices
+from .eviction import adaptive_kept, flat_rows, gather_entries, gather_rows, kept_indices
 from .scorers import EntryScorer, RetainingHeadScorer
 
 
@@ -53,6 +53,8 @@ class LocretLayer(DynamicLayer):
         # Padded batches (``LocretCache.from_rows``): each row's entries are left-padded to a common length.
         self.real_lengths: torch.Tensor | None = None  # [B] real (non-pad) entries per row; None: no pads
         self.shifts: torch.Tensor | None = None  # [B] each row's pad tokens (``seen`` counts them)
+        # ``budget_allocation="adaptive"``: each KV head's entries are left-padded to the longest head's.
+        self.head_pads: torch.Tensor | None = None  # [B, H] slots at each head's left that hold no entry
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -127,7 +129,9 @@ class LocretLayer(DynamicLayer):
         if self.keys is None or self.keys.shape[-2] <= keep:
             return
         n_protect = min(n_protect, keep)
-        if kernel == "triton":
+        if self.config.budget_allocation == "adaptive":
+            self._evict_adaptive(keep, n_protect)
+        elif kernel == "triton":
             from .eviction_triton import triton_evict
 
             self.keys, self.values, self.scores, indices = triton_evict(
@@ -136,6 +140,16 @@ class LocretLayer(DynamicLayer):
             self._keep_entry_metadata(indices)
         else:
             self.keep_entries(kept_indices(self.scores, keep, n_protect))
+
+    def _evict_adaptive(self, keep: int, n_protect: int) -> None:
+        """Keep the top ``keep x H`` entries over all KV heads together (``eviction.adaptive_kept``); the
+        slots a head does not fill become its left pads (score -inf, masked in attention)."""
+        held = None if self.head_pads is None else self.held_entries()
+        indices, pads = adaptive_kept(self.scores, held, keep, n_protect, self.config.max_head_budget)
+        self.keep_entries(indices)
+        slots = torch.arange(indices.shape[-1], device=pads.device)
+        self.scores.masked_fill_(slots < pads[..., None], float("-inf"))
+        self.head_pads = pads
 
     def keep_entries(
         self, indices: torch.Tensor, rows: torch.Tensor | None = None, scores: torch.Tensor | None = None
@@ -159,6 +173,16 @@ class LocretLayer(DynamicLayer):
     def pad_counts(self) -> torch.Tensor:
         """Pad entries at the left of each row ``[B]`` (a padded batch only)."""
         return self.stored_length() - self.real_lengths
+
+    def held_entries(self) -> torch.Tensor | None:
+        """``[B, 1 or H, S]`` True where a slot holds an entry, False for pads (a padded batch's rows, an
+        adaptive allocation's heads); None when every slot holds one."""
+        if self.head_pads is not None:
+            slots = torch.arange(self.stored_length(), device=self.head_pads.device)
+            return slots >= self.head_pads[..., None]
+        if self.real_lengths is not None:
+            return self.real_entries()[:, None]
+        return None
 
     def real_entries(self) -> torch.Tensor:
         """``[B, S]`` True where an entry is a real token, False for a row's left pads (a padded batch only)."""
@@ -212,6 +236,8 @@ class LocretLayer(DynamicLayer):
     def _select_rows(self, select) -> None:
         if self.real_lengths is not None:
             self.real_lengths, self.shifts = select(self.real_lengths), select(self.shifts)
+        if self.head_pads is not None:
+            self.head_pads = select(self.head_pads)
 
 
 class LocretCache(Cache):
@@ -255,6 +281,10 @@ class LocretCache(Cache):
                 raise ValueError("the rows of a padded batch must end at the same padded position")
             if not all(part.is_initialized for part in parts):
                 raise ValueError("every row of a padded batch must be prefilled before merging")
+            if first.config.budget_allocation != "uniform":
+                raise ValueError(
+                    "padded batches need budget_allocation='uniform' (run the rows one at a time)"
+                )
             length = max(part.stored_length() for part in parts)
             tail = max(part.raw_tail.shape[-1] for part in parts)
 
@@ -325,6 +355,10 @@ class LocretCache(Cache):
         for layers in self._layer_groups().values():
             scores = self._resolve_together(layers)
             if scores.shape[-1] <= keep:
+                continue
+            if config.budget_allocation == "adaptive":  # each layer's own longest head
+                for layer in layers:
+                    layer.evict(keep, n_protect)
                 continue
             ranked = kept_indices(scores, keep, n_protect)
             kept_scores = scores.gather(-1, ranked)

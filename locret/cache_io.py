@@ -19,11 +19,12 @@ from .config import LocretConfig
 # hashing a few MB at most, whatever the model's size.
 DIGEST_SAMPLES = 4096
 LAYER_TENSORS = ("keys", "values", "scores", "raw_tail", "positions")
+OPTIONAL_LAYER_TENSORS = ("head_pads",)  # saved where the layer has them (an adaptive allocation)
 
 
 def cache_state(cache: LocretCache) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """The cache's tensors (``layers.{i}.{keys,values,scores,raw_tail,positions}``, contiguous, on the CPU)
-    and one JSON-able dict of counters per layer."""
+    """The cache's tensors (``layers.{i}.{keys,values,scores,raw_tail,positions}``, and ``head_pads`` where
+    set; contiguous, on the CPU) and one JSON-able dict of counters per layer."""
     tensors: dict[str, torch.Tensor] = {}
     layers = []
     for i, layer in enumerate(cache.layers):
@@ -36,8 +37,9 @@ def cache_state(cache: LocretCache) -> tuple[dict[str, torch.Tensor], list[dict]
             }
         )
         if layer.is_initialized:
-            for name in LAYER_TENSORS:
-                tensors[f"layers.{i}.{name}"] = getattr(layer, name).detach().contiguous().cpu()
+            for name in (*LAYER_TENSORS, *OPTIONAL_LAYER_TENSORS):
+                if getattr(layer, name) is not None:
+                    tensors[f"layers.{i}.{name}"] = getattr(layer, name).detach().contiguous().cpu()
     return tensors, layers
 
 
@@ -52,7 +54,11 @@ def restore_cache(
     for i, (layer, saved, device) in enumerate(zip(cache.layers, layers, devices, strict=True)):
         layer: LocretLayer
         if saved["initialized"]:
-            stored = {name: tensors[f"layers.{i}.{name}"].to(device) for name in LAYER_TENSORS}
+            names = [
+                *LAYER_TENSORS,
+                *(name for name in OPTIONAL_LAYER_TENSORS if f"layers.{i}.{name}" in tensors),
+            ]
+            stored = {name: tensors[f"layers.{i}.{name}"].to(device) for name in names}
             layer.lazy_initialization(stored["keys"], stored["values"])
             for name, tensor in stored.items():
                 setattr(layer, name, tensor)

@@ -9,6 +9,8 @@ PositionMode = Literal["repacked", "absolute"]
 POSITION_MODES: tuple[str, ...] = ("repacked", "absolute")
 EvictionKernel = Literal["torch", "triton"]
 EVICTION_KERNELS: tuple[str, ...] = ("torch", "triton")
+BudgetAllocation = Literal["uniform", "adaptive"]
+BUDGET_ALLOCATIONS: tuple[str, ...] = ("uniform", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,15 @@ class LocretConfig:
             of losing single tokens. Chunk boundaries do not matter: the result is what pooling the whole
             prompt's scores at once would give. Needs ``n_stabilizers >= score_pooling // 2``. ``1``
             (default) is the paper's unpooled score.
+        budget_allocation: ``"uniform"`` (default, the paper's): every KV head of a layer keeps ``budget``
+            entries. ``"adaptive"``: a layer keeps ``budget x KV heads`` entries in total, the top of one
+            ranking over all its KV heads (the newest ``n_stabilizers`` of each head forced in), so a head
+            whose entries score higher holds more of them (as AdaKV allocates; a fact one head attends to
+            is not lost to another head's filler). Each head's entries sit at the right of the layer's slots
+            behind left pads that attention masks, so a layer's memory is its longest head's; only useful
+            with scores comparable across heads. Torch eviction kernel, batches without padding.
+        max_head_budget: ``"adaptive"`` only: the most entries one KV head may keep (bounds memory at
+            ``max_head_budget`` slots per layer); ``None``: up to the layer's whole total.
     """
 
     budget: int = 1024
@@ -46,6 +57,8 @@ class LocretConfig:
     decode_budget: int | None = None
     eviction_kernel: EvictionKernel = "torch"
     score_pooling: int = 1
+    budget_allocation: BudgetAllocation = "uniform"
+    max_head_budget: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -93,6 +106,25 @@ class LocretConfig:
                 or self.n_stabilizers >= self.score_pooling // 2,
                 f"score_pooling {self.score_pooling} needs n_stabilizers >= {self.score_pooling // 2} (the "
                 f"newest entries whose scores the next chunk completes), got {self.n_stabilizers}",
+            ),
+            (
+                self.budget_allocation in BUDGET_ALLOCATIONS,
+                f"budget_allocation must be one of {BUDGET_ALLOCATIONS}, got {self.budget_allocation!r}",
+            ),
+            (
+                self.max_head_budget is None
+                or (
+                    self.budget_allocation == "adaptive"
+                    and isinstance(self.max_head_budget, int)
+                    and isinstance(self.budget, int)
+                    and self.max_head_budget >= self.budget
+                ),
+                f"max_head_budget must be None or, with budget_allocation='adaptive', an integer >= budget "
+                f"({self.budget}), got {self.max_head_budget!r}",
+            ),
+            (
+                self.budget_allocation == "uniform" or self.eviction_kernel == "torch",
+                "budget_allocation='adaptive' evicts with the torch kernel only (eviction_kernel='torch')",
             ),
         ]
         for ok, message in checks:

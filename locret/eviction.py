@@ -32,17 +32,57 @@ def kept_indices(scores: torch.Tensor, keep: int, n_protect: int = 0) -> torch.T
     index in its slot. Static shapes, no host round trip, and on CPU about 3x faster than two sorts for 1536
     entries (budget 1024 plus a 512-token chunk).
     """
-    ranked = protect_newest(scores, n_protect)
+    kept = top_mask(protect_newest(scores, n_protect), keep)
+    # Slot ``keep`` collects every dropped entry and is cut off.
+    slots = torch.where(kept, kept.cumsum(dim=-1) - 1, keep)
+    return _scatter_positions(slots, keep)
+
+
+def top_mask(ranked: torch.Tensor, keep: int) -> torch.Tensor:
+    """True for the top ``keep`` of ``ranked`` ``[..., S]`` along the last axis, ties going to the older
+    (lower-index) entry: everything above the ``keep``-th largest value, then the oldest equal to it."""
     threshold = torch.topk(ranked, keep, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
     above = ranked > threshold
     tied = ranked == threshold
     missing = keep - above.sum(dim=-1, keepdim=True)
-    kept = above | (tied & (tied.cumsum(dim=-1) <= missing))
-    # Slot ``keep`` collects every dropped entry and is cut off.
-    slots = torch.where(kept, kept.cumsum(dim=-1) - 1, keep)
-    positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(slots)
-    indices = torch.empty(*scores.shape[:-1], keep + 1, dtype=torch.long, device=scores.device)
+    return above | (tied & (tied.cumsum(dim=-1) <= missing))
+
+
+def _scatter_positions(slots: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices ``[..., keep]``: entry ``i`` at ``slots[..., i]`` (slot ``keep`` is cut off; unfilled slots 0)."""
+    positions = torch.arange(slots.shape[-1], device=slots.device).expand_as(slots)
+    indices = torch.zeros(*slots.shape[:-1], keep + 1, dtype=torch.long, device=slots.device)
     return indices.scatter_(-1, slots, positions)[..., :keep]
+
+
+def adaptive_kept(
+    scores: torch.Tensor,
+    held: torch.Tensor | None,
+    keep: int,
+    n_protect: int,
+    max_per_head: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``LocretConfig.budget_allocation="adaptive"``: the top ``keep x H`` entries of ``scores`` ``[B, H, S]``
+    over all ``H`` heads of a row together (each head's newest ``n_protect`` forced in, at most
+    ``max_per_head`` per head), as indices ``[B, H, L]`` with ``L`` the most any head keeps, and each head's
+    left pad slots ``[B, H]``: head ``h`` keeps its entries in order in the last ``L - pads[h]`` slots (the
+    pad slots' indices are 0, to be masked). ``held`` ``[B, H, S]``: False where a slot is already a pad.
+
+    ``L`` is read back to size the result (one host sync per eviction)."""
+    ranked = protect_newest(scores, n_protect)
+    if held is not None:
+        ranked = ranked.masked_fill(~held, float("-inf"))
+    if max_per_head is not None and max_per_head < ranked.shape[-1]:
+        ranked = ranked.masked_fill(~top_mask(ranked, max_per_head), float("-inf"))
+    total = min(keep * ranked.shape[1], ranked.shape[1] * ranked.shape[2])
+    chosen = top_mask(ranked.flatten(1), total).view_as(ranked)
+    if held is not None:
+        chosen &= held  # fewer held entries than ``total``: the pads that filled it stay out
+    counts = chosen.sum(dim=-1)
+    length = int(counts.max())
+    pads = length - counts
+    slots = torch.where(chosen, pads[..., None] + chosen.cumsum(dim=-1) - 1, length)
+    return _scatter_positions(slots, length), pads
 
 
 def torch_evict(

@@ -132,6 +132,8 @@ def prefill_padded(
         raise ValueError(
             "a padded batch builds its own cache: pass cache=None (or run its rows one at a time)"
         )
+    if config.budget_allocation != "uniform":
+        raise ValueError("padded batches need budget_allocation='uniform' (run the rows one at a time)")
     tail = max(config.n_local, 1)
     if input_ids.shape[1] - max(shifts) <= tail:
         raise ValueError(

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .cache import LocretCache
 from .cache_io import cache_state, check_identity, model_identity, restore_cache
+from .compat import CACHE_KWARG
 from .config import LocretConfig
 from .generation import generate
 from .models.base import LocretForCausalLMMixin
@@ -131,7 +132,7 @@ class Session:
         try:
             for _ in tqdm(range(ready), desc="locret feed", unit="chunk", disable=not progress or ready < 2):
                 self.model.model(
-                    input_ids=self.pending[:, :chunk], past_key_values=self.cache, use_cache=True
+                    input_ids=self.pending[:, :chunk], use_cache=True, **{CACHE_KWARG: self.cache}
                 )
                 self.pending = self.pending[:, chunk:]
         finally:

@@ -130,6 +130,16 @@ def test_layer_allocation_gives_each_layer_its_global_share_per_head():
         assert torch.equal(layer[index], keep_mask(scores[index : index + 1], count, "uniform")[0])
 
 
+def test_head_allocation_keeps_each_layers_total_ranked_over_its_heads():
+    scores = torch.rand(3, 2, 50, generator=torch.Generator().manual_seed(0))
+    scores[:, 0] *= 10  # head 0 of every layer wins most of its layer's ranking
+    head = keep_mask(scores, 8, "head")
+    assert (head.sum(dim=(1, 2)) == 16).all()  # each layer's total is fixed
+    assert (head[:, 0].sum(-1) > 8).all() and (head[:, 1].sum(-1) < 8).all()
+    for index in range(3):  # the top of one ranking over the layer's heads
+        assert (scores[index][~head[index]].max() <= scores[index][head[index]].min()).all()
+
+
 def test_masked_entries_equal_a_compacted_cache():
     """Masking the evicted entries gives the logits of a cache that holds only the kept ones."""
     model, _ = tiny_pair("llama")
@@ -209,7 +219,7 @@ def test_head_scores_are_the_heads_on_each_entry_pooled_whatever_the_chunking(ea
 
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="allocation"):
-        get_method("kvzip:allocation=head")
+        get_method("kvzip:allocation=kv_head")
     with pytest.raises(ValueError, match="normalise"):
         get_method("kvzip:normalise=row")
     with pytest.raises(ValueError, match="chunk"):

@@ -16,7 +16,9 @@ Then the cache is compressed, before the question is seen: ``allocation=uniform`
 entries of every layer and KV head (a Locret cache's shape); ``allocation=global`` ranks every entry of
 every layer and head together and keeps the same total, ``budget x layers x KV heads`` (KVzip's default
 non-uniform budgets); ``allocation=layer`` gives each layer its share of that global ranking, the same for
-each of its KV heads (what a cache with one length per layer could hold). Evicted entries are masked in
+each of its KV heads (what a cache with one length per layer could hold); ``allocation=head`` keeps every
+layer's total, ``budget x KV heads``, ranked over its KV heads together (what a cache with one length per KV
+head, and the same total per layer, could hold). Evicted entries are masked in
 attention (per layer and query head), not freed: what is kept matters here, not memory. The question and
 the answer then run at their true positions.
 """
@@ -48,7 +50,7 @@ FIRST_PROMPT = "\n\nRepeat the previous context exactly.\n"
 NEXT_PROMPT = "\n\nRepeat the part of the previous context exactly, starting with"
 PREVIOUS_TOKENS = 8  # the previous chunk's last tokens quoted in the next chunk's prompt
 N_SINKS = 4
-ALLOCATIONS = ("uniform", "layer", "global")
+ALLOCATIONS = ("uniform", "head", "layer", "global")
 SCORE_SOURCES = ("reconstruction", "heads")
 NORMALISATIONS = ("chunk", "all")
 ROW_BLOCK = 128  # reconstruction queries scored at once (memory: G x ROW_BLOCK x cached entries per KV head)
@@ -198,7 +200,8 @@ def keep_mask(scores: torch.Tensor, budget: int, allocation: str) -> torch.Tenso
     """Which context entries stay, ``[layers, KV heads, n]`` bool: the top ``budget`` per layer and head
     (``uniform``), the top ``budget x layers x heads`` over all of them together (``global``), or per layer
     the same number for each of its heads, that layer's share of the global ranking (``layer``: the
-    non-uniform budgets a cache of one length per layer could hold)."""
+    non-uniform budgets a cache of one length per layer could hold), or per layer the top ``budget x heads``
+    over its heads together (``head``: per-head lengths, each layer's total fixed)."""
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
     if budget < 1:
@@ -208,6 +211,10 @@ def keep_mask(scores: torch.Tensor, budget: int, allocation: str) -> torch.Tenso
         return keep.fill_(True)
     if allocation == "uniform":
         return keep.scatter_(-1, scores.topk(budget, dim=-1).indices, True)
+    if allocation == "head":
+        layers = scores.shape[0]
+        top = scores.reshape(layers, -1).topk(budget * scores.shape[1], dim=-1).indices
+        return keep.view(layers, -1).scatter_(-1, top, True).view_as(keep)
     total = budget * scores.shape[0] * scores.shape[1]
     keep.view(-1).scatter_(0, scores.reshape(-1).topk(total).indices, True)
     if allocation == "global":

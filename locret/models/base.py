@@ -126,8 +126,15 @@ class LocretAttentionMixin:
                 scores = self.chunk_scores(cache, head_input, query, key)
             key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
-            if cache.layers[self.layer_idx].real_lengths is not None:
-                attention_mask = mask_pads(attention_mask, cache.layers[self.layer_idx], length)
+            layer = cache.layers[self.layer_idx]
+            if layer.head_pads is not None:  # each layer has its own slots; the model's mask is layer 0's
+                self._check_global_attention()
+                attention_mask = (
+                    None  # without padded batches (refused) it is causal: ``mask_pads`` builds it
+                )
+            held = layer.held_entries()
+            if held is not None:
+                attention_mask = mask_pads(attention_mask, held, length, query.shape[1])
         else:
             cos, sin = position_embeddings
             query, key = (
@@ -156,6 +163,14 @@ class LocretAttentionMixin:
                 cache.evict(self.layer_idx)
         return self.o_proj(output.reshape(batch, length, -1).contiguous()), weights
 
+    def _check_global_attention(self) -> None:
+        """An adaptive allocation replaces the model's mask by a causal one, so a sliding window is refused."""
+        if self.attention_kwargs().get("sliding_window") is not None:
+            raise ValueError(
+                "budget_allocation='adaptive' needs global attention in every layer; this layer has a sliding "
+                "window (use budget_allocation='uniform')"
+            )
+
     def _rotate_with_cache(self, query: torch.Tensor, key: torch.Tensor, cache: LocretCache):
         """RoPE for the new queries and all stored keys, by the cache's position mode."""
         layer = cache.layers[self.layer_idx]
@@ -183,10 +198,16 @@ class LocretAttentionMixin:
         )
 
 
-def mask_pads(attention_mask: torch.Tensor | None, layer, new: int) -> torch.Tensor:
-    """The model's mask with each row's pad entries masked (a padded batch's layer); without a mask, the
-    causal mask of the ``new`` tokens over the stored entries as ``LocretLayer.get_mask_sizes`` describes."""
-    real = layer.real_entries()[:, None, None, :]  # [B, 1, 1, S]
+def mask_pads(
+    attention_mask: torch.Tensor | None, held: torch.Tensor, new: int, query_heads: int
+) -> torch.Tensor:
+    """The model's mask with the pad slots masked (``LocretLayer.held_entries`` ``held`` ``[B, 1 or Hkv, S]``:
+    a padded batch's rows, an adaptive allocation's KV heads, each for its group of ``query_heads``); without
+    a mask, the causal mask of the ``new`` tokens over the stored entries as ``LocretLayer.get_mask_sizes``
+    describes."""
+    if held.shape[1] > 1:
+        held = held.repeat_interleave(query_heads // held.shape[1], dim=1)
+    real = held[:, :, None, :]  # [B, 1 or H, 1, S]
     if attention_mask is None:
         stored = real.shape[-1]
         slots = torch.arange(stored, device=real.device)

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import torch
 
+from ..compat import CACHE_KWARG
 from ..config import LocretConfig
 from ..generation import prefill_prompt
 from ..hooks import forward_hooks
@@ -41,5 +42,5 @@ def features_under_eviction(
     hooks = [(attention, recorder(sink)) for attention, sink in zip(attentions, recorded, strict=True)]
     with forward_hooks(hooks, pre=True, with_kwargs=True):
         cache = prefill_prompt(model, ids, config)
-        model.model(input_ids=ids[:, cache.get_seq_length() :], past_key_values=cache, use_cache=True)
+        model.model(input_ids=ids[:, cache.get_seq_length() :], use_cache=True, **{CACHE_KWARG: cache})
     return torch.stack([torch.cat(sink) for sink in recorded])

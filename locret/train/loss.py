@@ -70,6 +70,7 @@ def retaining_loss(
     top_fraction: float = 0.0,
     top_weight: float = 1.0,
     rank_weight: float = 0.0,
+    rank_over_heads: bool = False,
 ) -> torch.Tensor:
     """Sum over layers of ``SmoothL1(pred, label)`` (beta 1, mean over heads and tokens) plus
     ``smoothness * mean((pred[t] - pred[t+1])^2)``.
@@ -78,7 +79,9 @@ def retaining_loss(
     stops the heads from fitting the spiky per-token labels with equally spiky scores, which evict
     isolated tokens out of otherwise kept spans. With ``top_fraction > 0`` the SmoothL1 term is a weighted
     mean (``top_rank_weights``); the defaults are the paper's unweighted loss. ``rank_weight > 0`` adds
-    ``rank_weight * listwise_loss`` per layer: eviction only needs each head's order of the tokens.
+    ``rank_weight * listwise_loss`` per layer: eviction only needs each head's order of the tokens
+    (``rank_over_heads``: one order over all the layer's KV heads together, which is what
+    ``LocretConfig(budget_allocation="adaptive")`` ranks).
     """
     if len(scores) != labels.shape[0]:
         raise ValueError(f"{len(scores)} layers of scores for {labels.shape[0]} layers of labels")
@@ -93,7 +96,8 @@ def retaining_loss(
         if pred.shape[-1] > 1:
             total = total + smoothness * (pred[:, 1:] - pred[:, :-1]).pow(2).mean()
         if rank_weight > 0:
-            total = total + rank_weight * listwise_loss(pred, label)
+            rows = (pred.reshape(1, -1), label.reshape(1, -1)) if rank_over_heads else (pred, label)
+            total = total + rank_weight * listwise_loss(*rows)
     return total
 
 

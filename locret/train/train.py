@@ -64,6 +64,8 @@ class TrainSettings:
     top_weight: float = 1.0
     # Not in the paper (0 = its loss): add a listwise ranking term per layer (loss.listwise_loss).
     rank_weight: float = 0.0
+    # With rank_weight: one listwise order over each layer's KV heads together (budget_allocation="adaptive").
+    rank_over_heads: bool = False
     # Not in the paper (0 = its labels): blend each layer's labels toward the most-needing layer's.
     shared_label_weight: float = 0.0
     # Not in the paper: regress on each example's labels standardised per (layer, KV head) row (loss.py).
@@ -200,6 +202,7 @@ class Trainer:
             top_fraction=settings.top_fraction,
             top_weight=settings.top_weight,
             rank_weight=settings.rank_weight,
+            rank_over_heads=settings.rank_over_heads,
         )
 
     def _train_ref(self, step: int) -> ExampleRef:

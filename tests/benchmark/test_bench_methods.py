@@ -6,6 +6,7 @@ import pytest
 import torch
 from tiny import tiny_pair
 
+import locret
 from benchmark import longheads
 from benchmark.methods import METHODS, get_method
 from benchmark.methods.base import ScorerMethod
@@ -259,6 +260,20 @@ def test_longheads_does_not_share_a_context(pair, ids):
     method = get_method("longheads")
     config = method.locret_config(budget=64, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
     assert method.prefill_context(model, ids, config) is None
+
+
+def test_eviction_methods_take_the_budget_allocation(pair, ids):
+    method = get_method("locret_pooled:budget_allocation=adaptive:max_head_budget=48")
+    config = method.locret_config(budget=32, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
+    assert (config.budget_allocation, config.max_head_budget) == ("adaptive", 48)
+    assert method.params()["budget_allocation"] == "adaptive" and method.params()["max_head_budget"] == 48
+    assert "budget_allocation" not in get_method("locret_pooled").params()  # earlier results keep their keys
+    cache = method.make_cache(pair[0], config)
+    out = locret.generate(pair[0], ids, config, max_new_tokens=2, cache=cache)
+    assert 32 + 6 <= out.cache_length_after_prefill <= 48 + 6  # the longest head's slots
+    assert all(layer.head_pads is not None for layer in cache.layers)
+    with pytest.raises(ValueError, match="budget_allocation must be one of"):
+        get_method("locret:budget_allocation=global")
 
 
 def test_every_scorer_is_a_method_with_settings_from_its_name(pair, ids):

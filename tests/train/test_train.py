@@ -63,6 +63,22 @@ def test_listwise_term_scores_order_and_ignores_shifts() -> None:
     )
 
 
+def test_listwise_term_over_heads_compares_the_heads_of_a_layer() -> None:
+    labels = torch.tensor([[[0.0, 1.0], [5.0, 6.0]]])  # [L=1, Hkv=2, T=2]: head 1's tokens matter more
+    swapped = torch.tensor([[5.0, 0.0], [6.0, 1.0]])  # [T, Hkv]: each head's order right, the heads' wrong
+    right = torch.tensor([[0.0, 5.0], [1.0, 6.0]])
+    per_head = [retaining_loss([p], labels, rank_weight=1.0) for p in (swapped, right)]
+    over_heads = [
+        retaining_loss([p], labels, rank_weight=1.0, rank_over_heads=True) for p in (swapped, right)
+    ]
+    flat = torch.softmax(labels.flatten(), dim=-1)
+    expected = -(flat * torch.log_softmax(swapped.T.flatten(), dim=-1)).sum()
+    assert over_heads[0] - retaining_loss([swapped], labels) == pytest.approx(expected.item())
+    assert over_heads[0] - over_heads[1] > (per_head[0] - per_head[1]) + 1.0  # only it sees the swap
+    per_head_rank = [p - retaining_loss([q], labels) for p, q in zip(per_head, (swapped, right), strict=True)]
+    assert per_head_rank[0] == pytest.approx(per_head_rank[1].item())  # per head: shifts are invisible
+
+
 def test_shared_labels_raise_a_token_another_layer_needs_and_keep_each_rows_scale() -> None:
     # Layer 0 ranks token 2 last; layer 1 needs it most (a retrieval layer); scales differ tenfold.
     labels = torch.tensor([[[3.0, 2.0, 1.0, 2.0]], [[0.0, 0.0, 40.0, 0.0]]])  # [L=2, Hkv=1, T=4]
