@@ -9,7 +9,14 @@ KVzip scores of each context (``benchmark.methods.kvzip``: prefill, then the rec
 - per layer and KV head, each token's percentile among that head's context entries (100: the top), and
   whether it is in the head's top ``budget`` (``allocation=uniform`` keeps it);
 - in the global ranking over every layer and head, each (layer, head, token) entry's percentile, and whether
-  the top ``budget x layers x heads`` (``allocation=global``) keeps it.
+  the top ``budget x layers x heads`` (``allocation=global``) keeps it;
+- with ``--heads DIR ...`` (``shipped``: the packaged heads): how well each set of retaining heads imitates
+  KVzip under ``allocation=head`` (one ranking per layer over its KV heads, what
+  ``LocretConfig(budget_allocation="adaptive")`` keeps), from the heads' scores of the same plain prefill
+  pooled over ``--pooling``: the share of KVzip's kept entries the heads keep too, and the share of the
+  needle value's (layer, head, token) entries each keeps. A continuous measure of the heads' gap to the
+  label, where five needles found or lost say little. ``--scores-dir`` stores KVzip's scores per prompt
+  (safetensors) and reuses them, so a new set of heads costs one prefill per prompt.
 Validation split only: never the test split.
 """
 
@@ -22,9 +29,17 @@ from pathlib import Path
 from statistics import mean, median
 
 import torch
+from safetensors.torch import load_file, save_file
 
 import locret
-from benchmark.methods.kvzip import KVzip, keep_mask, prefill_plain, reconstruction_scores, repeat_chunks
+from benchmark.methods.kvzip import (
+    KVzip,
+    head_scores,
+    keep_mask,
+    prefill_plain,
+    reconstruction_scores,
+    repeat_chunks,
+)
 from benchmark.oracle import token_spans
 from benchmark.run import encode_sample
 from benchmark.tasks import load_task
@@ -70,6 +85,16 @@ def summarise_span(scores: torch.Tensor, span: tuple[int, int], budget: int) -> 
     }
 
 
+def imitation(kvzip: torch.Tensor, heads: torch.Tensor, span: tuple[int, int], budget: int) -> dict:
+    """How much of KVzip's ``allocation=head`` selection the heads' scores reproduce (both ``[L, Hkv, n]``)."""
+    wanted, kept = keep_mask(kvzip, budget, "head"), keep_mask(heads, budget, "head")
+    return {
+        "kvzip_kept_overlap": ((wanted & kept).sum() / wanted.sum()).item(),
+        "value_kept_share_kvzip": wanted[..., span[0] : span[1]].float().mean().item(),
+        "value_kept_share_heads": kept[..., span[0] : span[1]].float().mean().item(),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark.kvzip_needle_rank", description=__doc__.split("\n\n")[0]
@@ -84,6 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", required=True, help="JSON file")
+    parser.add_argument("--heads", nargs="*", default=[], help="adapter dirs (or 'shipped') to compare")
+    parser.add_argument("--pooling", type=int, default=7, help="score pooling of the heads' scores")
+    parser.add_argument("--scores-dir", type=Path, default=None, help="store / reuse KVzip's scores here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,12 +132,25 @@ def main(argv: list[str] | None = None) -> dict:
     def chunks(context: torch.Tensor) -> list:
         return repeat_chunks(context[0].tolist(), first, later, args.chunk)
 
-    results = {"settings": vars(args), "samples": []}
+    contexts = {
+        sample.id: torch.tensor([encode_sample(tokenizer, sample, chat_template=False).context_ids])
+        for sample in samples
+    }
+    heads_scores = {}
+    for name in args.heads:
+        heads_model = locret.from_pretrained(
+            model_dir, None if name == "shipped" else name, dtype=getattr(torch, args.dtype)
+        ).eval()
+        heads_scores[name] = {
+            key: head_scores(heads_model, context, 512, args.pooling)[1].cpu()
+            for key, context in contexts.items()
+        }
+        del heads_model
+    results = {"settings": {**vars(args), "scores_dir": str(args.scores_dir)}, "samples": []}
     for sample in samples:
-        prompt = encode_sample(tokenizer, sample, chat_template=False)
         head_text = sample.prefix + sample.context
         head_ids = tokenizer.encode(head_text)
-        context = torch.tensor([prompt.context_ids])
+        context = contexts[sample.id]
         spans = {
             "value": value_span(sample, tokenizer, head_text, head_ids),
             "sentence": tuple(sample.meta["needle_token_spans"][0]),
@@ -120,16 +161,28 @@ def main(argv: list[str] | None = None) -> dict:
             "context_tokens": context.shape[1],
             "spans": spans,
         }
-        started = time.perf_counter()
-        cache = prefill_plain(model, context, 512)
-        record["prefill_seconds"] = time.perf_counter() - started
+        cache = None
         for normalise in args.normalise.split(","):
             started = time.perf_counter()
-            scores = reconstruction_scores(model, cache, chunks(context), normalise).cpu()
+            path = (
+                None if args.scores_dir is None else args.scores_dir / f"{sample.id}-{normalise}.safetensors"
+            )
+            if path is not None and path.exists():
+                scores = load_file(path)["scores"]
+            else:
+                cache = prefill_plain(model, context, 512) if cache is None else cache
+                scores = reconstruction_scores(model, cache, chunks(context), normalise).cpu()
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    save_file({"scores": scores.contiguous()}, path)
             record[normalise] = {
                 name: summarise_span(scores, span, args.budget) for name, span in spans.items()
             }
             record[normalise]["seconds"] = time.perf_counter() - started
+            record[normalise]["heads"] = {
+                name: imitation(scores, heads_scores[name][sample.id], spans["value"], args.budget)
+                for name in args.heads
+            }
         results["samples"].append(record)
         print(
             json.dumps(
@@ -161,6 +214,14 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for normalise in args.normalise.split(",")
     }
+    for normalise in args.normalise.split(","):
+        results["summary"][normalise]["heads"] = {
+            name: {
+                key: mean(r[normalise]["heads"][name][key] for r in results["samples"])
+                for key in results["samples"][0][normalise]["heads"][name]
+            }
+            for name in args.heads
+        }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results["summary"], indent=1))

@@ -241,3 +241,18 @@ def test_needle_rank_reports_percentiles_and_kept_shares():
     assert report["tokens"] == 3 and report["head_percentile_mean"] > 85
     assert report["uniform_kept_share"] == 0.5 and report["uniform_heads_keeping_all"] == 3
     assert report["global_kept_share"] == 0.5 and report["global_kept_by_layer"] == [1.0, 0.0]
+
+
+def test_needle_rank_measures_how_much_of_kvzips_selection_the_heads_keep():
+    from benchmark.kvzip_needle_rank import imitation
+
+    kvzip = torch.rand(2, 3, 40, generator=torch.Generator().manual_seed(3))
+    kvzip[..., 10:13] = -1.0
+    kvzip[:, 1, 10:13] = 5.0  # the needle's value: kept by head 1 of every layer, by no other head
+    same = imitation(kvzip, kvzip.clone(), (10, 13), budget=4)
+    assert same["kvzip_kept_overlap"] == 1.0
+    assert same["value_kept_share_kvzip"] == same["value_kept_share_heads"] == pytest.approx(1 / 3)
+    blind = kvzip.clone()
+    blind[..., 10:13] = -10.0  # heads that miss the needle and agree on everything else
+    missed = imitation(kvzip, blind, (10, 13), budget=4)
+    assert missed["kvzip_kept_overlap"] == pytest.approx(9 / 12) and missed["value_kept_share_heads"] == 0.0
