@@ -145,11 +145,11 @@ class LocretLayer(DynamicLayer):
         """Keep the top ``keep x H`` entries over all KV heads together (``eviction.adaptive_kept``); the
         slots a head does not fill become its left pads (score -inf, masked in attention)."""
         held = None if self.head_pads is None else self.held_entries()
-        indices, pads = adaptive_kept(self.scores, held, keep, n_protect, self.config.max_head_budget)
+        indices, self.head_pads = adaptive_kept(
+            self.scores, held, keep, n_protect, self.config.max_head_budget
+        )
         self.keep_entries(indices)
-        slots = torch.arange(indices.shape[-1], device=pads.device)
-        self.scores.masked_fill_(slots < pads[..., None], float("-inf"))
-        self.head_pads = pads
+        self.scores.masked_fill_(~self.held_entries(), float("-inf"))
 
     def keep_entries(
         self, indices: torch.Tensor, rows: torch.Tensor | None = None, scores: torch.Tensor | None = None
@@ -274,6 +274,7 @@ class LocretCache(Cache):
         row's entries to the longest row's with pad entries (score -inf: evicted first, masked in attention)
         and remembers each row's real entries and shift, so RoPE counts each row's own positions."""
         first = rows[0]
+        cls.check_padded_batch_config(first.config)
         merged = cls(first.config, len(first.layers), first.scorer, first.layers[0].track_positions)
         for index, layer in enumerate(merged.layers):
             parts = [row.layers[index] for row in rows]
@@ -281,10 +282,6 @@ class LocretCache(Cache):
                 raise ValueError("the rows of a padded batch must end at the same padded position")
             if not all(part.is_initialized for part in parts):
                 raise ValueError("every row of a padded batch must be prefilled before merging")
-            if first.config.budget_allocation != "uniform":
-                raise ValueError(
-                    "padded batches need budget_allocation='uniform' (run the rows one at a time)"
-                )
             length = max(part.stored_length() for part in parts)
             tail = max(part.raw_tail.shape[-1] for part in parts)
 
@@ -306,6 +303,12 @@ class LocretCache(Cache):
             layer.real_lengths = torch.tensor([part.stored_length() for part in parts], device=device)
             layer.shifts = torch.tensor(shifts, device=device)
         return merged
+
+    @staticmethod
+    def check_padded_batch_config(config: LocretConfig) -> None:
+        """Padded batches pad each row, not each KV head: an adaptive allocation is refused."""
+        if config.budget_allocation != "uniform":
+            raise ValueError("padded batches need budget_allocation='uniform' (run the rows one at a time)")
 
     @property
     def config(self) -> LocretConfig:

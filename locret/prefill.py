@@ -132,8 +132,7 @@ def prefill_padded(
         raise ValueError(
             "a padded batch builds its own cache: pass cache=None (or run its rows one at a time)"
         )
-    if config.budget_allocation != "uniform":
-        raise ValueError("padded batches need budget_allocation='uniform' (run the rows one at a time)")
+    LocretCache.check_padded_batch_config(config)  # before the rows' prefills, not after
     tail = max(config.n_local, 1)
     if input_ids.shape[1] - max(shifts) <= tail:
         raise ValueError(

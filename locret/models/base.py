@@ -127,11 +127,11 @@ class LocretAttentionMixin:
             key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
             layer = cache.layers[self.layer_idx]
-            if layer.head_pads is not None:  # each layer has its own slots; the model's mask is layer 0's
+            if layer.head_pads is not None:
+                # Each layer has its own slots and the model's mask is layer 0's; without padded batches
+                # (refused) that mask is only causal, which ``mask_pads`` builds over this layer's slots.
                 self._check_global_attention()
-                attention_mask = (
-                    None  # without padded batches (refused) it is causal: ``mask_pads`` builds it
-                )
+                attention_mask = None
             held = layer.held_entries()
             if held is not None:
                 attention_mask = mask_pads(attention_mask, held, length, query.shape[1])
