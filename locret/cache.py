@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,8 @@ class LocretLayer(DynamicLayer):
         self.shifts: torch.Tensor | None = None  # [B] each row's pad tokens (``seen`` counts them)
         # ``budget_allocation="adaptive"``: each KV head's entries are left-padded to the longest head's.
         self.head_pads: torch.Tensor | None = None  # [B, H] slots at each head's left that hold no entry
+        # ``LocretCache.scratch_tokens``: appended entries a scoring pass attends to and then drops.
+        self.scratch: int | None = None  # None: updates are ordinary; else the scratch entries held now
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -83,6 +86,8 @@ class LocretLayer(DynamicLayer):
             )
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if self.scratch is not None:
+            return self._append_scratch(key_states, value_states)
         self.resolve_scores()
         new = key_states.shape[-2]
         protect = min(self.protect_remaining, new)
@@ -103,6 +108,28 @@ class LocretLayer(DynamicLayer):
         else:
             self._append_scores(scores, protect)
         return self.keys, self.values
+
+    def _append_scratch(self, key_states: torch.Tensor, value_states: torch.Tensor):
+        """Append throwaway entries (no score, not counted as seen); ``drop_scratch`` removes them."""
+        self.keys = torch.cat([self.keys, key_states], dim=-2)
+        self.values = torch.cat([self.values, value_states], dim=-2)
+        self.scratch += key_states.shape[-2]
+        self.peak_length = max(self.peak_length, self.keys.shape[-2])
+        return self.keys, self.values
+
+    def drop_scratch(self) -> None:
+        """Remove the scratch entries and make updates ordinary again."""
+        if self.scratch:
+            self.keys = self.keys[..., : -self.scratch, :]
+            self.values = self.values[..., : -self.scratch, :]
+        self.scratch = None
+
+    def supply_pending_scores(self, raw: torch.Tensor) -> None:
+        """The raw scores ``[B, H, T]`` of the last ``update``'s entries, which gave a placeholder function
+        for them (``ReconstructionScorer``); pooled and appended at the next eviction, as computed scores."""
+        if self.pending_scores is None:
+            raise RuntimeError("no scores are pending: supply them right after the update that deferred them")
+        self.pending_scores = (lambda: raw, self.pending_scores[1])
 
     def resolve_scores(self) -> None:
         """Append the scores of the last ``update`` if it gave a function for them."""
@@ -266,6 +293,29 @@ class LocretCache(Cache):
         track = track_positions or config.position_mode == "absolute"
         super().__init__(layers=[LocretLayer(config, track_positions=track) for _ in range(num_layers)])
         self.prefilling = False
+        self.holding = False  # True: no eviction (a chunk waits for its scores; ``hold_eviction``)
+
+    @contextmanager
+    def hold_eviction(self) -> Iterator[None]:
+        """Inside the block nothing is evicted; the caller evicts afterwards (``evict_together``)."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+
+    @contextmanager
+    def scratch_tokens(self) -> Iterator[None]:
+        """Inside the block every layer's updates are throwaway entries (attended, never scored, not counted as
+        seen, never evicted), dropped at its end: a scoring pass over the cache leaves it as it was."""
+        for layer in self.layers:
+            layer.scratch = 0
+        try:
+            with self.hold_eviction():
+                yield
+        finally:
+            for layer in self.layers:
+                layer.drop_scratch()
 
     @classmethod
     def from_rows(cls, rows: list[LocretCache], shifts: list[int]) -> LocretCache:
@@ -340,6 +390,8 @@ class LocretCache(Cache):
         each small op runs several times slower than in a tight loop (cold caches; measured on CPU about 10x
         for the ranking), and per layer the ranking is a dozen of them."""
         config = self.config
+        if self.holding:
+            return
         if self.prefilling:
             if layer_idx == len(self.layers) - 1:
                 self.evict_together(config.budget)

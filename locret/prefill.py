@@ -109,13 +109,25 @@ def prefill_prompt(
             "or one prefilled with this prompt's beginning"
         )
     starts = range(seen, end, config.chunk_size)
+    rescores = cache.scorer.rescores_chunks
+    if rescores:
+        cache.scorer.check_config(config)
     cache.prefilling = True
     try:
         for start in tqdm(
             starts, desc="locret prefill", unit="chunk", disable=not progress or len(starts) < 2
         ):
-            chunk = input_ids[:, start : min(start + config.chunk_size, end)]
-            model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
+            stop = min(start + config.chunk_size, end)
+            chunk = input_ids[:, start:stop]
+            if not rescores:
+                model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
+                continue
+            # A scorer that needs a pass of its own over the chunk (``ReconstructionScorer``) scores it
+            # between the chunk's forward and the eviction.
+            with cache.hold_eviction(), cache.scorer.chunk_pass():
+                model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
+            cache.scorer.rescore_chunk(model, cache, input_ids, start, stop)
+            cache.evict_together(config.budget)
     finally:
         cache.prefilling = False
     cache.protect_next(config.n_local)

@@ -43,17 +43,19 @@ from locret.generation import LocretOutput, decode
 from locret.hooks import forward_hooks
 from locret.models.base import collecting_scores
 from locret.rope import apply_rope
+from locret.scorers.reconstruction import (
+    FIRST_PROMPT,
+    N_SINKS,
+    NEXT_PROMPT,
+    PREVIOUS_TOKENS,
+    max_received_attention,
+)
 
 from .base import TRAINED, Method, model_window
 
-FIRST_PROMPT = "\n\nRepeat the previous context exactly.\n"
-NEXT_PROMPT = "\n\nRepeat the part of the previous context exactly, starting with"
-PREVIOUS_TOKENS = 8  # the previous chunk's last tokens quoted in the next chunk's prompt
-N_SINKS = 4
 ALLOCATIONS = ("uniform", "head", "layer", "global")
 SCORE_SOURCES = ("reconstruction", "heads")
 NORMALISATIONS = ("chunk", "all")
-ROW_BLOCK = 128  # reconstruction queries scored at once (memory: G x ROW_BLOCK x cached entries per KV head)
 
 
 @dataclass(frozen=True)
@@ -93,31 +95,6 @@ def _scored_columns(chunk: RepeatChunk, n_context: int, n_new: int, normalise: s
     return torch.cat([sinks, torch.arange(chunk.start, chunk.end, device=device), own])
 
 
-def received_attention(
-    query: torch.Tensor, keys: torch.Tensor, columns: torch.Tensor, n_context: int, scaling: float
-) -> torch.Tensor:
-    """Per KV head, the maximum over the rows of ``query`` ``[H, T, D]`` (rotated; the last ``T`` cached
-    entries are theirs, causal among themselves) and over each group's query heads of the softmax, taken over
-    ``keys[:, columns]`` (``keys`` ``[Hkv, S, D]`` rotated), of each context column: ``[Hkv, n]`` for the
-    ``n`` columns below ``n_context``. Float32, ``ROW_BLOCK`` rows at a time."""
-    heads, rows, dim = query.shape
-    kv_heads, stored = keys.shape[0], keys.shape[1]
-    group = heads // kv_heads
-    grouped = query.float().view(kv_heads, group, rows, dim)
-    selected = keys[:, columns].float() * scaling  # [Hkv, C, D]
-    row_positions = torch.arange(stored - rows, stored, device=query.device)
-    n_out = int((columns < n_context).sum())
-    best = torch.zeros(kv_heads, n_out, device=query.device)
-    for start in range(0, rows, ROW_BLOCK):
-        block = grouped[:, :, start : start + ROW_BLOCK]  # [Hkv, G, b, D]
-        logits = torch.einsum("hgtd,hcd->hgtc", block, selected)
-        hidden = columns[None, :] > row_positions[start : start + ROW_BLOCK, None]  # causal among own rows
-        logits.masked_fill_(hidden, -math.inf)
-        probabilities = logits.softmax(dim=-1)[..., :n_out]
-        torch.maximum(best, probabilities.amax(dim=(1, 2)), out=best)
-    return best
-
-
 class _ScoreRecorder:
     """Forward hook on one attention module: scores the context entries from that layer's reconstruction
     queries and the keys the layer just cached (context + this chunk)."""
@@ -133,8 +110,9 @@ class _ScoreRecorder:
         query = apply_rope(query, cos[:, None], sin[:, None])[0]
         keys = kwargs[CACHE_KWARG].layers[module.layer_idx].keys[0]
         columns = _scored_columns(self.chunk, self.n_context, query.shape[1], self.normalise, keys.device)
-        received = received_attention(query, keys, columns, self.n_context, module.scaling)
-        context_columns = columns[columns < self.n_context]
+        context_columns = columns[columns < self.n_context]  # the first ones
+        scored = slice(0, len(context_columns))
+        received = max_received_attention(query[None], keys[None], columns, scored, module.scaling)[0]
         target = self.scores[self.layer]
         target[:, context_columns] = torch.maximum(target[:, context_columns], received)
 

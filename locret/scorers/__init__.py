@@ -7,6 +7,7 @@ own file with the same two hooks (see ``EntryScorer``); adding a method is one n
 
 from .base import EntryScorer
 from .h2o import H2OScorer
+from .reconstruction import ReconstructionScorer
 from .retaining_head import RetainingHeadScorer
 from .snapkv import SnapKVScorer
 from .streaming import StreamingLLMScorer
@@ -16,6 +17,15 @@ SCORERS: dict[str, type[EntryScorer]] = {
     "streaming_llm": StreamingLLMScorer,
     "h2o": H2OScorer,
     "snapkv": SnapKVScorer,
+    "reconstruct": ReconstructionScorer,
 }
 
-__all__ = ["SCORERS", "EntryScorer", "H2OScorer", "RetainingHeadScorer", "SnapKVScorer", "StreamingLLMScorer"]
+__all__ = [
+    "SCORERS",
+    "EntryScorer",
+    "H2OScorer",
+    "ReconstructionScorer",
+    "RetainingHeadScorer",
+    "SnapKVScorer",
+    "StreamingLLMScorer",
+]

@@ -17,10 +17,13 @@ class EntryScorer:
 
     ``score_new`` gives the score of each new entry when it is appended. ``after_attention`` may then revise
     the scores of every stored entry from the chunk's (rotated) queries and keys, for attention-based
-    baselines; Locret never recomputes a stored score.
+    baselines; Locret never recomputes a stored score. A scorer with ``rescores_chunks`` scores each prefill
+    chunk by a pass of its own instead (``ReconstructionScorer``: ``check_config``, ``chunk_pass``,
+    ``rescore_chunk``, called by ``locret.prefill.prefill_prompt``).
     """
 
     uses_retaining_heads: ClassVar[bool] = False  # True: the scores come from the model's retaining heads
+    rescores_chunks: ClassVar[bool] = False  # True: the prefill calls ``rescore_chunk`` after every chunk
 
     def score_new(
         self,

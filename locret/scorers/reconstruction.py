@@ -1,0 +1,172 @@
+"""KVzip's reconstruction score (Kim et al., 2025, arXiv 2505.23416), computed online within Locret's bounded
+cache: after each prefill chunk the model repeats that chunk, and each of the chunk's entries scores the most
+attention it receives while it is repeated. No trained heads and no question; about twice a plain prefill's
+compute, and memory stays ``budget + 2 x chunk`` entries, so it runs past the model's window.
+
+Why: on natural prose this score keeps needles that the retaining heads lose (``benchmark/README.md``); here it
+is the reference the heads should match, computed exactly where the heads would be used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from .base import EntryScorer
+
+# KVzip's own protocol (its repository and kvpress): the first chunk's prompt, the later chunks' prompt
+# followed by the previous chunk's last ``PREVIOUS_TOKENS`` tokens, and ``N_SINKS`` first tokens always kept.
+FIRST_PROMPT = "\n\nRepeat the previous context exactly.\n"
+NEXT_PROMPT = "\n\nRepeat the part of the previous context exactly, starting with"
+PREVIOUS_TOKENS = 8
+N_SINKS = 4
+ROW_BLOCK = 128  # reconstruction rows scored at once (memory: B x H x ROW_BLOCK x columns floats)
+
+
+def max_received_attention(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    columns: torch.Tensor,
+    scored: slice,
+    scaling: float,
+    visible: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per KV head, the maximum over the rows of ``query`` ``[B, H, T, D]`` (rotated; the last ``T`` of the
+    ``S`` entries of ``keys`` ``[B, Hkv, S, D]`` are theirs, causal among themselves) and over each group's
+    query heads of the softmax taken over ``keys[:, :, columns]`` only: ``[B, Hkv, n]`` for the columns
+    ``columns[scored]``. ``visible`` ``[B, Hkv, len(columns)]``: False hides a column from that KV head (a pad
+    slot). Float32, ``ROW_BLOCK`` rows at a time."""
+    batch, heads, rows, dim = query.shape
+    kv_heads, stored = keys.shape[1], keys.shape[2]
+    grouped = query.float().view(batch, kv_heads, heads // kv_heads, rows, dim)
+    selected = keys[:, :, columns].float() * scaling  # [B, Hkv, C, D]
+    row_positions = torch.arange(stored - rows, stored, device=query.device)
+    hidden_by_head = None if visible is None else ~visible[:, :, None, None, :]  # [B, Hkv, 1, 1, C]
+    best = None
+    for start in range(0, rows, ROW_BLOCK):
+        block = grouped[:, :, :, start : start + ROW_BLOCK]  # [B, Hkv, G, b, D]
+        logits = torch.einsum("bhgtd,bhcd->bhgtc", block, selected)
+        hidden = columns[None, :] > row_positions[start : start + ROW_BLOCK, None]  # causal among own rows
+        if hidden_by_head is not None:
+            hidden = hidden | hidden_by_head
+        logits.masked_fill_(hidden, -math.inf)
+        received = logits.softmax(dim=-1)[..., scored].amax(dim=(2, 3))
+        best = received if best is None else torch.maximum(best, received)
+    return best
+
+
+def _awaiting_reconstruction() -> torch.Tensor:
+    raise RuntimeError(
+        "a ReconstructionScorer's chunk was evicted before it was repeated: prefill with locret.prefill_prompt "
+        "(or locret.generate / model.generate), which runs the reconstruction pass after every chunk"
+    )
+
+
+@dataclass
+class ReconstructionScorer(EntryScorer):
+    """Reconstruction (KVzip's score, online): attention each entry receives while its chunk is repeated.
+
+    After every prefill chunk, ``rescore_chunk`` runs the chunk again after KVzip's prompt ("Repeat the
+    previous context exactly." for the first chunk; "Repeat the part of the previous context exactly,
+    starting with" and the previous 8 tokens for the others), attending to the whole retained cache; each
+    of the chunk's entries scores, per layer and KV head, the maximum softmax probability it receives from a
+    repeating row and a query head of its group, the softmax taken (KVzip's ``chunk`` normalisation) over the
+    cache's first ``N_SINKS`` slots, the chunk and the repeating rows themselves. The repeated tokens are then
+    dropped and the cache evicts as usual (``score_pooling`` and ``budget_allocation`` apply; the score is
+    comparable across KV heads, so ``"adaptive"`` suits it). The input's first ``N_SINKS`` tokens score +inf.
+
+    Repacked positions only, and no eviction while decoding (``decode_budget`` must be None): tokens this
+    scorer never repeats (the local tail, generated tokens) have no score to rank them by.
+    ``tokenizer`` encodes the prompts; None: the model's own (``model.config.name_or_path``).
+    """
+
+    rescores_chunks: ClassVar[bool] = True  # the prefill calls ``rescore_chunk`` after every chunk
+
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+    _prompts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _recording: dict | None = field(default=None, init=False, repr=False, compare=False)
+    _awaiting: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
+        if self._recording is not None:  # the repeated tokens: dropped before any eviction
+            return key.new_full(key.shape[:3], -math.inf, dtype=torch.float32)
+        if self._awaiting:
+            return _awaiting_reconstruction
+        # The local tail (protected, +inf) and generated tokens (never evicted: no decode budget).
+        return key.new_zeros(key.shape[:3], dtype=torch.float32)
+
+    def after_attention(self, layer, query, key, scaling) -> None:
+        if self._recording is None:
+            return
+        chunk, repeated = self._recording["chunk"], query.shape[-2]
+        stored = key.shape[-2] - repeated  # the retained entries, the new chunk last
+        device = key.device
+        sinks = torch.arange(min(N_SINKS, stored - chunk), device=device)
+        columns = torch.cat([sinks, torch.arange(stored - chunk, stored + repeated, device=device)])
+        held = layer.held_entries()
+        visible = None if held is None else held[..., columns].expand(key.shape[0], key.shape[1], -1)
+        scored = slice(len(sinks), len(sinks) + chunk)
+        self._recording[id(layer)] = max_received_attention(query, key, columns, scored, scaling, visible)
+
+    def prompt_ids(self, model) -> tuple[list[int], list[int]]:
+        """The first and the later chunks' prompts in the model's tokens (encoded once per scorer)."""
+        if not self._prompts:
+            tokenizer = self.tokenizer
+            if tokenizer is None:
+                from ..acquire import load_tokenizer
+
+                tokenizer = load_tokenizer(model.config.name_or_path)
+            self._prompts["first"] = tokenizer.encode(FIRST_PROMPT, add_special_tokens=False)
+            self._prompts["next"] = tokenizer.encode(NEXT_PROMPT, add_special_tokens=False)
+        return self._prompts["first"], self._prompts["next"]
+
+    @staticmethod
+    def check_config(config) -> None:
+        """Refuse the settings this scorer cannot serve (see the class docstring)."""
+        if config.position_mode != "repacked":
+            raise ValueError("the reconstruction scorer needs position_mode='repacked'")
+        if config.decode_budget is not None:
+            raise ValueError(
+                "the reconstruction scorer cannot evict while decoding (generated tokens are never repeated, "
+                "so they have no score): use decode_budget=None"
+            )
+
+    @contextmanager
+    def chunk_pass(self) -> Iterator[None]:
+        """The chunk's own forward: its entries' scores wait for ``rescore_chunk``."""
+        self._awaiting = True
+        try:
+            yield
+        finally:
+            self._awaiting = False
+
+    @torch.no_grad()
+    def rescore_chunk(self, model, cache, input_ids: torch.Tensor, start: int, end: int) -> None:
+        """Score the chunk ``input_ids[:, start:end]`` just appended to ``cache`` (not yet evicted) by
+        repeating it after KVzip's prompt, then hand every layer its scores and drop the repeated tokens."""
+        from ..compat import CACHE_KWARG
+
+        first, later = self.prompt_ids(model)
+        prompt = (
+            first if start == 0 else [*later, *input_ids[0, max(start - PREVIOUS_TOKENS, 0) : start].tolist()]
+        )
+        prompt_ids = torch.tensor(prompt, dtype=torch.long, device=input_ids.device).expand(
+            input_ids.shape[0], -1
+        )
+        repeat = torch.cat([prompt_ids, input_ids[:, start:end]], dim=1)
+        self._recording = {"chunk": end - start}
+        try:
+            with cache.scratch_tokens():
+                model.model(input_ids=repeat, use_cache=True, **{CACHE_KWARG: cache})
+            for layer in cache.layers:
+                received = self._recording[id(layer)]
+                if start < N_SINKS:
+                    received[..., : N_SINKS - start] = math.inf
+                layer.supply_pending_scores(received)
+        finally:
+            self._recording = None
