@@ -110,18 +110,26 @@ class LocretLayer(DynamicLayer):
         return self.keys, self.values
 
     def _append_scratch(self, key_states: torch.Tensor, value_states: torch.Tensor):
-        """Append throwaway entries (no score, not counted as seen); ``drop_scratch`` removes them."""
+        """Append throwaway entries at the next positions, without scores; ``drop_scratch`` removes them."""
+        new = key_states.shape[-2]
         self.keys = torch.cat([self.keys, key_states], dim=-2)
         self.values = torch.cat([self.values, value_states], dim=-2)
-        self.scratch += key_states.shape[-2]
+        if self.track_positions:
+            fresh = torch.arange(self.seen, self.seen + new, device=self.device)
+            self.positions = torch.cat([self.positions, fresh.expand(*key_states.shape[:2], new)], dim=-1)
+        self.seen += new
+        self.scratch += new
         self.peak_length = max(self.peak_length, self.keys.shape[-2])
         return self.keys, self.values
 
     def drop_scratch(self) -> None:
-        """Remove the scratch entries and make updates ordinary again."""
+        """Remove the scratch entries (and their positions) and make updates ordinary again."""
         if self.scratch:
             self.keys = self.keys[..., : -self.scratch, :]
             self.values = self.values[..., : -self.scratch, :]
+            if self.track_positions:
+                self.positions = self.positions[..., : -self.scratch]
+            self.seen -= self.scratch
         self.scratch = None
 
     def supply_pending_scores(self, raw: torch.Tensor) -> None:
@@ -306,8 +314,8 @@ class LocretCache(Cache):
 
     @contextmanager
     def scratch_tokens(self) -> Iterator[None]:
-        """Inside the block every layer's updates are throwaway entries (attended, never scored, not counted as
-        seen, never evicted), dropped at its end: a scoring pass over the cache leaves it as it was."""
+        """Inside the block every layer's updates are throwaway entries (attended at the next positions, never
+        scored or evicted), dropped at its end: a scoring pass over the cache leaves it as it was."""
         for layer in self.layers:
             layer.scratch = 0
         try:

@@ -4,6 +4,8 @@ are, its scratch pass leaving the cache as it was, and clear refusals."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from tiny import random_ids, tiny_pair
@@ -46,13 +48,14 @@ def kvzip_scores(model, context: torch.Tensor) -> torch.Tensor:
 # Phi-3 without LongRoPE: the plain cache's repetition crosses the tiny original window (32 positions), where
 # LongRoPE switches every position's frequencies; Locret's own LongRoPE handling is tested elsewhere.
 @pytest.mark.parametrize("arch, overrides", [("llama", {}), ("phi3", {"longrope": False})])
-def test_scores_equal_kvzip_over_the_cache_each_chunk_saw(arch, overrides):
+@pytest.mark.parametrize("position_mode", ["repacked", "absolute"])
+def test_scores_equal_kvzip_over_the_cache_each_chunk_saw(arch, overrides, position_mode):
     """With a budget above the context nothing is evicted, and each chunk is repeated over the cache as it
     stood after that chunk: the KVzip method's scores of the context up to the chunk's end (same prompts,
     same columns, same positions)."""
     model, _ = tiny_pair(arch, **overrides)
     ids = random_ids(33, seed=3)  # 32 context tokens in two chunks, then a 1-token tail
-    config = LocretConfig(budget=64, chunk_size=16, n_stabilizers=4, n_local=1)
+    config = LocretConfig(budget=64, chunk_size=16, n_stabilizers=4, n_local=1, position_mode=position_mode)
     cache = prefilled(model, ids, config)
     online = torch.stack([layer.scores[0] for layer in cache.layers])
     expected = torch.cat([kvzip_scores(model, ids[:, :16]), kvzip_scores(model, ids[:, :32])[..., 16:]], -1)
@@ -62,11 +65,18 @@ def test_scores_equal_kvzip_over_the_cache_each_chunk_saw(arch, overrides):
 
 
 @pytest.mark.parametrize("allocation", ["uniform", "adaptive"])
-def test_evicts_to_the_budget_and_generates(allocation):
+@pytest.mark.parametrize("position_mode", ["repacked", "absolute"])
+def test_evicts_to_the_budget_and_generates(allocation, position_mode):
     model, _ = tiny_pair("llama")
     ids = random_ids(70, seed=4)
     config = LocretConfig(
-        budget=20, chunk_size=16, n_stabilizers=4, n_local=2, budget_allocation=allocation, score_pooling=3
+        budget=20,
+        chunk_size=16,
+        n_stabilizers=4,
+        n_local=2,
+        budget_allocation=allocation,
+        score_pooling=3,
+        position_mode=position_mode,
     )
     cache = prefilled(model, ids, config)
     for layer in cache.layers:
@@ -74,6 +84,8 @@ def test_evicts_to_the_budget_and_generates(allocation):
         kept = layer.scores.shape[-1] * layer.scores.shape[1] if held is None else int(held.sum())
         assert kept == 20 * layer.scores.shape[1]  # budget x KV heads, however a layer's heads share it
         assert layer.scratch is None and not layer.pending_scores
+        if position_mode == "absolute":  # the repeated tokens' positions are gone too
+            assert layer.positions.shape[-1] == layer.stored_length() and int(layer.positions.max()) < 68
     # the peak holds the budget, a chunk and its repetition (prompt + chunk), nothing more
     assert cache.peak_length() <= (20 if allocation == "uniform" else 40) + 16 + len(LATER) + 8 + 16
     out = locret.generate(
@@ -82,17 +94,39 @@ def test_evicts_to_the_budget_and_generates(allocation):
     assert out.sequences.shape == (1, 73)
 
 
-def test_the_repeat_pass_leaves_keys_values_and_scores_as_they_were():
+@pytest.mark.parametrize("position_mode", ["repacked", "absolute"])
+def test_the_repeat_pass_leaves_the_cache_as_it_was(position_mode):
     model, _ = tiny_pair("llama")
     ids = random_ids(40, seed=5)
-    config = LocretConfig(budget=24, chunk_size=16, n_stabilizers=4, n_local=1)
+    config = LocretConfig(budget=24, chunk_size=16, n_stabilizers=4, n_local=1, position_mode=position_mode)
     cache = prefilled(model, ids, config)
-    before = [(layer.keys.clone(), layer.values.clone(), layer.scores.clone()) for layer in cache.layers]
+    names = ("keys", "values", "scores", "positions")
+    before = [{name: getattr(layer, name).clone() for name in names} for layer in cache.layers]
     with cache.scratch_tokens():
         model.model(input_ids=ids[:, :10], use_cache=True, **{CACHE_KWARG: cache})
-    for layer, (keys, values, scores) in zip(cache.layers, before, strict=True):
-        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
-        assert torch.equal(layer.scores, scores) and layer.seen == 39
+        assert cache.layers[0].stored_length() == 24 + 10  # attended while the block runs
+    for layer, tensors in zip(cache.layers, before, strict=True):
+        assert all(torch.equal(getattr(layer, name), tensor) for name, tensor in tensors.items())
+        assert layer.seen == 39 and layer.scratch is None
+
+
+def test_adaptive_pads_cannot_change_the_scores():
+    """With per-head pads (adaptive allocation) the repeat pass masks them, sinks included: garbage in the pad
+    slots changes no score of the next chunk."""
+    model, _ = tiny_pair("llama")
+    ids = random_ids(90, seed=8)
+    config = LocretConfig(budget=20, chunk_size=16, n_stabilizers=4, n_local=1, budget_allocation="adaptive")
+    clean = prefilled(model, ids[:, :60], config)
+    assert any(int(layer.head_pads.max()) > 0 for layer in clean.layers)  # some head lends slots
+    dirty = copy.deepcopy(clean)
+    for layer in dirty.layers:
+        pads = ~layer.held_entries()[..., None]
+        layer.keys = layer.keys.masked_fill(pads, 7.0)
+        layer.values = layer.values.masked_fill(pads, -7.0)
+    for cache in (clean, dirty):
+        prefill_prompt(model, ids, config, cache=cache)
+    for a, b in zip(clean.layers, dirty.layers, strict=True):
+        torch.testing.assert_close(a.scores, b.scores)
 
 
 def test_a_chunk_evicted_before_its_repetition_is_an_error():
@@ -105,14 +139,10 @@ def test_a_chunk_evicted_before_its_repetition_is_an_error():
         model.model(input_ids=random_ids(16, seed=6), use_cache=True, **{CACHE_KWARG: cache})
 
 
-@pytest.mark.parametrize(
-    "settings, message",
-    [({"decode_budget": 100}, "decode_budget=None"), ({"position_mode": "absolute"}, "repacked")],
-)
-def test_refuses_settings_it_cannot_serve(settings, message):
+def test_refuses_a_decode_budget():
     model, _ = tiny_pair("llama")
-    config = LocretConfig(budget=20, chunk_size=16, n_stabilizers=4, n_local=1, **settings)
-    with pytest.raises(ValueError, match=message):
+    config = LocretConfig(budget=20, chunk_size=16, n_stabilizers=4, n_local=1, decode_budget=100)
+    with pytest.raises(ValueError, match="decode_budget=None"):
         prefilled(model, random_ids(40, seed=7), config)
 
 

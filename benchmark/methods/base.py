@@ -17,7 +17,7 @@ import torch
 
 import locret
 from locret.cache import LocretCache
-from locret.config import BUDGET_ALLOCATIONS, LocretConfig
+from locret.config import BUDGET_ALLOCATIONS, POSITION_MODES, LocretConfig
 from locret.generation import LocretOutput
 from locret.prefill import new_cache, prefill_prompt
 from locret.scorers import SCORERS, EntryScorer
@@ -113,8 +113,9 @@ class Method:
 @dataclass
 class ScorerMethod(Method):
     """An eviction method: Locret's loop with one scorer of ``locret.scorers.SCORERS``, built with
-    ``scorer_params`` (its dataclass fields), the head scores pooled over ``score_pooling`` neighbours, and the
-    budget split over KV heads by ``budget_allocation`` (``LocretConfig``'s; ``max_head_budget`` with it).
+    ``scorer_params`` (its dataclass fields), the head scores pooled over ``score_pooling`` neighbours, the
+    budget split over KV heads by ``budget_allocation`` (``LocretConfig``'s; ``max_head_budget`` with it), and
+    the retained entries' positions by ``position_mode`` (``LocretConfig``'s).
 
     ``heads`` defaults to what the scorer needs (trained heads for Locret's own scorer, none for the others);
     ``"random"`` gives the untrained ablation. ``name`` and ``description`` default to the scorer's.
@@ -125,6 +126,7 @@ class ScorerMethod(Method):
     score_pooling: int = 1
     budget_allocation: str = "uniform"
     max_head_budget: int | None = None
+    position_mode: str = "repacked"
     heads: str = ""
     name: str = ""
     description: str = ""
@@ -145,6 +147,8 @@ class ScorerMethod(Method):
             raise ValueError(
                 f"budget_allocation must be one of {BUDGET_ALLOCATIONS}, got {self.budget_allocation!r}"
             )
+        if self.position_mode not in POSITION_MODES:
+            raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {self.position_mode!r}")
         self.heads = self.heads or (TRAINED if scorer_cls.uses_retaining_heads else NONE)
         if self.heads not in (TRAINED, RANDOM, NONE):
             raise ValueError(f"heads must be one of {TRAINED}, {RANDOM}, {NONE}; got {self.heads!r}")
@@ -155,8 +159,8 @@ class ScorerMethod(Method):
         return SCORERS[self.scorer](**self.scorer_params)
 
     def params(self) -> dict:
-        """Name, heads, the pooling of head scores, a non-uniform budget allocation, and the scorer parameters
-        that were set."""
+        """Name, heads, the pooling of head scores, a non-uniform budget allocation, a non-default position
+        mode, and the scorer parameters that were set."""
         pooling = {"score_pooling": self.score_pooling}
         uses_heads = SCORERS[self.scorer].uses_retaining_heads or self.score_pooling != 1
         allocation = {"budget_allocation": self.budget_allocation, "max_head_budget": self.max_head_budget}
@@ -165,12 +169,13 @@ class ScorerMethod(Method):
             "heads": self.heads,
             **(pooling if uses_heads else {}),
             **(allocation if self.budget_allocation != "uniform" else {}),
+            **({"position_mode": self.position_mode} if self.position_mode != "repacked" else {}),
             **self.scorer_params,
         }
 
     def locret_config(self, budget, chunk_size, n_stabilizers, n_local, prompt_length) -> LocretConfig:
-        """The settings for one prompt; the only place a method's ``score_pooling`` and budget allocation enter
-        a config."""
+        """The settings for one prompt; the only place a method's ``score_pooling``, budget allocation and
+        position mode enter a config."""
         return LocretConfig(
             budget=budget,
             chunk_size=chunk_size,
@@ -179,6 +184,7 @@ class ScorerMethod(Method):
             score_pooling=self.score_pooling,
             budget_allocation=self.budget_allocation,
             max_head_budget=self.max_head_budget,
+            position_mode=self.position_mode,
         )
 
     def make_cache(self, model, config: LocretConfig) -> LocretCache:
@@ -186,7 +192,7 @@ class ScorerMethod(Method):
 
 
 # What ``name:key=value`` may set on any eviction method besides its scorer's own parameters.
-METHOD_SETTINGS = ("score_pooling", "budget_allocation", "max_head_budget", "heads")
+METHOD_SETTINGS = ("score_pooling", "budget_allocation", "max_head_budget", "position_mode", "heads")
 
 
 def scorer_method(scorer: str, **settings) -> ScorerMethod:

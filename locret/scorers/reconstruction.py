@@ -75,13 +75,14 @@ class ReconstructionScorer(EntryScorer):
     previous context exactly." for the first chunk; "Repeat the part of the previous context exactly,
     starting with" and the previous 8 tokens for the others), attending to the whole retained cache; each
     of the chunk's entries scores, per layer and KV head, the maximum softmax probability it receives from a
-    repeating row and a query head of its group, the softmax taken (KVzip's ``chunk`` normalisation) over the
-    cache's first ``N_SINKS`` slots, the chunk and the repeating rows themselves. The repeated tokens are then
-    dropped and the cache evicts as usual (``score_pooling`` and ``budget_allocation`` apply; the score is
-    comparable across KV heads, so ``"adaptive"`` suits it). The input's first ``N_SINKS`` tokens score +inf.
+    repeating row and a query head of its group, the softmax taken (KVzip's ``chunk`` normalisation) over
+    the head's ``N_SINKS`` oldest entries (the input's first tokens), the chunk and the repeating rows. The
+    repeated tokens are then dropped and the cache evicts as usual (``score_pooling`` and
+    ``budget_allocation`` apply; the score is comparable across KV heads, so ``"adaptive"`` suits it). The
+    input's first ``N_SINKS`` tokens score +inf.
 
-    Repacked positions only, and no eviction while decoding (``decode_budget`` must be None): tokens this
-    scorer never repeats (the local tail, generated tokens) have no score to rank them by.
+    No eviction while decoding (``decode_budget`` must be None): tokens this scorer never repeats (the local
+    tail, generated tokens) have no score to rank them by.
     ``tokenizer`` encodes the prompts; None: the model's own (``model.config.name_or_path``).
     """
 
@@ -104,13 +105,20 @@ class ReconstructionScorer(EntryScorer):
         if self._recording is None:
             return
         chunk, repeated = self._recording["chunk"], query.shape[-2]
-        stored = key.shape[-2] - repeated  # the retained entries, the new chunk last
+        older = key.shape[-2] - repeated - chunk  # retained entries before the new chunk
         device = key.device
-        sinks = torch.arange(min(N_SINKS, stored - chunk), device=device)
-        columns = torch.cat([sinks, torch.arange(stored - chunk, stored + repeated, device=device)])
-        held = layer.held_entries()
-        visible = None if held is None else held[..., columns].expand(key.shape[0], key.shape[1], -1)
-        scored = slice(len(sinks), len(sinks) + chunk)
+        # The sinks are each KV head's N_SINKS oldest entries (the input's first tokens, kept at +inf): the
+        # first slots, or with an adaptive allocation the slots right after that head's left pads.
+        pads = layer.head_pads
+        reach = min(N_SINKS + (0 if pads is None else int(pads.max())), older)
+        sinks = torch.arange(reach, device=device)
+        columns = torch.cat([sinks, torch.arange(older, key.shape[-2], device=device)])
+        visible = None
+        if pads is not None:
+            first = pads[..., None]
+            own = torch.ones(*pads.shape, chunk + repeated, dtype=torch.bool, device=device)
+            visible = torch.cat([(sinks >= first) & (sinks < first + N_SINKS), own], dim=-1)
+        scored = slice(reach, reach + chunk)
         self._recording[id(layer)] = max_received_attention(query, key, columns, scored, scaling, visible)
 
     def prompt_ids(self, model) -> tuple[list[int], list[int]]:
@@ -128,8 +136,6 @@ class ReconstructionScorer(EntryScorer):
     @staticmethod
     def check_config(config) -> None:
         """Refuse the settings this scorer cannot serve (see the class docstring)."""
-        if config.position_mode != "repacked":
-            raise ValueError("the reconstruction scorer needs position_mode='repacked'")
         if config.decode_budget is not None:
             raise ValueError(
                 "the reconstruction scorer cannot evict while decoding (generated tokens are never repeated, "

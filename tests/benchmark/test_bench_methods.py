@@ -38,6 +38,7 @@ def test_registry_names_every_method():
         "streaming_llm",
         "h2o",
         "snapkv",
+        "reconstruct",
         "longheads",
         "needle_oracle",
     }
@@ -274,6 +275,18 @@ def test_eviction_methods_take_the_budget_allocation(pair, ids):
     assert all(layer.head_pads is not None for layer in cache.layers)
     with pytest.raises(ValueError, match="budget_allocation must be one of"):
         get_method("locret:budget_allocation=global")
+
+
+def test_eviction_methods_take_the_position_mode(pair, ids):
+    method = get_method("locret_pooled:position_mode=absolute")
+    config = method.locret_config(budget=32, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
+    assert config.position_mode == "absolute" and method.params()["position_mode"] == "absolute"
+    assert "position_mode" not in get_method("locret_pooled").params()  # earlier results keep their keys
+    cache = method.make_cache(pair[0], config)
+    locret.generate(pair[0], ids, config, max_new_tokens=2, cache=cache)
+    assert cache.layers[0].positions.shape[-1] == cache.stored_length()  # absolute mode tracks positions
+    with pytest.raises(ValueError, match="position_mode must be one of"):
+        get_method("locret:position_mode=relative")
 
 
 def test_every_scorer_is_a_method_with_settings_from_its_name(pair, ids):
