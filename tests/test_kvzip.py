@@ -11,6 +11,7 @@ from transformers import DynamicCache
 from benchmark.methods import get_method
 from benchmark.methods.kvzip import (
     N_SINKS,
+    GivenScores,
     KVzip,
     head_scores,
     keep_mask,
@@ -19,6 +20,7 @@ from benchmark.methods.kvzip import (
     repeat_chunks,
 )
 from locret.config import LocretConfig
+from locret.prefill import new_cache, prefill_prompt
 
 FIRST, LATER = [5, 6, 7], [8, 9]
 
@@ -217,6 +219,33 @@ def test_head_scores_are_the_heads_on_each_entry_pooled_whatever_the_chunking(ea
     assert method.heads == "trained" and method.params()["scores"] == "heads"
 
 
+def test_given_scores_decide_what_locrets_cache_keeps():
+    """``evict=locret``'s scorer: scores by absolute position; the oldest-favouring scores keep the oldest
+    entries (and the protected newest), whatever the chunking."""
+    model, _ = tiny_pair("llama")
+    context = 50
+    scores = -torch.arange(context, dtype=torch.float32).expand(2, 2, context)  # older is better
+    config = LocretConfig(budget=20, chunk_size=16, n_stabilizers=4, n_local=1)
+    cache = new_cache(model, config, scorer=GivenScores(scores), track_positions=True)
+    prefill_prompt(model, random_ids(context + 1, seed=9), config, cache=cache)
+    expected = torch.tensor([*range(16), *range(46, 50)])  # the best 16, then the 4 newest
+    assert all(torch.equal(layer.positions[0, h], expected) for layer in cache.layers for h in range(2))
+
+
+@pytest.mark.parametrize("allocation, positions", [("uniform", "repacked"), ("head", "absolute")])
+def test_evict_in_locret_runs_locrets_cache_with_kvzips_scores(allocation, positions):
+    model, _ = tiny_pair("llama")
+    method = get_method(f"kvzip:evict=locret:allocation={allocation}:positions={positions}:chunk=16")
+    method.tokenizer = PromptTokenizer()
+    config = LocretConfig(budget=12, chunk_size=16, n_stabilizers=4, n_local=4)
+    out = method.generate(model, random_ids(60, seed=10), config, max_new_tokens=3)
+    assert out.new_tokens.shape == (1, 3)
+    assert out.config.budget_allocation == ("adaptive" if allocation == "head" else "uniform")
+    assert out.config.position_mode == positions
+    assert 12 + 4 <= out.cache_length_after_prefill <= 12 * 2 + 4  # the budget (adaptive: longest head's)
+    assert method.params()["evict"] == "locret" and "evict" not in get_method("kvzip").params()
+
+
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="allocation"):
         get_method("kvzip:allocation=kv_head")
@@ -228,6 +257,12 @@ def test_bad_settings_are_rejected():
         get_method("kvzip:scores=labels")
     with pytest.raises(ValueError, match="pooling"):
         get_method("kvzip:scores=heads:pooling=4")
+    with pytest.raises(ValueError, match="evict"):
+        get_method("kvzip:evict=drop")
+    with pytest.raises(ValueError, match="evict=locret takes allocation"):
+        get_method("kvzip:evict=locret:allocation=global")
+    with pytest.raises(ValueError, match="positions"):
+        get_method("kvzip:positions=absolute")  # the masked compression keeps true positions anyway
 
 
 def test_needle_rank_reports_percentiles_and_kept_shares():

@@ -21,10 +21,16 @@ layer's total, ``budget x KV heads``, ranked over its KV heads together (what a 
 head, and the same total per layer, could hold). Evicted entries are masked in
 attention (per layer and query head), not freed: what is kept matters here, not memory. The question and
 the answer then run at their true positions.
+
+``evict=locret`` instead hands the same scores (computed over the whole context, as above) to Locret's own
+chunked prefill and eviction (``allocation`` uniform, or head as ``budget_allocation="adaptive"``, with
+``positions`` as its ``position_mode``): what Locret's cache keeps, and how its positions read, when its
+scores are KVzip's; the reference the retaining heads and ``locret.scorers.ReconstructionScorer`` aim at.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -37,12 +43,15 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+import locret
 from locret.compat import CACHE_KWARG
-from locret.config import LocretConfig
+from locret.config import POSITION_MODES, LocretConfig
 from locret.generation import LocretOutput, decode
 from locret.hooks import forward_hooks
 from locret.models.base import collecting_scores
+from locret.prefill import new_cache
 from locret.rope import apply_rope
+from locret.scorers import EntryScorer
 from locret.scorers.reconstruction import (
     FIRST_PROMPT,
     N_SINKS,
@@ -54,6 +63,8 @@ from locret.scorers.reconstruction import (
 from .base import TRAINED, Method, model_window
 
 ALLOCATIONS = ("uniform", "head", "layer", "global")
+LOCRET_ALLOCATIONS = ("uniform", "head")  # what a Locret cache holds: budget_allocation uniform / adaptive
+EVICTIONS = ("mask", "locret")
 SCORE_SOURCES = ("reconstruction", "heads")
 NORMALISATIONS = ("chunk", "all")
 
@@ -270,6 +281,11 @@ class KVzip(Method):
     pooling: int = 7  # score pooling of the heads' scores (scores=heads only)
     normalise: str = "chunk"
     chunk: int = 2048  # context tokens per reconstruction input (KVzip and kvpress: about 2K)
+    # "mask": KVzip's one-shot compression (evicted entries masked); "locret": the same scores drive Locret's
+    # chunked evicting cache (``allocation`` uniform or head = ``budget_allocation`` "adaptive"), with
+    # ``positions`` its ``position_mode``: what Locret's own eviction keeps when its scores are KVzip's.
+    evict: str = "mask"
+    positions: str = "repacked"
     tokenizer: Any = field(default=None, repr=False)  # None: the model's own (from its directory)
 
     def __post_init__(self) -> None:
@@ -283,10 +299,21 @@ class KVzip(Method):
             raise ValueError(f"kvzip scores must be one of {SCORE_SOURCES}, got {self.scores!r}")
         if not isinstance(self.pooling, int) or self.pooling < 1 or self.pooling % 2 == 0:
             raise ValueError(f"kvzip pooling must be an odd integer >= 1, got {self.pooling!r}")
+        if self.evict not in EVICTIONS:
+            raise ValueError(f"kvzip evict must be one of {EVICTIONS}, got {self.evict!r}")
+        if self.evict == "locret" and self.allocation not in LOCRET_ALLOCATIONS:
+            raise ValueError(
+                f"kvzip evict=locret takes allocation {' or '.join(LOCRET_ALLOCATIONS)}, got {self.allocation!r}"
+            )
+        if self.positions not in POSITION_MODES or (self.evict == "mask" and self.positions != "repacked"):
+            raise ValueError(
+                f"kvzip positions must be one of {POSITION_MODES}, and only with evict=locret; got {self.positions!r}"
+            )
         if self.scores == "heads":
             self.heads = TRAINED  # needs trained retaining heads (--heads, or the shipped ones)
 
     def params(self) -> dict:
+        eviction = {"evict": self.evict, "positions": self.positions} if self.evict == "locret" else {}
         return {
             "name": self.name,
             "heads": self.heads,
@@ -295,6 +322,7 @@ class KVzip(Method):
             "pooling": self.pooling if self.scores == "heads" else None,
             "normalise": self.normalise,
             "chunk": self.chunk,
+            **eviction,
         }
 
     def fits(self, prompt_length: int, max_new_tokens: int, model) -> bool:
@@ -345,6 +373,10 @@ class KVzip(Method):
         started = time.perf_counter()
         split = input_ids.shape[1] - max(config.n_local, 1)
         compressed = self.compress(model, input_ids[:, :split], config)
+        if self.evict == "locret":
+            return self._generate_in_locret_cache(
+                model, input_ids, config, compressed, max_new_tokens, eos_token_id, started
+            )
         cache, keep = compressed.cache, compressed.keep
         with masked_entries(model, keep):
             tail = input_ids[:, split:]
@@ -373,3 +405,42 @@ class KVzip(Method):
             peak_cache_bytes=entry_bytes * len(cache.layers) * compressed.peak_entries,
             config=config,
         )
+
+    def _generate_in_locret_cache(
+        self, model, input_ids, config, compressed: Compressed, max_new_tokens, eos_token_id, started
+    ) -> LocretOutput:
+        """``evict=locret``: Locret's chunked prefill and eviction over the prompt, scored by ``compressed``'s
+        scores (the scoring's time counts as prefill; its whole-context peak as memory)."""
+        settings = dataclasses.replace(
+            config,
+            budget_allocation="adaptive" if self.allocation == "head" else "uniform",
+            position_mode=self.positions,
+        )
+        cache = new_cache(model, settings, scorer=GivenScores(compressed.scores))
+        scoring_seconds = time.perf_counter() - started
+        out = locret.generate(
+            model, input_ids, settings, max_new_tokens, eos_token_id=eos_token_id, cache=cache
+        )
+        layer = compressed.cache.layers[0]
+        entry_bytes = layer.keys[0, :, 0].numel() * (layer.keys.element_size() + layer.values.element_size())
+        peak = entry_bytes * len(compressed.cache.layers) * compressed.peak_entries
+        return dataclasses.replace(
+            out,
+            prefill_seconds=out.prefill_seconds + scoring_seconds,
+            peak_cache_bytes=max(out.peak_cache_bytes, peak),
+        )
+
+
+@dataclass
+class GivenScores(EntryScorer):
+    """Scores fixed in advance, ``[layers, KV heads, n]`` by absolute position (0 past ``n``: the question and
+    generated tokens, which ``evict=locret`` never ranks)."""
+
+    scores: torch.Tensor = field(repr=False)
+
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
+        given = self.scores[attention.layer_idx].to(key.device)
+        out = key.new_zeros(key.shape[:3], dtype=torch.float32)
+        inside = positions < given.shape[-1]
+        out[:, :, inside] = given[:, positions[inside]]
+        return out
