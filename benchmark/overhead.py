@@ -156,7 +156,12 @@ def main() -> None:
     parser.add_argument("--dtype", nargs="+", default=["auto"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eviction-kernel", choices=EVICTION_KERNELS, default="torch")
-    parser.add_argument("--scorer", choices=sorted(SCORERS), default="locret")
+    parser.add_argument(
+        "--scorer",
+        # the timed forwards are single chunk forwards: a scorer with a pass of its own per chunk cannot run
+        choices=sorted(name for name, scorer in SCORERS.items() if not scorer.rescores_chunks),
+        default="locret",
+    )
     parser.add_argument(
         "--heads-dtype",
         choices=["float32", "model"],

@@ -15,10 +15,21 @@ from locret.scorers.base import attention_received
 CONFIG = LocretConfig(budget=24, chunk_size=8, n_stabilizers=4, n_local=4)
 
 
+class PromptTokenizer:
+    """The reconstruction scorer's prompts as fixed tiny-vocabulary ids (a tiny model has no tokenizer)."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [5, 6, 7] if "previous context exactly.\n" in text else [8, 9]
+
+
+def make_scorer(name: str):
+    return SCORERS[name](tokenizer=PromptTokenizer()) if name == "reconstruct" else SCORERS[name]()
+
+
 @pytest.mark.parametrize("name", sorted(SCORERS))
 def test_every_scorer_respects_the_budget(name):
     model = tiny_locret("llama")
-    cache = new_cache(model, CONFIG, scorer=SCORERS[name](), track_positions=True)
+    cache = new_cache(model, CONFIG, scorer=make_scorer(name), track_positions=True)
     ids = torch.randint(3, 97, (1, 150), generator=torch.Generator().manual_seed(0))
     out = locret.generate(model, ids, cache=cache, max_new_tokens=3)
     assert out.cache_length_after_prefill == CONFIG.budget + CONFIG.n_local

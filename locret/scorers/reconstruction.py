@@ -1,10 +1,13 @@
 """KVzip's reconstruction score (Kim et al., 2025, arXiv 2505.23416), computed online within Locret's bounded
 cache: after each prefill chunk the model repeats that chunk, and each of the chunk's entries scores the most
-attention it receives while it is repeated. No trained heads and no question; about twice a plain prefill's
-compute, and memory stays ``budget + 2 x chunk`` entries, so it runs past the model's window.
+attention it receives while it is repeated. No trained heads and no question; memory stays about
+``budget + 2 x chunk`` entries, so it runs past the model's window.
 
-Why: on natural prose this score keeps needles that the retaining heads lose (``benchmark/README.md``); here it
-is the reference the heads should match, computed exactly where the heads would be used.
+Why: KVzip's score computed over a whole context keeps needles in prose that the retaining heads lose; this is
+the same score computed where Locret's heads are used, as a chunk is read. Measured (SmolLM2, ``niah_text``
+validation, 4K, ``benchmark/results/natural_val_smollm2/reconstruct_online/``): it keeps no more than the
+heads (1-2/5), at about 3.4x their prefill time, because the whole-context score depends on the text that
+follows a fact. A baseline and the online form of the heads' label, not a recommended scorer.
 """
 
 from __future__ import annotations
@@ -89,9 +92,11 @@ class ReconstructionScorer(EntryScorer):
     rescores_chunks: ClassVar[bool] = True  # the prefill calls ``rescore_chunk`` after every chunk
 
     tokenizer: Any = field(default=None, repr=False, compare=False)
-    _prompts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    _recording: dict | None = field(default=None, init=False, repr=False, compare=False)
-    _awaiting: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._prompts: dict[str, list[int]] = {}  # encoded once per scorer
+        self._recording: dict | None = None  # while repeating: the chunk's length and each layer's scores
+        self._awaiting = False  # while the chunk's own forward runs: its scores come later
 
     def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
         if self._recording is not None:  # the repeated tokens: dropped before any eviction
@@ -122,7 +127,7 @@ class ReconstructionScorer(EntryScorer):
         self._recording[id(layer)] = max_received_attention(query, key, columns, scored, scaling, visible)
 
     def prompt_ids(self, model) -> tuple[list[int], list[int]]:
-        """The first and the later chunks' prompts in the model's tokens (encoded once per scorer)."""
+        """The first and the later chunks' prompts in the model's tokens."""
         if not self._prompts:
             tokenizer = self.tokenizer
             if tokenizer is None:
