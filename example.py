@@ -2,6 +2,7 @@
 
     python example.py                      # SmolLM2-135M-Instruct + shipped heads, 32K tokens, on CPU
     python example.py --context_length 65536 --depth 0.9
+    python example.py --seed -1                # a random key and depth
     python example.py --model_dir meta-llama/Llama-3.1-8B-Instruct --retaining_head_path PATH --device cuda
 
 Exits with status 0 only when the answer is correct.
@@ -49,7 +50,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--dtype", default="auto", help="auto (bf16 where native, else float32), bfloat16, float32"
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed for the key and depth (default: random)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for the key and depth (default 0, reproducible; -1: random)"
+    )
     return parser.parse_args()
 
 
@@ -67,7 +70,7 @@ def settings_for(model, args: argparse.Namespace) -> locret.LocretConfig:
 
 def main() -> int:
     args = parse_args()
-    seed = random.SystemRandom().randrange(2**31) if args.seed is None else args.seed
+    seed = random.SystemRandom().randrange(2**31) if args.seed == -1 else args.seed
     rng = random.Random(seed)
     depth = rng.random() if args.depth is None else args.depth
     device = resolve_device(args.device)
