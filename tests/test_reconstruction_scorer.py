@@ -94,6 +94,31 @@ def test_evicts_to_the_budget_and_generates(allocation, position_mode):
     assert out.sequences.shape == (1, 73)
 
 
+class QuoteOnlyTokenizer(PromptTokenizer):
+    """Later chunks' prompt empty, so their first repeating rows are the quoted tokens: in a random tiny model
+    the earliest rows give the largest probabilities, and those rows then depend on each row's own text."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(FIRST) if text.startswith("\n\nRepeat the previous") else []
+
+
+def test_each_row_of_a_batch_is_scored_as_alone():
+    """Every row repeats its own chunk after its own quoted tokens: a batch of two scores as two runs."""
+    model, _ = tiny_pair("llama")
+    ids = torch.cat([random_ids(50, seed=11), random_ids(50, seed=12)])
+    config = LocretConfig(budget=20, chunk_size=16, n_stabilizers=4, n_local=1)
+
+    def run(rows: torch.Tensor):
+        scorer = ReconstructionScorer(tokenizer=QuoteOnlyTokenizer())
+        return prefill_prompt(model, rows, config, cache=new_cache(model, config, scorer=scorer))
+
+    together = run(ids)
+    for row in range(2):
+        alone = run(ids[row : row + 1])
+        for a, b in zip(together.layers, alone.layers, strict=True):
+            torch.testing.assert_close(a.scores[row : row + 1], b.scores, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("position_mode", ["repacked", "absolute"])
 def test_the_repeat_pass_leaves_the_cache_as_it_was(position_mode):
     model, _ = tiny_pair("llama")

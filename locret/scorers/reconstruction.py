@@ -163,13 +163,10 @@ class ReconstructionScorer(EntryScorer):
         from ..compat import CACHE_KWARG
 
         first, later = self.prompt_ids(model)
-        prompt = (
-            first if start == 0 else [*later, *input_ids[0, max(start - PREVIOUS_TOKENS, 0) : start].tolist()]
-        )
-        prompt_ids = torch.tensor(prompt, dtype=torch.long, device=input_ids.device).expand(
-            input_ids.shape[0], -1
-        )
-        repeat = torch.cat([prompt_ids, input_ids[:, start:end]], dim=1)
+        batch = input_ids.shape[0]
+        prompt = torch.tensor(first if start == 0 else later, dtype=torch.long, device=input_ids.device)
+        quoted = input_ids[:, max(start - PREVIOUS_TOKENS, 0) : start]  # each row's own last tokens
+        repeat = torch.cat([prompt.expand(batch, -1), quoted, input_ids[:, start:end]], dim=1)
         self._recording = {"chunk": end - start}
         try:
             with cache.scratch_tokens():
