@@ -34,9 +34,14 @@ import locret
 from locret.compat import CACHE_KWARG
 from locret.config import EVICTION_KERNELS, default_stabilizers
 from locret.generation import new_cache
-from locret.hardware import resolve_device, resolve_dtype
+from locret.hardware import resolve_device, resolve_dtype, reuse_freed_memory
 from locret.models.base import EVICT_EVENT, SCORE_EVENT
 from locret.scorers import SCORERS
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
@@ -95,12 +100,18 @@ def steady_chunk(model, config: locret.LocretConfig, scorer: str, repeats: int, 
     return times, {"scoring": share(SCORE_EVENT), "eviction": share(EVICT_EVENT)}
 
 
+def minor_faults() -> int:
+    """The process's minor page faults so far (0 where ``resource`` is missing: Windows)."""
+    return 0 if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def whole_prefill(
     model, config: locret.LocretConfig, scorer: str, tokens: int, repeats: int, device: torch.device
-) -> tuple[dict[str, list[list[float]]], int]:
+) -> tuple[dict[str, list[list[float]]], int, dict[str, int]]:
     """Seconds of every chunk of Locret's chunked prefill of ``tokens`` random tokens and of the ceiling's
-    same chunks, per repeat (``[repeat][chunk]``), and the number of tokens both prefill (all but the local
-    tail).
+    same chunks, per repeat (``[repeat][chunk]``), the number of tokens both prefill (all but the local
+    tail), and each side's minor page faults over all its chunks (memory the allocator handed back to the
+    OS and faulted in again).
 
     The two prefills advance together, one chunk each in turn (which goes first alternates), so a machine
     whose speed drifts during the run (shared CPUs) slows both alike. Locret's side is the loop of
@@ -118,6 +129,7 @@ def whole_prefill(
             )
 
     times: dict[str, list[list[float]]] = {"ceiling": [], "locret": []}
+    faults = {"ceiling": 0, "locret": 0}
     for _ in range(repeats):
         ceiling_cache = DynamicCache(config=model.config)
         evicting_cache = new_cache(model, config, scorer=SCORERS[scorer]())
@@ -130,10 +142,12 @@ def whole_prefill(
                 "locret": partial(model.model, input_ids=chunk, **{CACHE_KWARG: evicting_cache}),
             }
             for name in sorted(runs, reverse=index % 2 == 1):
+                before = minor_faults()
                 spent[name].append(timed(runs[name], sync))
+                faults[name] += minor_faults() - before
         for name, seconds in spent.items():
             times[name].append(seconds)
-    return times, end
+    return times, end, faults
 
 
 def best_of_each_chunk(chunk_times: list[list[float]]) -> float:
@@ -168,7 +182,15 @@ def main() -> None:
         default="float32",
         help="the retaining heads' dtype: float32 (the library default) or the model's (heads_dtype=None)",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=["default", "reuse-freed"],
+        default="default",
+        help="reuse-freed: locret.hardware.reuse_freed_memory() first (glibc keeps freed memory; both sides)",
+    )
     args = parser.parse_args()
+    if args.allocator == "reuse-freed" and not reuse_freed_memory():
+        parser.error("--allocator reuse-freed needs glibc (reuse_freed_memory() changed nothing here)")
     if args.tokens is not None and args.tokens <= args.chunk_size:
         parser.error(f"--tokens must exceed --chunk-size ({args.chunk_size}), got {args.tokens}")
     repeats = args.repeats or (5 if args.tokens is None else 1)
@@ -182,7 +204,7 @@ def main() -> None:
     )
     print(
         f"model {args.model}, {device}, threads {torch.get_num_threads()}, scorer {args.scorer} "
-        f"(heads {args.heads_dtype}); {what}, "
+        f"(heads {args.heads_dtype}), allocator {args.allocator}; {what}, "
         f"median of {repeats}"
     )
     rows = []
@@ -201,9 +223,9 @@ def main() -> None:
             with torch.no_grad():
                 if args.tokens is None:
                     times, shares = steady_chunk(model, config, args.scorer, repeats, device)
-                    tokens, best = args.chunk_size, None
+                    tokens, best, faults = args.chunk_size, None, None
                 else:
-                    chunk_times, tokens = whole_prefill(
+                    chunk_times, tokens, faults = whole_prefill(
                         model, config, args.scorer, args.tokens, repeats, device
                     )
                     times = {name: [sum(run) for run in runs] for name, runs in chunk_times.items()}
@@ -212,6 +234,7 @@ def main() -> None:
             median = {name: statistics.median(values) for name, values in times.items()}
             speed = {name: tokens / seconds for name, seconds in median.items()}
             best_share = None if best is None else best["ceiling"] / best["locret"]
+            chunks = repeats * -(-tokens // args.chunk_size)
             rows.append(
                 (str(dtype).removeprefix("torch."), budget, speed["ceiling"], speed["locret"], best_share)
             )
@@ -224,7 +247,8 @@ def main() -> None:
                 + ", ".join(f"{t:.2f}" for t in times["locret"])
                 + (
                     f"; every chunk at its fastest of {repeats}: ceiling {best['ceiling']:.2f} s, "
-                    f"{args.scorer} {best['locret']:.2f} s"
+                    f"{args.scorer} {best['locret']:.2f} s; minor page faults per chunk: ceiling "
+                    f"{faults['ceiling'] / chunks:.0f}, {args.scorer} {faults['locret'] / chunks:.0f}"
                     if best
                     else ""
                 )

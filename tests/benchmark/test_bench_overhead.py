@@ -1,0 +1,23 @@
+"""``benchmark.overhead``'s whole-prefill comparison on a tiny model: both sides run the same chunks."""
+
+from __future__ import annotations
+
+import torch
+from tiny import tiny_locret
+
+import locret
+from benchmark import overhead
+
+
+def test_whole_prefill_times_the_same_chunks_on_both_sides():
+    model = tiny_locret("llama", vocab_size=512).eval()  # overhead draws ids from 100 to vocab - 100
+    config = locret.LocretConfig(budget=32, chunk_size=16, n_stabilizers=4, n_local=8)
+    with torch.no_grad():
+        times, tokens, faults = overhead.whole_prefill(model, config, "locret", 120, 2, torch.device("cpu"))
+    assert tokens == 120 - 8  # the local tail is left out of both prefills
+    chunks = -(-tokens // config.chunk_size)
+    for side in ("ceiling", "locret"):
+        assert len(times[side]) == 2 and all(len(run) == chunks for run in times[side])
+        assert all(seconds > 0 for run in times[side] for seconds in run)
+        assert faults[side] >= 0
+    assert overhead.best_of_each_chunk(times["locret"]) <= min(sum(run) for run in times["locret"])
