@@ -107,11 +107,11 @@ def minor_faults() -> int:
 
 def whole_prefill(
     model, config: locret.LocretConfig, scorer: str, tokens: int, repeats: int, device: torch.device
-) -> tuple[dict[str, list[list[float]]], int, dict[str, int]]:
+) -> tuple[dict[str, list[list[float]]], int, dict[str, float]]:
     """Seconds of every chunk of Locret's chunked prefill of ``tokens`` random tokens and of the ceiling's
     same chunks, per repeat (``[repeat][chunk]``), the number of tokens both prefill (all but the local
-    tail), and each side's minor page faults over all its chunks (memory the allocator handed back to the
-    OS and faulted in again).
+    tail), and each side's minor page faults per chunk (memory the allocator handed back to the OS and
+    faulted in again; from the second repeat on, when there is one, so that first-touch growth is left out).
 
     The two prefills advance together, one chunk each in turn (which goes first alternates), so a machine
     whose speed drifts during the run (shared CPUs) slows both alike. Locret's side is the loop of
@@ -130,7 +130,7 @@ def whole_prefill(
 
     times: dict[str, list[list[float]]] = {"ceiling": [], "locret": []}
     faults = {"ceiling": 0, "locret": 0}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         ceiling_cache = DynamicCache(config=model.config)
         evicting_cache = new_cache(model, config, scorer=SCORERS[scorer]())
         evicting_cache.prefilling = True
@@ -144,10 +144,12 @@ def whole_prefill(
             for name in sorted(runs, reverse=index % 2 == 1):
                 before = minor_faults()
                 spent[name].append(timed(runs[name], sync))
-                faults[name] += minor_faults() - before
+                if repeat > 0 or repeats == 1:
+                    faults[name] += minor_faults() - before
         for name, seconds in spent.items():
             times[name].append(seconds)
-    return times, end, faults
+    counted = max(repeats - 1, 1) * len(times["locret"][0])
+    return times, end, {name: count / counted for name, count in faults.items()}
 
 
 def best_of_each_chunk(chunk_times: list[list[float]]) -> float:
@@ -234,7 +236,6 @@ def main() -> None:
             median = {name: statistics.median(values) for name, values in times.items()}
             speed = {name: tokens / seconds for name, seconds in median.items()}
             best_share = None if best is None else best["ceiling"] / best["locret"]
-            chunks = repeats * -(-tokens // args.chunk_size)
             rows.append(
                 (str(dtype).removeprefix("torch."), budget, speed["ceiling"], speed["locret"], best_share)
             )
@@ -248,7 +249,7 @@ def main() -> None:
                 + (
                     f"; every chunk at its fastest of {repeats}: ceiling {best['ceiling']:.2f} s, "
                     f"{args.scorer} {best['locret']:.2f} s; minor page faults per chunk: ceiling "
-                    f"{faults['ceiling'] / chunks:.0f}, {args.scorer} {faults['locret'] / chunks:.0f}"
+                    f"{faults['ceiling']:.0f}, {args.scorer} {faults['locret']:.0f}"
                     if best
                     else ""
                 )
