@@ -80,9 +80,10 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     """``x * cos + rotate_half(x) * sin``, bit for bit, in two new tensors instead of five.
 
     Why: every prefill chunk re-rotates all retained keys; on CPU the three extra allocations cost more than
-    the arithmetic (SmolLM2, ``[1, 3, 1536, 64]`` keys, 2 threads: 0.26 -> 0.21 ms in bfloat16, 0.31 -> 0.20 ms
-    in float32). ``out=`` does not record autograd and breaks ``torch.compile``'s graph, so a tensor that needs
-    gradients and a compiled step (which fuses the plain formula anyway) take the plain formula."""
+    the arithmetic (SmolLM2's ``[1, 3, 1536, 64]`` keys, 2 threads: 0.27 -> 0.22 ms in bfloat16, 0.33 -> 0.23 ms
+    in float32; ``python -m benchmark.rope_speed``). ``out=`` does not record autograd and breaks
+    ``torch.compile``'s graph, so a tensor that needs gradients and a compiled step (which fuses the plain
+    formula anyway) take the plain formula."""
     if (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
         return x * cos + rotate_half(x) * sin
     half = x.shape[-1] // 2
