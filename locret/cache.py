@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .config import EvictionKernel, LocretConfig
-from .eviction import adaptive_kept, flat_rows, gather_entries, gather_rows, kept_indices
+from .eviction import adaptive_kept, flat_rows, gather_entries, gather_rows, kept_indices, profile_kept
 from .scorers import EntryScorer, RetainingHeadScorer
 
 
@@ -40,10 +40,13 @@ class LocretLayer(DynamicLayer):
     ``n_stabilizers >= r`` entries (``LocretConfig`` checks this).
     """
 
-    def __init__(self, config: LocretConfig | None = None, track_positions: bool = False) -> None:
+    def __init__(
+        self, config: LocretConfig | None = None, track_positions: bool = False, layer_idx: int = 0
+    ) -> None:
         super().__init__()
         self.config = config if config is not None else LocretConfig()
         self.track_positions = track_positions
+        self.layer_idx = layer_idx  # which row of ``config.head_shares`` (``budget_allocation="profile"``)
         self.raw_tail: torch.Tensor | None = None  # the last pool_kernel // 2 raw scores
         self.pending_scores: tuple[Callable[[], torch.Tensor], int] | None = None  # see ``update``
         self.scores: torch.Tensor | None = None
@@ -54,7 +57,7 @@ class LocretLayer(DynamicLayer):
         # Padded batches (``LocretCache.from_rows``): each row's entries are left-padded to a common length.
         self.real_lengths: torch.Tensor | None = None  # [B] real (non-pad) entries per row; None: no pads
         self.shifts: torch.Tensor | None = None  # [B] each row's pad tokens (``seen`` counts them)
-        # ``budget_allocation="adaptive"``: each KV head's entries are left-padded to the longest head's.
+        # ``budget_allocation`` "adaptive" / "profile": each KV head's entries are left-padded to the longest head's.
         self.head_pads: torch.Tensor | None = None  # [B, H] slots at each head's left that hold no entry
         # ``LocretCache.scratch_tokens``: appended entries a scoring pass attends to and then drops.
         self.scratch: int | None = None  # None: updates are ordinary; else the scratch entries held now
@@ -164,8 +167,8 @@ class LocretLayer(DynamicLayer):
         if self.keys is None or self.keys.shape[-2] <= keep:
             return
         n_protect = min(n_protect, keep)
-        if self.config.budget_allocation == "adaptive":
-            self._evict_adaptive(keep, n_protect)
+        if self.config.budget_allocation != "uniform":
+            self._evict_per_head(keep, n_protect)
         elif kernel == "triton":
             from .eviction_triton import triton_evict
 
@@ -176,13 +179,24 @@ class LocretLayer(DynamicLayer):
         else:
             self.keep_entries(kept_indices(self.scores, keep, n_protect))
 
-    def _evict_adaptive(self, keep: int, n_protect: int) -> None:
-        """Keep the top ``keep x H`` entries over all KV heads together (``eviction.adaptive_kept``); the
-        slots a head does not fill become its left pads (score -inf, masked in attention)."""
+    def _evict_per_head(self, keep: int, n_protect: int) -> None:
+        """Keep a number of entries per KV head that differs between heads: the top ``keep x H`` over all of
+        them together (``"adaptive"``, ``eviction.adaptive_kept``) or each head's fixed share
+        (``"profile"``, ``eviction.profile_kept``); the slots a head does not fill become its left pads
+        (score -inf, masked in attention)."""
         held = None if self.head_pads is None else self.held_entries()
-        indices, self.head_pads = adaptive_kept(
-            self.scores, held, keep, n_protect, self.config.max_head_budget
-        )
+        if self.config.budget_allocation == "profile":
+            counts = torch.tensor(self.config.head_budgets(self.layer_idx, keep), device=self.scores.device)
+            if counts.shape[0] != self.scores.shape[1]:
+                raise ValueError(
+                    f"head_shares gives {counts.shape[0]} KV heads for layer {self.layer_idx}, the model has "
+                    f"{self.scores.shape[1]}"
+                )
+            indices, self.head_pads = profile_kept(self.scores, held, counts, n_protect)
+        else:
+            indices, self.head_pads = adaptive_kept(
+                self.scores, held, keep, n_protect, self.config.max_head_budget
+            )
         self.keep_entries(indices)
         self.scores.masked_fill_(~self.held_entries(), float("-inf"))
 
@@ -299,7 +313,13 @@ class LocretCache(Cache):
         self._config = config
         self.scorer = scorer if scorer is not None else RetainingHeadScorer()
         track = track_positions or config.position_mode == "absolute"
-        super().__init__(layers=[LocretLayer(config, track_positions=track) for _ in range(num_layers)])
+        if config.head_shares is not None and len(config.head_shares) != num_layers:
+            raise ValueError(f"head_shares has {len(config.head_shares)} layers, the model {num_layers}")
+        super().__init__(
+            layers=[
+                LocretLayer(config, track_positions=track, layer_idx=index) for index in range(num_layers)
+            ]
+        )
         self.prefilling = False
         self.holding = False  # True: no eviction (a chunk waits for its scores; ``hold_eviction``)
 
@@ -419,7 +439,7 @@ class LocretCache(Cache):
             scores = self._resolve_together(layers)
             if scores.shape[-1] <= keep:
                 continue
-            if config.budget_allocation == "adaptive":  # each layer's own longest head
+            if config.budget_allocation != "uniform":  # each layer's own longest head
                 for layer in layers:
                     layer.evict(keep, n_protect)
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -9,8 +10,9 @@ PositionMode = Literal["repacked", "absolute"]
 POSITION_MODES: tuple[str, ...] = ("repacked", "absolute")
 EvictionKernel = Literal["torch", "triton"]
 EVICTION_KERNELS: tuple[str, ...] = ("torch", "triton")
-BudgetAllocation = Literal["uniform", "adaptive"]
-BUDGET_ALLOCATIONS: tuple[str, ...] = ("uniform", "adaptive")
+BudgetAllocation = Literal["uniform", "adaptive", "profile"]
+BUDGET_ALLOCATIONS: tuple[str, ...] = ("uniform", "adaptive", "profile")
+HeadShares = tuple[tuple[float, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,14 @@ class LocretConfig:
             is not lost to another head's filler). Each head's entries sit at the right of the layer's slots
             behind left pads that attention masks, so a layer's memory is its longest head's; only useful
             with scores comparable across heads. Torch eviction kernel, batches without padding.
-        max_head_budget: ``"adaptive"`` only: the most entries one KV head may keep (bounds memory at
-            ``max_head_budget`` slots per layer); ``None``: up to the layer's whole total.
+            ``"profile"``: KV head ``h`` of layer ``l`` keeps ``round(head_shares[l][h] x budget)`` entries (at
+            least one; its newest ``n_stabilizers`` forced in), a fixed share measured once per model
+            (``benchmark.head_budget_profile``: how KVzip's one global ranking shares a budget between heads,
+            which barely changes from text to text), stored in the same left-padded slots as ``"adaptive"``.
+        max_head_budget: ``"adaptive"`` or ``"profile"``: the most entries one KV head may keep (bounds memory
+            at ``max_head_budget`` slots per layer); ``None``: no bound beyond the allocation's own.
+        head_shares: ``"profile"`` only: per layer, per KV head, the multiple of ``budget`` the head keeps
+            (their mean is usually 1, so the total matches a uniform cache's).
     """
 
     budget: int = 1024
@@ -59,8 +67,12 @@ class LocretConfig:
     score_pooling: int = 1
     budget_allocation: BudgetAllocation = "uniform"
     max_head_budget: int | None = None
+    head_shares: HeadShares | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.head_shares, list | tuple):  # JSON gives lists; keep the config hashable
+            shares = tuple(tuple(row) if isinstance(row, list | tuple) else row for row in self.head_shares)
+            object.__setattr__(self, "head_shares", shares)
         checks = [
             (
                 isinstance(self.budget, int) and self.budget >= 1,
@@ -114,17 +126,26 @@ class LocretConfig:
             (
                 self.max_head_budget is None
                 or (
-                    self.budget_allocation == "adaptive"
+                    self.budget_allocation != "uniform"
                     and isinstance(self.max_head_budget, int)
                     and isinstance(self.budget, int)
                     and self.max_head_budget >= self.budget
                 ),
-                f"max_head_budget must be None or, with budget_allocation='adaptive', an integer >= budget "
-                f"({self.budget}), got {self.max_head_budget!r}",
+                f"max_head_budget must be None or, with budget_allocation 'adaptive' or 'profile', an integer "
+                f">= budget ({self.budget}), got {self.max_head_budget!r}",
             ),
             (
                 self.budget_allocation == "uniform" or self.eviction_kernel == "torch",
-                "budget_allocation='adaptive' evicts with the torch kernel only (eviction_kernel='torch')",
+                f"budget_allocation={self.budget_allocation!r} evicts with the torch kernel only "
+                "(eviction_kernel='torch')",
+            ),
+            (
+                (self.budget_allocation == "profile") == (self.head_shares is not None),
+                "budget_allocation='profile' needs head_shares (per layer, per KV head), and only it takes them",
+            ),
+            (
+                self.head_shares is None or _valid_shares(self.head_shares),
+                "head_shares must be non-empty rows of equal length (one per KV head) of finite numbers >= 0",
             ),
         ]
         for ok, message in checks:
@@ -133,6 +154,21 @@ class LocretConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def head_budgets(self, layer_idx: int, keep: int) -> tuple[int, ...]:
+        """``"profile"``: the entries each KV head of layer ``layer_idx`` keeps when the cache keeps ``keep``
+        per head on average (``budget`` while prefilling, ``decode_budget`` while decoding)."""
+        counts = (max(1, round(share * keep)) for share in self.head_shares[layer_idx])
+        if self.max_head_budget is None:
+            return tuple(counts)
+        return tuple(min(count, self.max_head_budget) for count in counts)
+
+
+def _valid_shares(shares) -> bool:
+    rows = [row for row in shares if isinstance(row, tuple) and row]
+    if len(rows) != len(shares) or not rows or len({len(row) for row in rows}) != 1:
+        return False
+    return all(isinstance(x, int | float) and math.isfinite(x) and x >= 0 for row in rows for x in row)
 
 
 def default_stabilizers(budget: int) -> int:

@@ -78,6 +78,39 @@ def adaptive_kept(
     chosen = top_mask(ranked.flatten(1), total).view_as(ranked)
     if held is not None:
         chosen &= held  # fewer held entries than ``total``: the pads that filled it stay out
+    return left_padded(chosen)
+
+
+def profile_kept(
+    scores: torch.Tensor, held: torch.Tensor | None, counts: torch.Tensor, n_protect: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``LocretConfig.budget_allocation="profile"``: the top ``counts[h]`` entries of each KV head ``h`` of
+    ``scores`` ``[B, H, S]`` (its newest ``min(n_protect, counts[h])`` forced in, ties to the older entry, NaN
+    lowest), as ``adaptive_kept`` returns them: indices ``[B, H, L]`` behind each head's left pads ``[B, H]``.
+    ``held`` ``[B, H, S]``: False where a slot is already a pad."""
+    length = scores.shape[-1]
+    counts = counts.to(scores.device).clamp(max=length)
+    protect = counts.clamp(max=n_protect)
+    ranked = torch.where(torch.isnan(scores), float("-inf"), scores)
+    newest = torch.arange(length, device=scores.device) >= (length - protect)[:, None]
+    ranked = ranked.masked_fill(newest, float("inf"))
+    if held is not None:
+        ranked = ranked.masked_fill(~held, float("-inf"))
+    top = torch.topk(ranked, int(counts.max()), dim=-1).values  # sorted: the count-th largest per head
+    threshold = top.gather(-1, (counts - 1).expand(*ranked.shape[:-1])[..., None])
+    above = ranked > threshold
+    tied = ranked == threshold
+    missing = counts[:, None] - above.sum(dim=-1, keepdim=True)
+    chosen = above | (tied & (tied.cumsum(dim=-1) <= missing))
+    if held is not None:
+        chosen &= held
+    return left_padded(chosen)
+
+
+def left_padded(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``True`` entries of ``chosen`` ``[B, H, S]`` as indices ``[B, H, L]`` (``L``: the most any head
+    keeps; read back, one host sync), each head's in order in its last slots behind ``pads`` ``[B, H]`` left
+    pad slots (index 0, to be masked)."""
     counts = chosen.sum(dim=-1)
     length = int(counts.max())
     pads = length - counts

@@ -83,7 +83,9 @@ def unsupported_reason(model, cache: LocretCache, max_steps: int) -> str | None:
     if first.real_lengths is not None:
         return "a padded batch decodes on the eager path"
     if cache.config.budget_allocation != "uniform":
-        return "an adaptive budget allocation (per-head pads) decodes on the eager path"
+        return (
+            f"budget_allocation={cache.config.budget_allocation!r} (per-head pads) decodes on the eager path"
+        )
     if any(layer.protect_remaining for layer in cache.layers):
         return "the local tail is still being protected"
     if any(layer.raw_tail.shape[-1] != cache.config.score_pooling // 2 for layer in cache.layers):

@@ -13,9 +13,11 @@ from benchmark.methods.kvzip import (
     N_SINKS,
     GivenScores,
     KVzip,
+    global_quotas,
     head_scores,
     keep_mask,
     masked_entries,
+    recency_scores,
     reconstruction_scores,
     repeat_chunks,
 )
@@ -142,6 +144,35 @@ def test_head_allocation_keeps_each_layers_total_ranked_over_its_heads():
         assert (scores[index][~head[index]].max() <= scores[index][head[index]].min()).all()
 
 
+def test_profile_keeps_each_heads_quota_of_its_own_top_entries():
+    scores = torch.rand(3, 2, 50, generator=torch.Generator().manual_seed(0))
+    scores[1, 0] *= 10
+    quotas = global_quotas(scores, 8)
+    assert quotas.shape == (3, 2) and quotas.mean() == pytest.approx(1.0) and quotas[1, 0] > 1
+    profiled, global_ = keep_mask(scores, 8, "profile", quotas), keep_mask(scores, 8, "global")
+    some = quotas > 0  # the global ranking's own shares give its mask back; an empty head keeps one entry
+    assert torch.equal(profiled[some], global_[some]) and (profiled[~some].sum(-1) == 1).all()
+    quota = torch.tensor([[0.5, 2.0], [1.0, 0.0], [10.0, 1.0]])
+    kept = keep_mask(scores, 8, "profile", quota)
+    assert kept.sum(-1).tolist() == [[4, 16], [8, 1], [50, 8]]  # at least one entry, at most all
+    for layer in range(3):
+        for head in range(2):
+            chosen = scores[layer, head][kept[layer, head]]
+            assert (scores[layer, head][~kept[layer, head]] <= chosen.min()).all()
+    with pytest.raises(ValueError, match="quota"):
+        keep_mask(scores, 8, "profile", torch.ones(2, 2))
+    with pytest.raises(ValueError, match="profile"):
+        keep_mask(scores, 8, "uniform", quota)
+
+
+def test_recency_scores_keep_the_sinks_and_the_newest():
+    config = type("Config", (), {"num_key_value_heads": 2, "num_attention_heads": 4, "num_hidden_layers": 3})
+    kept = keep_mask(recency_scores(config, 40, "cpu"), 10, "uniform")
+    expected = torch.zeros(40, dtype=torch.bool)
+    expected[:N_SINKS] = expected[-(10 - N_SINKS) :] = True
+    assert kept.shape == (3, 2, 40) and (kept == expected).all()
+
+
 def test_masked_entries_equal_a_compacted_cache():
     """Masking the evicted entries gives the logits of a cache that holds only the kept ones."""
     model, _ = tiny_pair("llama")
@@ -263,6 +294,10 @@ def test_bad_settings_are_rejected():
         get_method("kvzip:evict=locret:allocation=global")
     with pytest.raises(ValueError, match="positions"):
         get_method("kvzip:positions=absolute")  # the masked compression keeps true positions anyway
+    with pytest.raises(ValueError, match="profile=NAME"):
+        get_method("kvzip:allocation=profile")
+    with pytest.raises(ValueError, match="no head budget profile"):
+        get_method("kvzip:allocation=profile:profile=not_a_profile")
 
 
 def test_needle_rank_reports_percentiles_and_kept_shares():

@@ -22,6 +22,8 @@ from locret.generation import LocretOutput
 from locret.prefill import new_cache, prefill_prompt
 from locret.scorers import SCORERS, EntryScorer
 
+from .profiles import load_shares
+
 # What a method needs from the model's retaining heads (decides which loaded model it may share).
 TRAINED = "trained"  # the trained heads from --heads (or the ones shipped for the model)
 RANDOM = "random"  # fresh random heads (the untrained ablation)
@@ -114,8 +116,9 @@ class Method:
 class ScorerMethod(Method):
     """An eviction method: Locret's loop with one scorer of ``locret.scorers.SCORERS``, built with
     ``scorer_params`` (its dataclass fields), the head scores pooled over ``score_pooling`` neighbours, the
-    budget split over KV heads by ``budget_allocation`` (``LocretConfig``'s; ``max_head_budget`` with it), and
-    the retained entries' positions by ``position_mode`` (``LocretConfig``'s).
+    budget split over KV heads by ``budget_allocation`` (``LocretConfig``'s; ``max_head_budget`` with it; for
+    ``"profile"``, ``profile`` names the shares, ``benchmark.head_budget_profile``'s output), and the retained
+    entries' positions by ``position_mode`` (``LocretConfig``'s).
 
     ``heads`` defaults to what the scorer needs (trained heads for Locret's own scorer, none for the others);
     ``"random"`` gives the untrained ablation. ``name`` and ``description`` default to the scorer's.
@@ -126,6 +129,7 @@ class ScorerMethod(Method):
     score_pooling: int = 1
     budget_allocation: str = "uniform"
     max_head_budget: int | None = None
+    profile: str = ""
     position_mode: str = "repacked"
     heads: str = ""
     name: str = ""
@@ -147,6 +151,11 @@ class ScorerMethod(Method):
             raise ValueError(
                 f"budget_allocation must be one of {BUDGET_ALLOCATIONS}, got {self.budget_allocation!r}"
             )
+        if (self.budget_allocation == "profile") != bool(self.profile):
+            raise ValueError(
+                "budget_allocation=profile needs profile=NAME (benchmark.head_budget_profile), and only it"
+            )
+        self.head_shares = load_shares(self.profile) if self.profile else None
         if self.position_mode not in POSITION_MODES:
             raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {self.position_mode!r}")
         self.heads = self.heads or (TRAINED if scorer_cls.uses_retaining_heads else NONE)
@@ -164,6 +173,8 @@ class ScorerMethod(Method):
         pooling = {"score_pooling": self.score_pooling}
         uses_heads = SCORERS[self.scorer].uses_retaining_heads or self.score_pooling != 1
         allocation = {"budget_allocation": self.budget_allocation, "max_head_budget": self.max_head_budget}
+        if self.profile:
+            allocation["profile"] = self.profile
         return {
             "name": self.name,
             "heads": self.heads,
@@ -184,6 +195,7 @@ class ScorerMethod(Method):
             score_pooling=self.score_pooling,
             budget_allocation=self.budget_allocation,
             max_head_budget=self.max_head_budget,
+            head_shares=self.head_shares,
             position_mode=self.position_mode,
         )
 
@@ -192,7 +204,14 @@ class ScorerMethod(Method):
 
 
 # What ``name:key=value`` may set on any eviction method besides its scorer's own parameters.
-METHOD_SETTINGS = ("score_pooling", "budget_allocation", "max_head_budget", "position_mode", "heads")
+METHOD_SETTINGS = (
+    "score_pooling",
+    "budget_allocation",
+    "max_head_budget",
+    "profile",
+    "position_mode",
+    "heads",
+)
 
 
 def scorer_method(scorer: str, **settings) -> ScorerMethod:

@@ -61,11 +61,12 @@ from locret.scorers.reconstruction import (
 )
 
 from .base import TRAINED, Method, model_window
+from .profiles import load_shares
 
-ALLOCATIONS = ("uniform", "head", "layer", "global")
+ALLOCATIONS = ("uniform", "head", "layer", "global", "profile")
 LOCRET_ALLOCATIONS = ("uniform", "head")  # what a Locret cache holds: budget_allocation uniform / adaptive
 EVICTIONS = ("mask", "locret")
-SCORE_SOURCES = ("reconstruction", "heads")
+SCORE_SOURCES = ("reconstruction", "heads", "recency")
 NORMALISATIONS = ("chunk", "all")
 
 
@@ -185,17 +186,42 @@ def head_scores(
     return cache, scores
 
 
-def keep_mask(scores: torch.Tensor, budget: int, allocation: str) -> torch.Tensor:
+def recency_scores(config, n: int, device) -> torch.Tensor:
+    """Scores ``[layers, KV heads, n]`` that rank newer entries higher (sinks +inf): StreamingLLM's choice,
+    for any allocation."""
+    kv_heads = config.num_key_value_heads or config.num_attention_heads
+    scores = torch.arange(n, dtype=torch.float32, device=device).expand(config.num_hidden_layers, kv_heads, n)
+    scores = scores.clone()
+    scores[..., :N_SINKS] = math.inf
+    return scores
+
+
+def keep_mask(
+    scores: torch.Tensor, budget: int, allocation: str, quota: torch.Tensor | None = None
+) -> torch.Tensor:
     """Which context entries stay, ``[layers, KV heads, n]`` bool: the top ``budget`` per layer and head
     (``uniform``), the top ``budget x layers x heads`` over all of them together (``global``), or per layer
     the same number for each of its heads, that layer's share of the global ranking (``layer``: the
     non-uniform budgets a cache of one length per layer could hold), or per layer the top ``budget x heads``
-    over its heads together (``head``: per-head lengths, each layer's total fixed)."""
+    over its heads together (``head``: per-head lengths, each layer's total fixed), or per layer and head the
+    top ``quota x budget`` (``profile``: fixed per-head shares ``quota`` ``[layers, KV heads]``, at least one
+    entry each; ``global_quotas`` measures them)."""
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
+    if (allocation == "profile") != (quota is not None):
+        raise ValueError("allocation='profile' needs the per-head quotas, and only it takes them")
     keep = torch.zeros_like(scores, dtype=torch.bool)
+    if allocation == "profile":
+        if quota.shape != scores.shape[:2]:
+            raise ValueError(
+                f"quota must be [layers, KV heads] = {list(scores.shape[:2])}, got {list(quota.shape)}"
+            )
+        counts = (quota * budget).round().long().clamp(1, scores.shape[-1])
+        order = scores.argsort(dim=-1, descending=True, stable=True)
+        ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(scores.shape[-1]).expand_as(order))
+        return ranks < counts[..., None].to(ranks.device)
     if budget >= scores.shape[-1]:
         return keep.fill_(True)
     if allocation == "uniform":
@@ -213,6 +239,12 @@ def keep_mask(scores: torch.Tensor, budget: int, allocation: str) -> torch.Tenso
     for layer, count in enumerate(per_head):
         keep[layer].scatter_(-1, scores[layer].topk(count, dim=-1).indices, True)
     return keep
+
+
+def global_quotas(scores: torch.Tensor, budget: int) -> torch.Tensor:
+    """Each (layer, KV head)'s share of KVzip's global ranking of ``scores`` ``[layers, KV heads, n]``, as a
+    multiple of ``budget`` ``[layers, KV heads]`` (float32; averaging 1 over heads unless ``budget >= n``)."""
+    return keep_mask(scores, budget, "global").sum(-1).float() / budget
 
 
 @contextmanager
@@ -277,7 +309,7 @@ class KVzip(Method):
     keeps_all_kv: ClassVar[bool] = True  # evicted entries are masked, not freed
 
     allocation: str = "uniform"
-    scores: str = "reconstruction"  # or "heads": the retaining heads' scores instead (ranked the same way)
+    scores: str = "reconstruction"  # "heads": the retaining heads' scores; "recency": the newest first
     pooling: int = 7  # score pooling of the heads' scores (scores=heads only)
     normalise: str = "chunk"
     chunk: int = 2048  # context tokens per reconstruction input (KVzip and kvpress: about 2K)
@@ -286,6 +318,9 @@ class KVzip(Method):
     # ``positions`` its ``position_mode``: what Locret's own eviction keeps when its scores are KVzip's.
     evict: str = "mask"
     positions: str = "repacked"
+    profile: str = (
+        ""  # allocation=profile: the name of a ``benchmark.head_budget_profile`` output (PROFILE_DIR)
+    )
     tokenizer: Any = field(default=None, repr=False)  # None: the model's own (from its directory)
 
     def __post_init__(self) -> None:
@@ -309,6 +344,13 @@ class KVzip(Method):
             raise ValueError(
                 f"kvzip positions must be one of {POSITION_MODES}, and only with evict=locret; got {self.positions!r}"
             )
+        if (self.allocation == "profile") != bool(self.profile):
+            raise ValueError(
+                "kvzip allocation=profile needs profile=NAME (benchmark.head_budget_profile), and only it"
+            )
+        if self.allocation == "profile" and self.evict != "mask":
+            raise ValueError("kvzip allocation=profile runs with evict=mask only")
+        self.quota = torch.tensor(load_shares(self.profile)) if self.profile else None
         if self.scores == "heads":
             self.heads = TRAINED  # needs trained retaining heads (--heads, or the shipped ones)
 
@@ -323,6 +365,7 @@ class KVzip(Method):
             "normalise": self.normalise,
             "chunk": self.chunk,
             **eviction,
+            **({"profile": self.profile} if self.profile else {}),
         }
 
     def fits(self, prompt_length: int, max_new_tokens: int, model) -> bool:
@@ -346,14 +389,19 @@ class KVzip(Method):
         and choose what stays (``scores=heads``: score it by the retaining heads instead)."""
         if self.scores == "heads":
             cache, scores = head_scores(model, context_ids, config.chunk_size, self.pooling)
-            keep = keep_mask(scores, config.budget, self.allocation)
-            return Compressed(cache, scores, keep, context_ids.shape[1])
+            return Compressed(cache, scores, self._keep(scores, config), context_ids.shape[1])
         cache = prefill_plain(model, context_ids, config.chunk_size)
+        if self.scores == "recency":
+            scores = recency_scores(model.config, context_ids.shape[1], context_ids.device)
+            return Compressed(cache, scores, self._keep(scores, config), context_ids.shape[1])
         first, later = self.prompts(model)
         chunks = repeat_chunks(context_ids[0].tolist(), first, later, self.chunk)
         scores = reconstruction_scores(model, cache, chunks, self.normalise)
         peak = context_ids.shape[1] + max(len(chunk.ids) for chunk in chunks)
-        return Compressed(cache, scores, keep_mask(scores, config.budget, self.allocation), peak)
+        return Compressed(cache, scores, self._keep(scores, config), peak)
+
+    def _keep(self, scores: torch.Tensor, config: LocretConfig) -> torch.Tensor:
+        return keep_mask(scores, config.budget, self.allocation, self.quota)
 
     @torch.no_grad()
     def generate(

@@ -164,11 +164,11 @@ class LocretAttentionMixin:
         return self.o_proj(output.reshape(batch, length, -1).contiguous()), weights
 
     def _check_global_attention(self) -> None:
-        """An adaptive allocation replaces the model's mask by a causal one, so a sliding window is refused."""
+        """A per-head allocation replaces the model's mask by a causal one, so a sliding window is refused."""
         if self.attention_kwargs().get("sliding_window") is not None:
             raise ValueError(
-                "budget_allocation='adaptive' needs global attention in every layer; this layer has a sliding "
-                "window (use budget_allocation='uniform')"
+                "budget_allocation 'adaptive' and 'profile' need global attention in every layer; this layer "
+                "has a sliding window (use budget_allocation='uniform')"
             )
 
     def _rotate_with_cache(self, query: torch.Tensor, key: torch.Tensor, cache: LocretCache):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from tiny import tiny_pair
@@ -275,6 +277,39 @@ def test_eviction_methods_take_the_budget_allocation(pair, ids):
     assert all(layer.head_pads is not None for layer in cache.layers)
     with pytest.raises(ValueError, match="budget_allocation must be one of"):
         get_method("locret:budget_allocation=global")
+
+
+def test_eviction_methods_take_a_head_budget_profile_by_name(pair, ids, tmp_path, monkeypatch):
+    from benchmark.methods import profiles
+
+    model = pair[0]
+    layers, heads = model.config.num_hidden_layers, model.config.num_key_value_heads
+    quota = [[0.5] + [1.5] * (heads - 1) for _ in range(layers)]
+    (tmp_path / "tiny.json").write_text(json.dumps({"quota": quota}), encoding="utf-8")
+    monkeypatch.setattr(profiles, "PROFILE_DIR", tmp_path)
+    method = get_method("locret_pooled:budget_allocation=profile:profile=tiny")
+    config = method.locret_config(budget=32, chunk_size=16, n_stabilizers=8, n_local=6, prompt_length=150)
+    assert config.budget_allocation == "profile" and config.head_shares == tuple(map(tuple, quota))
+    assert method.params()["profile"] == "tiny"
+    cache = method.make_cache(model, config)
+    locret.generate(model, ids, config, max_new_tokens=2, cache=cache)
+    held = cache.layers[0].held_entries()[0].sum(-1) - 6 - 1  # less the local tail and the fed-back token
+    assert held.tolist() == [16] + [48] * (heads - 1)
+    with pytest.raises(ValueError, match="profile=NAME"):
+        get_method("locret:budget_allocation=profile")
+    with pytest.raises(ValueError, match="no head budget profile"):
+        get_method("locret:budget_allocation=profile:profile=absent")
+
+
+def test_the_shipped_smollm2_profiles_have_its_shape():
+    from benchmark.methods.profiles import PROFILE_DIR, load_shares
+
+    names = sorted(path.stem for path in PROFILE_DIR.glob("smollm2_*.json"))
+    assert names
+    for name in names:
+        shares = load_shares(name)
+        assert len(shares) == 30 and {len(row) for row in shares} == {3}  # SmolLM2: 30 layers, 3 KV heads
+        assert sum(map(sum, shares)) / 90 == pytest.approx(1.0, abs=1e-3)
 
 
 def test_eviction_methods_take_the_position_mode(pair, ids):
