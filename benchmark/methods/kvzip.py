@@ -18,7 +18,10 @@ every layer and head together and keeps the same total, ``budget x layers x KV h
 non-uniform budgets); ``allocation=layer`` gives each layer its share of that global ranking, the same for
 each of its KV heads (what a cache with one length per layer could hold); ``allocation=head`` keeps every
 layer's total, ``budget x KV heads``, ranked over its KV heads together (what a cache with one length per KV
-head, and the same total per layer, could hold). Evicted entries are masked in
+head, and the same total per layer, could hold); ``allocation=profile`` gives each layer and KV head the fixed
+share ``profile=NAME`` names (``benchmark.head_budget_profile``; DuoAttention's premise that a head's need
+for distant context is a property of the head). ``scores=heads`` ranks by the retaining heads' scores
+instead, ``scores=recency`` by position (StreamingLLM's choice). Evicted entries are masked in
 attention (per layer and query head), not freed: what is kept matters here, not memory. The question and
 the answer then run at their true positions.
 
@@ -220,7 +223,8 @@ def keep_mask(
             )
         counts = (quota * budget).round().long().clamp(1, scores.shape[-1])
         order = scores.argsort(dim=-1, descending=True, stable=True)
-        ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(scores.shape[-1]).expand_as(order))
+        positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
+        ranks = torch.empty_like(order).scatter_(-1, order, positions)
         return ranks < counts[..., None].to(ranks.device)
     if budget >= scores.shape[-1]:
         return keep.fill_(True)
