@@ -9,11 +9,17 @@ from __future__ import annotations
 import torch
 
 
-def protect_newest(scores: torch.Tensor, n_protect: int) -> torch.Tensor:
+def protect_newest(scores: torch.Tensor, n_protect: int | torch.Tensor) -> torch.Tensor:
     """Return ``scores`` ``[B, H, S]`` ranked for eviction (a copy): NaN lowered to -inf, so a broken score
     is the first to go and never outranks anything (sorts put NaN above +inf), then the newest
-    ``n_protect`` entries raised to +inf."""
+    ``n_protect`` entries raised to +inf (a tensor broadcastable to ``[B, H]``: a count per row)."""
     protected = torch.where(torch.isnan(scores), float("-inf"), scores)
+    if isinstance(n_protect, torch.Tensor):
+        length = scores.shape[-1]
+        first_protected = length - n_protect.expand(scores.shape[:-1])[..., None]
+        return protected.masked_fill(
+            torch.arange(length, device=scores.device) >= first_protected, float("inf")
+        )
     if n_protect > 0:
         protected[..., -n_protect:] = float("inf")
     return protected
@@ -38,10 +44,15 @@ def kept_indices(scores: torch.Tensor, keep: int, n_protect: int = 0) -> torch.T
     return _scatter_positions(slots, keep)
 
 
-def top_mask(ranked: torch.Tensor, keep: int) -> torch.Tensor:
+def top_mask(ranked: torch.Tensor, keep: int | torch.Tensor) -> torch.Tensor:
     """True for the top ``keep`` of ``ranked`` ``[..., S]`` along the last axis, ties going to the older
-    (lower-index) entry: everything above the ``keep``-th largest value, then the oldest equal to it."""
-    threshold = torch.topk(ranked, keep, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+    (lower-index) entry: everything above the ``keep``-th largest value, then the oldest equal to it.
+    ``keep`` may be a tensor broadcastable to ``ranked.shape[:-1]`` (a count per row, each >= 1)."""
+    if isinstance(keep, torch.Tensor):
+        keep = keep.expand(ranked.shape[:-1])[..., None]
+        threshold = torch.topk(ranked, int(keep.max()), dim=-1).values.gather(-1, keep - 1)
+    else:
+        threshold = torch.topk(ranked, keep, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
     above = ranked > threshold
     tied = ranked == threshold
     missing = keep - above.sum(dim=-1, keepdim=True)
@@ -88,20 +99,11 @@ def profile_kept(
     ``scores`` ``[B, H, S]`` (its newest ``min(n_protect, counts[h])`` forced in, ties to the older entry, NaN
     lowest), as ``adaptive_kept`` returns them: indices ``[B, H, L]`` behind each head's left pads ``[B, H]``.
     ``held`` ``[B, H, S]``: False where a slot is already a pad."""
-    length = scores.shape[-1]
-    counts = counts.to(scores.device).clamp(max=length)
-    protect = counts.clamp(max=n_protect)
-    ranked = torch.where(torch.isnan(scores), float("-inf"), scores)
-    newest = torch.arange(length, device=scores.device) >= (length - protect)[:, None]
-    ranked = ranked.masked_fill(newest, float("inf"))
+    counts = counts.to(scores.device).clamp(max=scores.shape[-1])
+    ranked = protect_newest(scores, counts.clamp(max=n_protect))
     if held is not None:
         ranked = ranked.masked_fill(~held, float("-inf"))
-    top = torch.topk(ranked, int(counts.max()), dim=-1).values  # sorted: the count-th largest per head
-    threshold = top.gather(-1, (counts - 1).expand(*ranked.shape[:-1])[..., None])
-    above = ranked > threshold
-    tied = ranked == threshold
-    missing = counts[:, None] - above.sum(dim=-1, keepdim=True)
-    chosen = above | (tied & (tied.cumsum(dim=-1) <= missing))
+    chosen = top_mask(ranked, counts)
     if held is not None:
         chosen &= held
     return left_padded(chosen)
