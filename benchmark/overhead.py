@@ -14,13 +14,15 @@ chunked prefill of N random tokens (the loop of ``locret.prefill_prompt``) again
 ``DynamicCache`` cropped to its newest ``budget`` entries after each chunk, the two advancing chunk by chunk in
 turn: the median of ``--repeats`` whole prefills, and the sum of every chunk's fastest of the repeats (on a
 shared machine another tenant only adds time; this estimates both sides' uncontended cost alike).
-``--scorer h2o`` (or ``snapkv``, ``streaming_llm``) runs a baseline's scorer in the same evicting cache
+``--allocation uniform profile:smollm2_4k`` adds a row per budget allocation (each against its own ceiling
+runs, in the same process). ``--scorer h2o`` (or ``snapkv``, ``streaming_llm``) runs a baseline's scorer in the same evicting cache
 instead of the retaining heads: its rescoring from attention counts as eviction time.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import DynamicCache
 
 import locret
+from benchmark.methods.profiles import load_shares
 from locret.compat import CACHE_KWARG
 from locret.config import EVICTION_KERNELS, default_stabilizers
 from locret.generation import new_cache
@@ -158,6 +161,16 @@ def best_of_each_chunk(chunk_times: list[list[float]]) -> float:
     return sum(min(repeat[chunk] for repeat in chunk_times) for chunk in range(len(chunk_times[0])))
 
 
+def allocation_settings(name: str) -> dict:
+    """``LocretConfig`` settings for an ``--allocation`` name: uniform, adaptive, or profile:NAME."""
+    kind, _, profile = name.partition(":")
+    if kind == "profile" and profile:
+        return {"budget_allocation": "profile", "head_shares": load_shares(profile)}
+    if kind in ("uniform", "adaptive") and not profile:
+        return {"budget_allocation": kind}
+    raise ValueError(f"--allocation takes uniform, adaptive or profile:NAME, got {name!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,12 +198,23 @@ def main() -> None:
         help="the retaining heads' dtype: float32 (the library default) or the model's (heads_dtype=None)",
     )
     parser.add_argument(
+        "--allocation",
+        nargs="+",
+        default=["uniform"],
+        help="Locret's budget_allocation, one row each: uniform, adaptive, or profile:NAME (a profile of "
+        "benchmark/results/head_budget_profiles)",
+    )
+    parser.add_argument(
         "--allocator",
         choices=["default", "reuse-freed"],
         default="default",
         help="reuse-freed: locret.hardware.reuse_freed_memory() first (glibc keeps freed memory; both sides)",
     )
     args = parser.parse_args()
+    try:
+        allocations = {name: allocation_settings(name) for name in args.allocation}
+    except ValueError as error:
+        parser.error(str(error))
     if args.allocator == "reuse-freed" and not reuse_freed_memory():
         parser.error("--allocator reuse-freed needs glibc (reuse_freed_memory() changed nothing here)")
     if args.tokens is not None and args.tokens <= args.chunk_size:
@@ -214,13 +238,14 @@ def main() -> None:
         dtype = resolve_dtype(dtype_name, device)
         heads_dtype = torch.float32 if args.heads_dtype == "float32" else None
         model = locret.from_pretrained(args.model, dtype=dtype, heads_dtype=heads_dtype).to(device).eval()
-        for budget in args.budget:
+        for budget, (allocation, settings) in itertools.product(args.budget, allocations.items()):
             config = locret.LocretConfig(
                 budget=budget,
                 chunk_size=args.chunk_size,
                 n_stabilizers=max(default_stabilizers(budget), args.score_pooling // 2),
                 score_pooling=args.score_pooling,
                 eviction_kernel=args.eviction_kernel,
+                **settings,
             )
             with torch.no_grad():
                 if args.tokens is None:
@@ -237,10 +262,17 @@ def main() -> None:
             speed = {name: tokens / seconds for name, seconds in median.items()}
             best_share = None if best is None else best["ceiling"] / best["locret"]
             rows.append(
-                (str(dtype).removeprefix("torch."), budget, speed["ceiling"], speed["locret"], best_share)
+                (
+                    str(dtype).removeprefix("torch."),
+                    budget,
+                    allocation,
+                    speed["ceiling"],
+                    speed["locret"],
+                    best_share,
+                )
             )
             print(
-                f"{rows[-1][0]} budget {budget}: ceiling {median['ceiling'] * 1000:.1f} ms "
+                f"{rows[-1][0]} budget {budget} allocation {allocation}: ceiling {median['ceiling'] * 1000:.1f} ms "
                 f"({speed['ceiling']:.1f} tok/s), {args.scorer} {median['locret'] * 1000:.1f} ms "
                 f"({speed['locret']:.1f} tok/s); every run (s): ceiling "
                 + ", ".join(f"{t:.2f}" for t in times["ceiling"])
@@ -264,14 +296,15 @@ def main() -> None:
         del model
     best_column = args.tokens is not None
     print(
-        f"\n| dtype | budget | ceiling tok/s | {args.scorer} tok/s | share of the ceiling (median runs) |"
+        f"\n| dtype | budget | allocation | ceiling tok/s | {args.scorer} tok/s | share of the ceiling (median "
+        "runs) |"
         + (" share, every chunk at its fastest |" if best_column else "")
-        + "\n|---|---|---|---|---|"
+        + "\n|---|---|---|---|---|---|"
         + ("---|" if best_column else "")
     )
-    for dtype_name, budget, ceiling, ours, best_share in rows:
+    for dtype_name, budget, allocation, ceiling, ours, best_share in rows:
         print(
-            f"| {dtype_name} | {budget} | {ceiling:.1f} | {ours:.1f} | {ours / ceiling:.1%} |"
+            f"| {dtype_name} | {budget} | {allocation} | {ceiling:.1f} | {ours:.1f} | {ours / ceiling:.1%} |"
             + (f" {best_share:.1%} |" if best_column else "")
         )
 

@@ -164,7 +164,7 @@ class LocretLayer(DynamicLayer):
     def evict(self, keep: int, n_protect: int, kernel: EvictionKernel = "torch") -> None:
         """Keep the top ``keep`` entries per KV head (newest ``n_protect`` forced in), in original order."""
         self.resolve_scores()
-        if self.keys is None or self.keys.shape[-2] <= keep:
+        if self.keys is None or self.keys.shape[-2] <= self.fits_untouched(keep):
             return
         n_protect = min(n_protect, keep)
         if self.config.budget_allocation != "uniform":
@@ -178,6 +178,14 @@ class LocretLayer(DynamicLayer):
             self._keep_entry_metadata(indices)
         else:
             self.keep_entries(kept_indices(self.scores, keep, n_protect))
+
+    def fits_untouched(self, keep: int) -> int:
+        """The most slots a layer may hold and still need no eviction to ``keep`` entries per head on average:
+        ``keep``, or with a ``"profile"`` allocation its smallest head's count (a layer of small shares, all
+        under ``keep``, is evicted each chunk like any other)."""
+        if self.config.budget_allocation == "profile":
+            return min(self.config.head_budgets(self.layer_idx, keep))
+        return keep
 
     def _evict_per_head(self, keep: int, n_protect: int) -> None:
         """Keep a number of entries per KV head that differs between heads: the top ``keep x H`` over all of
@@ -322,6 +330,26 @@ class LocretCache(Cache):
         )
         self.prefilling = False
         self.holding = False  # True: no eviction (a chunk waits for its scores; ``hold_eviction``)
+        self._causal_table: torch.Tensor | None = None  # see ``causal_mask``
+
+    def causal_mask(self, new: int, stored: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``[new, stored]`` additive mask of ``new`` tokens over ``stored`` slots, the last ``new`` their own:
+        token ``i`` sees slots up to ``stored - new + i`` (0 there, the dtype's minimum elsewhere). A view of one
+        table that is kept and grown (doubling), so a prefill's layers and chunks build it once or twice."""
+        table = self._causal_table
+        if table is None or (table.shape[0], table.dtype, table.device) != (new, dtype, device):
+            width = stored
+        elif table.shape[1] < stored:
+            width = max(stored, 2 * table.shape[1])
+        else:
+            return table[:, table.shape[1] - stored :]
+        slots = torch.arange(width, device=device)
+        hidden = slots[None, :] > slots[width - new :, None]
+        table = torch.zeros(new, width, dtype=dtype, device=device).masked_fill_(
+            hidden, torch.finfo(dtype).min
+        )
+        self._causal_table = table
+        return table[:, width - stored :]
 
     @contextmanager
     def hold_eviction(self) -> Iterator[None]:
@@ -437,11 +465,11 @@ class LocretCache(Cache):
         n_protect = min(config.n_stabilizers, keep)
         for layers in self._layer_groups().values():
             scores = self._resolve_together(layers)
-            if scores.shape[-1] <= keep:
-                continue
-            if config.budget_allocation != "uniform":  # each layer's own longest head
+            if config.budget_allocation != "uniform":  # each layer's own heads
                 for layer in layers:
                     layer.evict(keep, n_protect)
+                continue
+            if scores.shape[-1] <= keep:
                 continue
             ranked = kept_indices(scores, keep, n_protect)
             kept_scores = scores.gather(-1, ranked)

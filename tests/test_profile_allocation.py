@@ -63,6 +63,19 @@ def test_each_head_holds_its_share_after_every_eviction():
         assert layer.stored_length() == 24 + config.n_local
 
 
+def test_small_shares_are_kept_after_every_chunk():
+    """A layer whose heads all hold less than ``budget`` is evicted to their shares after every chunk, too."""
+    model = tiny_locret("llama")
+    config = profile_config(model, [0.25, 0.5])  # 4 and 8 entries: 8 + a chunk of 8 fits in 16 slots
+    cache = new_cache(model, config)
+    cache.prefilling = True
+    ids = random_ids(64)
+    for start in range(0, 64, config.chunk_size):
+        model(input_ids=ids[:, start : start + config.chunk_size], **{CACHE_KWARG: cache})
+        for layer in cache.layers:
+            assert layer.held_entries()[0].sum(-1).tolist() == [4, 8]
+
+
 def test_equal_shares_keep_what_uniform_keeps():
     """With every share 1 each head keeps ``budget`` entries by its own ranking: uniform's choice."""
     model = tiny_locret("llama")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tiny import tiny_locret
 
@@ -21,3 +22,13 @@ def test_whole_prefill_times_the_same_chunks_on_both_sides():
         assert all(seconds > 0 for run in times[side] for seconds in run)
         assert faults[side] >= 0
     assert overhead.best_of_each_chunk(times["locret"]) <= min(sum(run) for run in times["locret"])
+
+
+def test_allocation_settings_name_the_config():
+    assert overhead.allocation_settings("uniform") == {"budget_allocation": "uniform"}
+    assert overhead.allocation_settings("adaptive") == {"budget_allocation": "adaptive"}
+    profile = overhead.allocation_settings("profile:smollm2_4k")
+    assert profile["budget_allocation"] == "profile" and len(profile["head_shares"]) == 30
+    for bad in ("profile", "uniform:x", "global"):
+        with pytest.raises(ValueError, match="--allocation"):
+            overhead.allocation_settings(bad)
