@@ -15,8 +15,8 @@ chunked prefill of N random tokens (the loop of ``locret.prefill_prompt``) again
 turn: the median of ``--repeats`` whole prefills, and the sum of every chunk's fastest of the repeats (on a
 shared machine another tenant only adds time; this estimates both sides' uncontended cost alike).
 ``--allocation uniform profile:smollm2_4k`` adds a row per budget allocation (each against its own ceiling
-runs, in the same process). ``--scorer h2o`` (or ``snapkv``, ``streaming_llm``) runs a baseline's scorer in the same evicting cache
-instead of the retaining heads: its rescoring from attention counts as eviction time.
+runs, in the same process). ``--scorer h2o`` (or ``snapkv``, ``streaming_llm``) runs a baseline's scorer in
+the same evicting cache instead of the retaining heads: its rescoring from attention counts as eviction time.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ SETTINGS = {"budget": 16, "chunk_size": 8, "n_stabilizers": 4, "n_local": 4}
 def allocation_config(model, allocation: str, **settings) -> LocretConfig:
     if allocation == "adaptive":
         return LocretConfig(budget_allocation="adaptive", **SETTINGS, **settings)
-    rows = tuple((0.4, 1.6) for _ in range(model.config.num_hidden_layers))
+    # layer 0's heads all hold less than the others' smallest: it is first evicted a chunk earlier
+    rows = ((0.25, 0.25),) + tuple((0.5, 1.5) for _ in range(model.config.num_hidden_layers - 1))
     return LocretConfig(budget_allocation="profile", head_shares=rows, **SETTINGS, **settings)
 
 

@@ -127,20 +127,26 @@ class LocretAttentionMixin:
             key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
             layer = cache.layers[self.layer_idx]
-            if layer.head_pads is not None:
-                # Each layer has its own slots and the model's mask is layer 0's; without padded batches
-                # (refused) that mask is only causal, which ``mask_pads`` builds over this layer's slots.
+            held = layer.held_entries()
+            if cache.config.budget_allocation != "uniform":
+                # Each layer has its own slots (heads of different lengths; a profile's layers are first
+                # evicted at different chunks) and the model's mask is layer 0's; without padded batches
+                # (refused) that mask is only causal, which is built here over this layer's slots.
                 self._check_global_attention()
-                attention_mask = None
-                if attends_heads_apart(self.config._attn_implementation, layer.head_pads):
+                pads = layer.head_pads
+                if pads is None:
+                    pads = torch.zeros(batch, key.shape[1], dtype=torch.long, device=key.device)
+                if attends_heads_apart(self.config._attn_implementation, pads):
                     causal = (
                         None
                         if length == 1
                         else cache.causal_mask(length, key.shape[-2], query.dtype, query.device)
                     )
-                    output = self._attend_heads_apart(query, key, value, layer.head_pads[0], causal, **kwargs)
+                    output = self._attend_heads_apart(query, key, value, pads[0], causal, **kwargs)
                     return self._finish(cache, output, query, key, batch, length), None
-            held = layer.held_entries()
+                if held is None:
+                    held = torch.ones(batch, 1, key.shape[-2], dtype=torch.bool, device=key.device)
+                attention_mask = None
             if held is not None:
                 attention_mask = mask_pads(attention_mask, held, length, query.shape[1])
         else:
