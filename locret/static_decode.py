@@ -19,7 +19,9 @@ with it every step re-rotates all slots, as eviction repacks them). ``write_back
 batch's per-row pad masks and positions), scorers other than the retaining heads (the attention-based
 baselines rescore stored entries after attention), families whose decoder layer is not the pre-norm residual
 block (Gemma 3: sandwich norms, scaled embeddings), sliding windows shorter than the capacity, layers on
-several devices, a model in training mode (dropout), and a local tail still being protected.
+several devices, a model in training mode (dropout), a local tail still being protected, and a per-head
+budget allocation with ``decode_budget`` (its eviction ranks each head apart). Without ``decode_budget`` a
+per-head allocation's layers differ in length: each layer has its own slot and RoPE row, its pads masked.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ STATIC_FAMILIES = frozenset({"llama", "qwen2", "qwen3", "mistral", "phi3"})
 
 def capacity_for(cache: LocretCache, max_steps: int) -> int:
     """Slots a layer needs for ``max_steps`` decode steps, rounded up to ``CAPACITY_BUCKET``."""
-    stored = cache.stored_length()
+    stored = max(layer.stored_length() for layer in cache.layers)
     budget = cache.config.decode_budget
     needed = stored + max_steps if budget is None else max(stored, budget) + 1
     return -(-needed // CAPACITY_BUCKET) * CAPACITY_BUCKET
@@ -82,9 +84,10 @@ def unsupported_reason(model, cache: LocretCache, max_steps: int) -> str | None:
         return "static decoding runs batch 1 (a batch decodes on the eager path)"
     if first.real_lengths is not None:
         return "a padded batch decodes on the eager path"
-    if cache.config.budget_allocation != "uniform":
+    if cache.config.budget_allocation != "uniform" and cache.config.decode_budget is not None:
         return (
-            f"budget_allocation={cache.config.budget_allocation!r} (per-head pads) decodes on the eager path"
+            f"budget_allocation={cache.config.budget_allocation!r} with a decode_budget (per-head eviction) "
+            "decodes on the eager path"
         )
     if any(layer.protect_remaining for layer in cache.layers):
         return "the local tail is still being protected"
@@ -116,7 +119,8 @@ class StepPlan:
 
 @dataclass
 class LayerBuffers:
-    """One layer's fixed-size entries; slots at and past the valid count hold nothing that is attended."""
+    """One layer's fixed-size entries; slots at and past the valid count hold nothing that is attended, nor
+    do a per-head allocation's left pads (``held``)."""
 
     keys: torch.Tensor  # [1, Hkv, C, D] before RoPE
     rotated: torch.Tensor | None  # [1, Hkv, C, D] rotated once (None: re-rotated every step)
@@ -124,6 +128,7 @@ class LayerBuffers:
     scores: torch.Tensor  # [1, Hkv, C] float32
     raw_tail: torch.Tensor  # [1, Hkv, r] the last raw scores (pooling)
     positions: torch.Tensor | None  # [1, Hkv, C] original positions (tracked)
+    held: torch.Tensor | None = None  # [1, Hkv, 1, C] False at each head's left pads (None: no pads)
 
 
 def _into(size: int, stored: torch.Tensor) -> torch.Tensor:
@@ -189,7 +194,8 @@ def _pool_and_store(plan: StepPlan, buffers: LayerBuffers, raw: torch.Tensor, sl
 def _attend(
     query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, scaling: float
 ) -> torch.Tensor:
-    """One query per head ``[1, H, 1, D]`` over all slots ``[1, Hkv, C, D]`` (``valid`` ``[C]``), as
+    """One query per head ``[1, H, 1, D]`` over all slots ``[1, Hkv, C, D]`` (``valid`` ``[C]``, or
+    ``[1, Hkv, 1, C]`` per KV head), as
     transformers' eager attention computes it (logits in the model's dtype, softmax in float32), with each KV
     head's query group as rows of one matmul instead of repeated keys. Returns ``[1, 1, H * D]``.
 
@@ -207,23 +213,28 @@ def decode_step(
     model,
     plan: StepPlan,
     token: torch.Tensor,
-    slot: torch.Tensor,
+    slots: torch.Tensor,
     position: torch.Tensor,
     rows: list[tuple[torch.Tensor, torch.Tensor]],
     tables: list[tuple[torch.Tensor, torch.Tensor]],
     layers: list[LayerBuffers],
 ) -> torch.Tensor:
-    """Logits ``[1, V]`` for ``token`` ``[1, 1]``, appended at ``slot`` ``[1]`` (the valid count before it)
-    with original position ``position`` ``[1]``. ``rows[t]`` is RoPE table ``t``'s cos/sin ``[1, R]`` at the
-    query's position, ``tables[t]`` its first ``capacity`` rows (used when re-rotating every slot)."""
+    """Logits ``[1, V]`` for ``token`` ``[1, 1]``, appended in each layer at its slot ``slots[layer]`` (its
+    valid count before it; layers differ with a per-head allocation) with original position ``position``
+    ``[1]``. ``rows[layer]`` is the layer's RoPE cos/sin ``[1, R]`` at the query's position, ``tables[t]``
+    RoPE table ``t``'s first ``capacity`` rows (used when re-rotating every slot)."""
     hidden = model.model.embed_tokens(token)
-    count = slot + 1
-    valid = torch.arange(plan.capacity, device=slot.device) < count
+    capacity = torch.arange(plan.capacity, device=slots.device)
     for index, layer in enumerate(model.model.layers):
         attention = layer.self_attn
         buffers = layers[index]
+        slot = slots[index : index + 1]
+        count = slot + 1
+        valid = capacity < count
+        if buffers.held is not None:
+            valid = valid & buffers.held
         query, key, value, features = attention.project_qkv(layer.input_layernorm(hidden))
-        cos, sin = rows[plan.table_of_layer[index]]
+        cos, sin = rows[index]
         buffers.keys.index_copy_(2, slot, key)
         buffers.values.index_copy_(2, slot, value)
         if plan.score:
@@ -270,11 +281,10 @@ class StaticDecoder:
         first = cache.layers[0]
         capacity = capacity_for(cache, max_steps)
         self.model, self.cache, self.max_steps = model, cache, max_steps
-        self.count = first.stored_length()
+        self.counts = [layer.stored_length() for layer in cache.layers]  # per layer: per-head pads differ
         self.seen = first.seen
         self.steps = 0
-        self.peak = max(layer.peak_length for layer in cache.layers)
-        self.start_peaks = [layer.peak_length for layer in cache.layers]
+        self.peaks = [layer.peak_length for layer in cache.layers]
         rerotate = config.position_mode == "repacked" and config.decode_budget is not None
         tables: list[RopeTable] = []
         for layer in model.model.layers:
@@ -285,7 +295,7 @@ class StaticDecoder:
             pool_radius=config.score_pooling // 2,
             score=score or config.decode_budget is not None,
             keep=config.decode_budget,
-            one_over_budget=config.decode_budget is not None and self.count <= config.decode_budget,
+            one_over_budget=config.decode_budget is not None and max(self.counts) <= config.decode_budget,
             n_protect=0 if config.decode_budget is None else min(config.n_stabilizers, config.decode_budget),
             table_of_layer=tuple(tables.index(layer.self_attn.locret_rope) for layer in model.model.layers),
         )
@@ -299,8 +309,17 @@ class StaticDecoder:
             for layer, attention_layer in zip(cache.layers, model.model.layers, strict=True)
         ]
         rotary = self.tables[0][0].shape[-1] if rerotate else tables[0].table(1, dtype, device)[0].shape[-1]
-        self.rows = [(first.keys.new_zeros(1, rotary), first.keys.new_zeros(1, rotary)) for _ in tables]
-        self.slot = torch.zeros(1, dtype=torch.long, device=device)
+        # one RoPE row per table and query position offset (layers of one length share it): ``rows[layer]``
+        self.row_keys = [
+            (table, 0 if self.absolute else count - self.counts[0])
+            for table, count in zip(self.plan.table_of_layer, self.counts, strict=True)
+        ]
+        shared = {
+            key: (first.keys.new_zeros(1, rotary), first.keys.new_zeros(1, rotary)) for key in self.row_keys
+        }
+        self.shared_rows = shared
+        self.rows = [shared[key] for key in self.row_keys]
+        self.slots = torch.tensor(self.counts, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.token = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.step_fn = decode_step
@@ -360,6 +379,10 @@ class StaticDecoder:
             scores=_into(capacity, layer.scores),
             raw_tail=layer.raw_tail.clone(),
             positions=_into(capacity, layer.positions) if layer.track_positions else None,
+            held=None
+            if layer.head_pads is None
+            else _into(capacity, layer.held_entries())[:, :, None]
+            | (torch.arange(capacity, device=keys.device) >= layer.stored_length()),
         )
 
     @torch.no_grad()
@@ -367,20 +390,20 @@ class StaticDecoder:
         """Next logits ``[1, V]`` after appending ``tokens`` ``[1]``."""
         if self.steps >= self.max_steps:
             raise ValueError(f"this StaticDecoder was sized for {self.max_steps} steps")
-        position = self.seen if self.absolute else self.count
         self.token.copy_(tokens.view(1, 1))
-        self.slot.fill_(self.count)
+        self.slots.copy_(torch.tensor(self.counts))
         self.position.fill_(self.seen)
         dtype = self.layers[0].keys.dtype
-        for table, (cos_row, sin_row) in zip(self.rope_tables, self.rows, strict=True):
-            cos, sin = table.table(position + 1, dtype, self.device)
+        for (table, offset), (cos_row, sin_row) in self.shared_rows.items():
+            position = self.seen if self.absolute else self.counts[0] + offset
+            cos, sin = self.rope_tables[table].table(position + 1, dtype, self.device)
             cos_row.copy_(cos[position : position + 1])
             sin_row.copy_(sin[position : position + 1])
         arguments = (
             self.model,
             self.plan,
             self.token,
-            self.slot,
+            self.slots,
             self.position,
             self.rows,
             self.tables,
@@ -394,18 +417,19 @@ class StaticDecoder:
         else:
             with packed_forwards(self.packed):
                 logits = self.step_fn(*arguments)
-        self.count += 1
-        self.peak = max(self.peak, self.count)
+        self.counts = [count + 1 for count in self.counts]
+        self.peaks = [max(peak, count) for peak, count in zip(self.peaks, self.counts, strict=True)]
         if self.plan.keep is not None:
-            self.count = min(self.count, self.plan.keep)
+            self.counts = [min(count, self.plan.keep) for count in self.counts]
         self.seen += 1
         self.steps += 1
         return logits
 
     def write_back(self) -> None:
         """Store the buffers' valid entries in the ``LocretCache`` (pre-RoPE keys, as it keeps them)."""
-        for layer, buffers, start_peak in zip(self.cache.layers, self.layers, self.start_peaks, strict=True):
-            count = self.count
+        for layer, buffers, peak, count in zip(
+            self.cache.layers, self.layers, self.peaks, self.counts, strict=True
+        ):
             if not self.plan.score:
                 buffers.scores[:, :, layer.stored_length() : count] = float("nan")
             layer.keys = buffers.keys[:, :, :count].clone()
@@ -416,7 +440,7 @@ class StaticDecoder:
                 layer.positions = buffers.positions[:, :, :count].clone()
             layer.seen = self.seen
             if self.steps:
-                layer.peak_length = max(start_peak, self.peak)
+                layer.peak_length = peak
 
 
 def static_decoder_for(

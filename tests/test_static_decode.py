@@ -55,6 +55,29 @@ def test_static_steps_equal_eager_steps(arch, position_mode, decode_budget, pool
     cache afterwards; with decode_budget=42 (38 stored after the tail) eviction starts at the fifth step."""
     model = tiny_locret(arch)
     config = small_config(position_mode=position_mode, decode_budget=decode_budget, score_pooling=pooling)
+    static_cache = assert_static_equals_eager(model, config)
+    if decode_budget is not None:
+        assert static_cache.stored_length() == decode_budget
+
+
+@pytest.mark.parametrize("allocation", ["adaptive", "profile"])
+@pytest.mark.parametrize("position_mode", ["repacked", "absolute"])
+def test_static_steps_equal_eager_steps_with_per_head_budgets(allocation, position_mode):
+    """Heads of different lengths (left pads) and layers of different lengths: each layer its own slot."""
+    model = tiny_locret("llama")
+    shares = None
+    if allocation == "profile":  # layer 0 shorter than the others
+        shares = ((0.25, 0.5),) + tuple((0.5, 1.5) for _ in range(model.config.num_hidden_layers - 1))
+    config = small_config(position_mode=position_mode, budget_allocation=allocation, head_shares=shares)
+    cache = assert_static_equals_eager(model, config)
+    assert any(int(layer.head_pads.max()) > 0 for layer in cache.layers)
+    if allocation == "profile":
+        assert len({layer.stored_length() for layer in cache.layers}) > 1
+
+
+def assert_static_equals_eager(model, config: LocretConfig) -> LocretCache:
+    """Step by step on copies of one prefilled cache: logits within float32 rounding, the same greedy tokens,
+    the same cache afterwards (returned: the static one)."""
     ids = random_ids(100)
     eager_cache, first_logits = prefilled(model, ids, config)
     static_cache = copy.deepcopy(eager_cache)
@@ -78,8 +101,7 @@ def test_static_steps_equal_eager_steps(arch, position_mode, decode_budget, pool
     for mine, theirs in zip(eager_logits, static_logits, strict=True):
         torch.testing.assert_close(theirs, mine, rtol=1e-5, atol=1e-5)
     assert_same_cache(eager_cache, static_cache)
-    if decode_budget is not None:
-        assert static_cache.stored_length() == decode_budget
+    return static_cache
 
 
 @pytest.mark.parametrize("position_mode", ["repacked", "absolute"])
@@ -136,6 +158,8 @@ def test_unsupported_settings_fall_back_or_refuse():
     model = tiny_locret("llama")
     h2o = prefill_prompt(model, ids, config, cache=new_cache(model, config, scorer=H2OScorer()))
     assert "H2OScorer" in unsupported_reason(model, h2o, 10)
+    adaptive = small_config(budget_allocation="adaptive", decode_budget=40)
+    assert "decode_budget" in unsupported_reason(model, prefill_prompt(model, ids, adaptive), 10)
     padded = torch.cat([torch.zeros(1, 10, dtype=torch.long), random_ids(70, seed=5)], dim=1)
     batch = torch.cat([ids, padded])
     mask = torch.cat([torch.ones_like(ids), (padded != 0).long()])
