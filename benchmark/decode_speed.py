@@ -1,5 +1,6 @@
 """Decoding speed after a long prefill: Locret's eager and static decode steps against plain transformers
-decoding with a cache of the same number of entries, in one process and one dtype.
+decoding with a cache of the same number of entries (per layer and KV head, on average), in one process and
+one dtype.
 
     python -m benchmark.decode_speed --length 8192 --budget 1024 --tokens 128 --dtype bfloat16 --threads 2
     python -m benchmark.decode_speed --decode-budget 1024 --flat-tokens 2000 --segment 250
@@ -39,6 +40,7 @@ import torch
 from transformers import DynamicCache
 
 import locret
+from benchmark.methods.profiles import allocation_settings
 from benchmark.run import git_commit, machine
 from locret.compat import CACHE_KWARG
 from locret.generation import decode, prefill_prompt
@@ -93,11 +95,20 @@ def timed_decode(
     return tokens / seconds
 
 
+def mean_entries(cache) -> int:
+    """Entries per layer and KV head, on average (a per-head allocation's heads and layers differ)."""
+    held = [
+        layer.stored_length() if layer.head_pads is None else layer.held_entries().float().sum(-1).mean()
+        for layer in cache.layers
+    ]
+    return round(float(sum(held)) / len(held))
+
+
 @torch.no_grad()
 def compare(model, ids, config, args) -> dict:
     """Median tok/s of every method over interleaved rounds, and the compile time."""
     cache, first_logits = prefill(model, ids, config)
-    entries = cache.stored_length()
+    entries = mean_entries(cache)
     attention = model.config._attn_implementation
     methods = ["locret_eager", "locret_static", "plain_sdpa", "plain_eager"]
     if config.decode_budget is None:
@@ -176,8 +187,9 @@ def markdown(result: dict) -> str:
         c = result["compare"]
         lines += [
             "",
-            f"{c['tokens']} greedy tokens after the prefill, {c['entries']} entries per layer at the start "
-            f"(plain: a DynamicCache of the same size); median of {s['rounds']} interleaved rounds.",
+            f"{c['tokens']} greedy tokens after the prefill, {c['entries']} entries per layer and KV head at the "
+            "start (on average; plain: a DynamicCache of that many entries); median of "
+            f"{s['rounds']} interleaved rounds.",
             "",
             "| method | tok/s (median) | rounds |",
             "|---|---|---|",
@@ -229,8 +241,17 @@ def main() -> None:
     parser.add_argument("--segment", type=int, default=250)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--allocation",
+        default="uniform",
+        help="budget_allocation: uniform, adaptive, or profile:NAME (benchmark/results/head_budget_profiles)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="directory for decode_speed.json/.md")
     args = parser.parse_args()
+    try:
+        allocation = allocation_settings(args.allocation)
+    except ValueError as error:
+        parser.error(str(error))
     if args.flat_tokens and args.decode_budget is None:
         parser.error("--flat-tokens measures decode-time eviction: give --decode-budget")
     if args.threads:
@@ -245,6 +266,7 @@ def main() -> None:
         n_local=args.n_local,
         n_stabilizers=min(recommended.n_stabilizers, args.budget - 1),
         decode_budget=args.decode_budget,
+        **allocation,
     )
     ids = torch.randint(
         100, model.config.vocab_size - 100, (1, args.length), generator=torch.Generator().manual_seed(0)

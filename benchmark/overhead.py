@@ -33,7 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import DynamicCache
 
 import locret
-from benchmark.methods.profiles import load_shares
+from benchmark.methods.profiles import allocation_settings
 from locret.compat import CACHE_KWARG
 from locret.config import EVICTION_KERNELS, default_stabilizers
 from locret.generation import new_cache
@@ -159,16 +159,6 @@ def best_of_each_chunk(chunk_times: list[list[float]]) -> float:
     """A prefill's seconds with every chunk at its fastest over the repeats: on a shared machine another
     tenant only ever adds time, so this estimates the uncontended cost of both sides alike."""
     return sum(min(repeat[chunk] for repeat in chunk_times) for chunk in range(len(chunk_times[0])))
-
-
-def allocation_settings(name: str) -> dict:
-    """``LocretConfig`` settings for an ``--allocation`` name: uniform, adaptive, or profile:NAME."""
-    kind, _, profile = name.partition(":")
-    if kind == "profile" and profile:
-        return {"budget_allocation": "profile", "head_shares": load_shares(profile)}
-    if kind in ("uniform", "adaptive") and not profile:
-        return {"budget_allocation": kind}
-    raise ValueError(f"--allocation takes uniform, adaptive or profile:NAME, got {name!r}")
 
 
 def main() -> None:

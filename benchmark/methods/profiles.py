@@ -15,3 +15,13 @@ def load_shares(name: str) -> tuple[tuple[float, ...], ...]:
     if "/" in name or not path.is_file():
         raise ValueError(f"no head budget profile {name!r}: expected {path}")
     return tuple(tuple(float(x) for x in row) for row in json.loads(path.read_text("utf-8"))["quota"])
+
+
+def allocation_settings(name: str) -> dict:
+    """``LocretConfig`` settings for a script's ``--allocation`` name: uniform, adaptive, or profile:NAME."""
+    kind, _, profile = name.partition(":")
+    if kind == "profile" and profile:
+        return {"budget_allocation": "profile", "head_shares": load_shares(profile)}
+    if kind in ("uniform", "adaptive") and not profile:
+        return {"budget_allocation": kind}
+    raise ValueError(f"--allocation takes uniform, adaptive or profile:NAME, got {name!r}")

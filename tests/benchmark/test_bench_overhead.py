@@ -8,6 +8,7 @@ from tiny import tiny_locret
 
 import locret
 from benchmark import overhead
+from benchmark.methods.profiles import allocation_settings
 
 
 def test_whole_prefill_times_the_same_chunks_on_both_sides():
@@ -25,10 +26,10 @@ def test_whole_prefill_times_the_same_chunks_on_both_sides():
 
 
 def test_allocation_settings_name_the_config():
-    assert overhead.allocation_settings("uniform") == {"budget_allocation": "uniform"}
-    assert overhead.allocation_settings("adaptive") == {"budget_allocation": "adaptive"}
-    profile = overhead.allocation_settings("profile:smollm2_4k")
+    assert allocation_settings("uniform") == {"budget_allocation": "uniform"}
+    assert allocation_settings("adaptive") == {"budget_allocation": "adaptive"}
+    profile = allocation_settings("profile:smollm2_4k")
     assert profile["budget_allocation"] == "profile" and len(profile["head_shares"]) == 30
     for bad in ("profile", "uniform:x", "global"):
         with pytest.raises(ValueError, match="--allocation"):
-            overhead.allocation_settings(bad)
+            allocation_settings(bad)
