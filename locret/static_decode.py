@@ -310,15 +310,14 @@ class StaticDecoder:
         ]
         rotary = self.tables[0][0].shape[-1] if rerotate else tables[0].table(1, dtype, device)[0].shape[-1]
         # one RoPE row per table and query position offset (layers of one length share it): ``rows[layer]``
-        self.row_keys = [
+        row_keys = [
             (table, 0 if self.absolute else count - self.counts[0])
             for table, count in zip(self.plan.table_of_layer, self.counts, strict=True)
         ]
-        shared = {
-            key: (first.keys.new_zeros(1, rotary), first.keys.new_zeros(1, rotary)) for key in self.row_keys
+        self.shared_rows = {
+            key: (first.keys.new_zeros(1, rotary), first.keys.new_zeros(1, rotary)) for key in row_keys
         }
-        self.shared_rows = shared
-        self.rows = [shared[key] for key in self.row_keys]
+        self.rows = [self.shared_rows[key] for key in row_keys]
         self.slots = torch.tensor(self.counts, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.token = torch.zeros(1, 1, dtype=torch.long, device=device)
