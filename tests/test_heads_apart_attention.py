@@ -1,12 +1,13 @@
-"""A cache whose KV heads hold different numbers of entries (``budget_allocation`` "adaptive" / "profile") attends
-one KV head at a time over its own entries under SDPA (``_attend_heads_apart``): the same attention as one call
-over the padded slots with the pads masked (``mask_pads``), which other attention functions and batches use."""
+"""What both per-head budget allocations (``budget_allocation`` "adaptive" / "profile") share: a cache whose KV
+heads hold different numbers of entries attends one KV head at a time over its own entries under SDPA
+(``_attend_heads_apart``), the same attention as one call over the padded slots with the pads masked
+(``mask_pads``), which other attention functions and batches use; and a saved session keeps its pads."""
 
 import pytest
 import torch
 from tiny import random_ids, tiny_locret
 
-from locret import LocretConfig
+from locret import LocretConfig, Session
 from locret.compat import CACHE_KWARG
 from locret.generation import new_cache
 from locret.models import base
@@ -85,3 +86,21 @@ def test_causal_mask_is_a_view_of_one_growing_table():
     assert cache._causal_table.shape == (3, 7)  # rebuilt for the new query length
     cache.causal_mask(3, 5, torch.float32, torch.device("cpu"))
     assert cache.causal_mask(3, 4, torch.float32, torch.device("cpu"))._base is cache._causal_table
+
+
+@pytest.mark.parametrize("allocation", ["adaptive", "profile"])
+def test_a_saved_per_head_session_answers_as_before(allocation, tmp_path):
+    model = tiny_locret("llama")
+    config = allocation_config(model, allocation)
+    session = Session(model, config)
+    session.feed(random_ids(100))
+    loaded = Session.load(session.save(tmp_path / "session.safetensors"), model)
+    assert loaded.config == config
+    if allocation == "profile":  # JSON lists back as tuples
+        assert isinstance(loaded.config.head_shares[0], tuple)
+    for mine, theirs in zip(loaded.cache.layers, session.cache.layers, strict=True):
+        assert torch.equal(mine.head_pads, theirs.head_pads)
+    question = random_ids(4, seed=3)
+    assert torch.equal(
+        loaded.ask(question, max_new_tokens=6).token_ids, session.ask(question, max_new_tokens=6).token_ids
+    )
