@@ -159,6 +159,8 @@ def test_profile_keeps_each_heads_quota_of_its_own_top_entries():
         for head in range(2):
             chosen = scores[layer, head][kept[layer, head]]
             assert (scores[layer, head][~kept[layer, head]] <= chosen.min()).all()
+    tied = keep_mask(torch.zeros(1, 2, 10), 2, "profile", torch.tensor([[1.5, 2.0]]))
+    assert tied[0].nonzero()[:, 1].tolist() == [0, 1, 2, 0, 1, 2, 3]  # ties go to the older entries
     with pytest.raises(ValueError, match="quota"):
         keep_mask(scores, 8, "profile", torch.ones(2, 2))
     with pytest.raises(ValueError, match="profile"):

@@ -49,6 +49,7 @@ from transformers import DynamicCache
 import locret
 from locret.compat import CACHE_KWARG
 from locret.config import POSITION_MODES, LocretConfig
+from locret.eviction import top_mask
 from locret.generation import LocretOutput, decode
 from locret.hooks import forward_hooks
 from locret.models.base import collecting_scores
@@ -222,10 +223,7 @@ def keep_mask(
                 f"quota must be [layers, KV heads] = {list(scores.shape[:2])}, got {list(quota.shape)}"
             )
         counts = (quota * budget).round().long().clamp(1, scores.shape[-1])
-        order = scores.argsort(dim=-1, descending=True, stable=True)
-        positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
-        ranks = torch.empty_like(order).scatter_(-1, order, positions)
-        return ranks < counts[..., None].to(ranks.device)
+        return top_mask(scores, counts.to(scores.device))
     if budget >= scores.shape[-1]:
         return keep.fill_(True)
     if allocation == "uniform":
