@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
 
 def settings_for(model, args: argparse.Namespace) -> locret.LocretConfig:
     """The settings the heads recommend (their adapter's ``inference`` block: for the shipped SmolLM2 heads
-    budget 1024, chunk 512, 256 stabilizers, 64 local tokens, score pooling 7), else the paper's settings
+    budget 1024, chunk 512, 256 stabilizers, 64 local tokens, score pooling 15), else the paper's settings
     for a large model of a family it gives them for, else ``LocretConfig()``; command-line flags win."""
     defaults = getattr(model, "locret_inference_config", None)
     if defaults is None and model.config.hidden_size >= 3072:

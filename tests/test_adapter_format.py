@@ -67,7 +67,7 @@ def test_version_1_files_are_still_read(tmp_path, adapter):
 def test_the_shipped_smollm2_heads_carry_their_recommended_settings():
     config = read_heads_config(SHIPPED_HEADS_DIR / "smollm2-135m-instruct")
     assert config.inference == locret.LocretConfig(
-        budget=1024, chunk_size=512, n_stabilizers=256, n_local=64, score_pooling=7
+        budget=1024, chunk_size=512, n_stabilizers=256, n_local=64, score_pooling=15
     )
     assert config.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert config.shape.hidden_size == 256 and len(config.training["ensemble_of"]) == 2
