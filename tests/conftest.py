@@ -57,6 +57,15 @@ def smollm2_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return resolve_model(smollm2_gguf, cache_dir=tmp_path_factory.mktemp("locret_models"))
 
 
+@pytest.fixture(scope="module")
+def smollm2(smollm2_dir: Path):
+    """SmolLM2-135M-Instruct with the shipped heads and their recommended settings, in float32, per test module
+    (freed after it); tests must not change its weights or heads."""
+    import locret
+
+    return locret.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
+
+
 @pytest.fixture
 def rope_lengths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every RoPE table length Locret's attention asks for (the largest position + 1), recorded."""

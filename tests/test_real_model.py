@@ -18,11 +18,6 @@ from locret.loading import shipped_heads_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def smollm2(smollm2_dir):
-    return locret.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
-
-
 def test_shipped_heads_load_for_the_real_model(smollm2, smollm2_dir):
     shipped = shipped_heads_for("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert shipped is not None and shipped_heads_for(smollm2_dir) == shipped
