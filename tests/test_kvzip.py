@@ -3,6 +3,8 @@ budgets, its masking against a truly compacted cache, and the question protocol.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from tiny import random_ids, tiny_pair
@@ -20,6 +22,7 @@ from benchmark.methods.kvzip import (
     recency_scores,
     reconstruction_scores,
     repeat_chunks,
+    token_scores,
 )
 from locret.config import LocretConfig
 from locret.prefill import new_cache, prefill_prompt
@@ -144,6 +147,19 @@ def test_head_allocation_keeps_each_layers_total_ranked_over_its_heads():
         assert (scores[index][~head[index]].max() <= scores[index][head[index]].min()).all()
 
 
+def test_token_allocation_keeps_the_same_tokens_everywhere_by_mean_rank():
+    scores = torch.rand(3, 2, 50, generator=torch.Generator().manual_seed(0))
+    scores[..., 7] = 2.0  # first in every layer and head
+    scores[0, 0, 9] = 3.0  # first in one head only, last elsewhere
+    scores[1:, :, 9] = scores[0, 1:, 9] = -1.0
+    scores[..., 0] = math.inf  # a sink
+    kept = keep_mask(scores, 8, "token")
+    assert (kept.sum(-1) == 8).all() and (kept == kept[:1, :1]).all()  # the same 8 tokens in every head
+    assert kept[0, 0, 0] and kept[0, 0, 7] and not kept[0, 0, 9]
+    mean_rank = token_scores(scores)[0, 0]
+    assert (mean_rank[~kept[0, 0]].max() <= mean_rank[kept[0, 0]].min()).all()
+
+
 def test_profile_keeps_each_heads_quota_of_its_own_top_entries():
     scores = torch.rand(3, 2, 50, generator=torch.Generator().manual_seed(0))
     scores[1, 0] *= 10
@@ -265,7 +281,21 @@ def test_given_scores_decide_what_locrets_cache_keeps():
     assert all(torch.equal(layer.positions[0, h], expected) for layer in cache.layers for h in range(2))
 
 
-@pytest.mark.parametrize("allocation, positions", [("uniform", "repacked"), ("head", "absolute")])
+def test_token_scores_make_locrets_cache_keep_the_same_tokens_in_every_layer_and_head():
+    model, _ = tiny_pair("llama")
+    context = 50
+    scores = torch.rand(2, 2, context, generator=torch.Generator().manual_seed(1))  # heads disagree
+    config = LocretConfig(budget=20, chunk_size=16, n_stabilizers=4, n_local=1)
+    cache = new_cache(model, config, scorer=GivenScores(token_scores(scores)), track_positions=True)
+    prefill_prompt(model, random_ids(context + 1, seed=9), config, cache=cache)
+    first = cache.layers[0].positions[0, 0]
+    assert len(first) == 20
+    assert all(torch.equal(layer.positions[0, h], first) for layer in cache.layers for h in range(2))
+
+
+@pytest.mark.parametrize(
+    "allocation, positions", [("uniform", "repacked"), ("head", "absolute"), ("token", "repacked")]
+)
 def test_evict_in_locret_runs_locrets_cache_with_kvzips_scores(allocation, positions):
     model, _ = tiny_pair("llama")
     method = get_method(f"kvzip:evict=locret:allocation={allocation}:positions={positions}:chunk=16")

@@ -67,8 +67,12 @@ from locret.scorers.reconstruction import (
 from .base import TRAINED, Method, model_window
 from .profiles import load_shares
 
-ALLOCATIONS = ("uniform", "head", "layer", "global", "profile")
-LOCRET_ALLOCATIONS = ("uniform", "head")  # what a Locret cache holds: budget_allocation uniform / adaptive
+ALLOCATIONS = ("uniform", "head", "layer", "global", "profile", "token")
+LOCRET_ALLOCATIONS = (
+    "uniform",
+    "head",
+    "token",
+)  # what a Locret cache holds: budget_allocation uniform / adaptive
 EVICTIONS = ("mask", "locret")
 SCORE_SOURCES = ("reconstruction", "heads", "recency")
 NORMALISATIONS = ("chunk", "all")
@@ -209,7 +213,9 @@ def keep_mask(
     non-uniform budgets a cache of one length per layer could hold), or per layer the top ``budget x heads``
     over its heads together (``head``: per-head lengths, each layer's total fixed), or per layer and head the
     top ``quota x budget`` (``profile``: fixed per-head shares ``quota`` ``[layers, KV heads]``, at least one
-    entry each; ``global_quotas`` measures them)."""
+    entry each; ``global_quotas`` measures them), or the same ``budget`` tokens in every layer and head, those
+    of the highest rank averaged over layers and heads (``token``: what a needle oracle keeps, chosen by the
+    scores)."""
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
     if budget < 1:
@@ -228,6 +234,9 @@ def keep_mask(
         return keep.fill_(True)
     if allocation == "uniform":
         return keep.scatter_(-1, scores.topk(budget, dim=-1).indices, True)
+    if allocation == "token":
+        keep[..., token_scores(scores)[0, 0].topk(budget).indices] = True
+        return keep
     if allocation == "head":
         layers = scores.shape[0]
         top = scores.reshape(layers, -1).topk(budget * scores.shape[1], dim=-1).indices
@@ -241,6 +250,13 @@ def keep_mask(
     for layer, count in enumerate(per_head):
         keep[layer].scatter_(-1, scores[layer].topk(count, dim=-1).indices, True)
     return keep
+
+
+def token_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Each token's rank ``[layers, KV heads, n]`` -> its mean rank over every layer and head, the same in each:
+    scores that make any per-head top-k keep the same tokens everywhere (sinks, +inf everywhere, on top)."""
+    mean_rank = scores.flatten(0, 1).argsort(dim=-1).argsort(dim=-1).float().mean(dim=0)
+    return mean_rank.expand_as(scores)
 
 
 def global_quotas(scores: torch.Tensor, budget: int) -> torch.Tensor:
@@ -466,7 +482,8 @@ class KVzip(Method):
             budget_allocation="adaptive" if self.allocation == "head" else "uniform",
             position_mode=self.positions,
         )
-        cache = new_cache(model, settings, scorer=GivenScores(compressed.scores))
+        scores = token_scores(compressed.scores) if self.allocation == "token" else compressed.scores
+        cache = new_cache(model, settings, scorer=GivenScores(scores))
         scoring_seconds = time.perf_counter() - started
         out = locret.generate(
             model, input_ids, settings, max_new_tokens, eos_token_id=eos_token_id, cache=cache
