@@ -20,13 +20,15 @@ each of its KV heads (what a cache with one length per layer could hold); ``allo
 layer's total, ``budget x KV heads``, ranked over its KV heads together (what a cache with one length per KV
 head, and the same total per layer, could hold); ``allocation=profile`` gives each layer and KV head the fixed
 share ``profile=NAME`` names (``benchmark.head_budget_profile``; DuoAttention's premise that a head's need
-for distant context is a property of the head). ``scores=heads`` ranks by the retaining heads' scores
+for distant context is a property of the head); ``allocation=token`` keeps the same ``budget`` tokens in every
+layer and head, those whose rank averaged over all layers and heads is highest (what the needle oracle keeps,
+chosen by the scores). ``scores=heads`` ranks by the retaining heads' scores
 instead, ``scores=recency`` by position (StreamingLLM's choice). Evicted entries are masked in
 attention (per layer and query head), not freed: what is kept matters here, not memory. The question and
 the answer then run at their true positions.
 
 ``evict=locret`` instead hands the same scores (computed over the whole context, as above) to Locret's own
-chunked prefill and eviction (``allocation`` uniform, or head as ``budget_allocation="adaptive"``, with
+chunked prefill and eviction (``allocation`` uniform or token, or head as ``budget_allocation="adaptive"``, with
 ``positions`` as its ``position_mode``): what Locret's cache keeps, and how its positions read, when its
 scores are KVzip's; the reference the retaining heads and ``locret.scorers.ReconstructionScorer`` aim at.
 """
