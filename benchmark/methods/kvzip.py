@@ -70,11 +70,8 @@ from .base import TRAINED, Method, model_window
 from .profiles import load_shares
 
 ALLOCATIONS = ("uniform", "head", "layer", "global", "profile", "token")
-LOCRET_ALLOCATIONS = (
-    "uniform",
-    "head",
-    "token",
-)  # what a Locret cache holds: budget_allocation uniform / adaptive
+# What a Locret cache holds: budget_allocation "uniform" (uniform, token) or "adaptive" (head).
+LOCRET_ALLOCATIONS = ("uniform", "head", "token")
 EVICTIONS = ("mask", "locret")
 SCORE_SOURCES = ("reconstruction", "heads", "recency")
 NORMALISATIONS = ("chunk", "all")
