@@ -1,6 +1,6 @@
 """Probe (issue 28): where the minor page faults of a chunked prefill happen, each side run alone.
 
-    python benchmark/results/prefill_ceiling/probes/fault_sites.py locret|streaming_llm|plain
+    PYTHONPATH=. python benchmark/results/prefill_ceiling/probes/fault_sites.py locret|streaming_llm|plain
 
 SmolLM2-135M bf16, 1 thread, 4096 random tokens in 512-token chunks, budget 1024; ``plain`` is the ceiling of
 ``benchmark.overhead`` (a DynamicCache cut back to its newest 1024 entries). Faults per chunk in the model's
@@ -9,7 +9,6 @@ one process (the second without first-touch growth).
 """
 
 import collections
-import resource
 import sys
 
 import torch
@@ -17,6 +16,7 @@ from transformers import DynamicCache
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 import locret
+from benchmark.overhead import minor_faults
 from locret.acquire import resolve_model
 from locret.cache import LocretCache, LocretLayer
 from locret.generation import new_cache
@@ -25,10 +25,6 @@ from locret.scorers import SCORERS
 
 BUDGET, CHUNK, TOKENS = 1024, 512, 4096
 faults: collections.Counter = collections.Counter()
-
-
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def counted(function, label):
