@@ -331,6 +331,9 @@ class LocretCache(Cache):
         self.prefilling = False
         self.holding = False  # True: no eviction (a chunk waits for its scores; ``hold_eviction``)
         self._causal_table: torch.Tensor | None = None  # see ``causal_mask``
+        # What a scorer that rescores chunks (``SurprisalScorer``) carries from one chunk to the next of this
+        # prompt: it lives with the cache, so a copied cache continues exactly as the original would.
+        self.scorer_state: dict = {}
 
     def causal_mask(self, new: int, stored: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """``[new, stored]`` additive mask of ``new`` tokens over ``stored`` slots, the last ``new`` their own:

@@ -122,11 +122,11 @@ def prefill_prompt(
             if not rescores:
                 model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
                 continue
-            # A scorer that needs a pass of its own over the chunk (``ReconstructionScorer``) scores it
-            # between the chunk's forward and the eviction.
+            # A scorer that scores the chunk from its forward's output or a pass of its own over it
+            # (``SurprisalScorer``, ``ReconstructionScorer``) does so between the forward and the eviction.
             with cache.hold_eviction(), cache.scorer.chunk_pass():
-                model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
-            cache.scorer.rescore_chunk(model, cache, input_ids, start, stop)
+                output = model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
+            cache.scorer.rescore_chunk(model, cache, input_ids, start, stop, output.last_hidden_state)
             cache.evict_together(config.budget)
     finally:
         cache.prefilling = False

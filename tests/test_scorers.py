@@ -9,7 +9,7 @@ from locret import LocretConfig
 from locret.cache import LocretLayer, append_pooled_scores
 from locret.generation import new_cache
 from locret.models.base import collecting_scores
-from locret.scorers import SCORERS, RetainingHeadScorer, StreamingLLMScorer
+from locret.scorers import SCORERS, RetainingHeadScorer, StreamingLLMScorer, SurprisalScorer
 from locret.scorers.base import attention_received
 
 CONFIG = LocretConfig(budget=24, chunk_size=8, n_stabilizers=4, n_local=4)
@@ -22,8 +22,22 @@ class PromptTokenizer:
         return [5, 6, 7] if "previous context exactly.\n" in text else [8, 9]
 
 
+class EndTokenizer:
+    """The surprisal scorer's vocabulary as text: every seventh tiny-vocabulary id ends a sentence."""
+
+    def __len__(self) -> int:
+        return 97
+
+    def batch_decode(self, ids: list[list[int]]) -> list[str]:
+        return ["." if index % 7 == 0 else " w" for [index] in ids]
+
+
 def make_scorer(name: str):
-    return SCORERS[name](tokenizer=PromptTokenizer()) if name == "reconstruct" else SCORERS[name]()
+    if name == "reconstruct":
+        return SCORERS[name](tokenizer=PromptTokenizer())
+    if name == "surprisal":
+        return SurprisalScorer(tokenizer=EndTokenizer(), max_sentence=4)
+    return SCORERS[name]()
 
 
 @pytest.mark.parametrize("name", sorted(SCORERS))

@@ -11,6 +11,7 @@ from .reconstruction import ReconstructionScorer
 from .retaining_head import RetainingHeadScorer
 from .snapkv import SnapKVScorer
 from .streaming import StreamingLLMScorer
+from .surprisal import SurprisalScorer
 
 SCORERS: dict[str, type[EntryScorer]] = {
     "locret": RetainingHeadScorer,
@@ -18,6 +19,7 @@ SCORERS: dict[str, type[EntryScorer]] = {
     "h2o": H2OScorer,
     "snapkv": SnapKVScorer,
     "reconstruct": ReconstructionScorer,
+    "surprisal": SurprisalScorer,
 }
 
 __all__ = [
@@ -28,4 +30,5 @@ __all__ = [
     "RetainingHeadScorer",
     "SnapKVScorer",
     "StreamingLLMScorer",
+    "SurprisalScorer",
 ]

@@ -18,8 +18,9 @@ class EntryScorer:
     ``score_new`` gives the score of each new entry when it is appended. ``after_attention`` may then revise
     the scores of every stored entry from the chunk's (rotated) queries and keys, for attention-based
     baselines; Locret never recomputes a stored score. A scorer with ``rescores_chunks`` scores each prefill
-    chunk by a pass of its own instead (``ReconstructionScorer``: ``check_config``, ``chunk_pass``,
-    ``rescore_chunk``, called by ``locret.prefill.prefill_prompt``).
+    chunk after its forward instead, from the forward's final hidden states or a pass of its own
+    (``SurprisalScorer``, ``ReconstructionScorer``: ``check_config``, ``chunk_pass``, ``rescore_chunk(model,
+    cache, input_ids, start, end, hidden_states)``, called by ``locret.prefill.prefill_prompt``).
     """
 
     uses_retaining_heads: ClassVar[bool] = False  # True: the scores come from the model's retaining heads

@@ -157,9 +157,12 @@ class ReconstructionScorer(EntryScorer):
             self._awaiting = False
 
     @torch.no_grad()
-    def rescore_chunk(self, model, cache, input_ids: torch.Tensor, start: int, end: int) -> None:
+    def rescore_chunk(
+        self, model, cache, input_ids: torch.Tensor, start: int, end: int, hidden_states: torch.Tensor
+    ) -> None:
         """Score the chunk ``input_ids[:, start:end]`` just appended to ``cache`` (not yet evicted) by
-        repeating it after KVzip's prompt, then hand every layer its scores and drop the repeated tokens."""
+        repeating it after KVzip's prompt, then hand every layer its scores and drop the repeated tokens
+        (the chunk's own ``hidden_states`` are not needed)."""
         from ..compat import CACHE_KWARG
 
         first, later = self.prompt_ids(model)

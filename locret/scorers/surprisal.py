@@ -1,0 +1,187 @@
+"""Sentence surprisal: each entry scores the mean surprisal of its sentence under the model itself, the same in
+every layer and KV head, so whole sentences are kept or dropped together everywhere.
+
+Why: on prose, a fact a later question asks about is information the text around it did not predict.
+Selective Context (Li et al., 2023) and LLMLingua (Jiang et al., 2023) prune prompts by this self-information;
+here it is computed online, chunk by chunk, from the logits of the prefill's own forward (one ``lm_head``
+pass per chunk, no second forward and no question), and averaged per sentence, because a single surprising
+token (the first digit of a number) is kept in vain when the rest of its sentence is not: a token's surprisal
+alone kept no needle in prose (issue 25), the sentence mean ranks the needle's sentence near the top
+(``benchmark/results/natural_val_smollm2/surprisal/``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from .base import EntryScorer
+
+N_SINKS = 4  # the input's first tokens, always kept (attention sinks)
+LOGIT_ROWS = 128  # hidden states turned into logits at once (memory: LOGIT_ROWS x vocabulary floats)
+SENTENCE_END = ".!?"  # a token whose text ends with one of these (closing quotes aside) ends a sentence
+CLOSING = "\"')]}”’» \t\n"
+
+
+def sentence_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
+    """``[vocab_size]`` bool: True for the ids whose text ends a sentence: it ends with ``.``, ``!`` or ``?``
+    (closing quotes, brackets and whitespace aside) or holds a blank line (a paragraph's end; a single line
+    break is not one, as hard-wrapped text breaks lines inside sentences)."""
+    texts = tokenizer.batch_decode([[index] for index in range(len(tokenizer))])
+    ends = torch.zeros(max(vocab_size, len(texts)), dtype=torch.bool)
+    for index, text in enumerate(texts):
+        stripped = text.rstrip(CLOSING)
+        ends[index] = "\n\n" in text or (bool(stripped) and stripped[-1] in SENTENCE_END)
+    return ends
+
+
+def token_surprisal(model, hidden_states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``-log p(targets[:, t] | hidden_states[:, t])`` ``[B, T]`` in float32 from the model's output
+    embeddings (and its final logit soft-capping, where it has one), ``LOGIT_ROWS`` rows at a time."""
+    head = model.get_output_embeddings()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    parts = []
+    for start in range(0, hidden_states.shape[1], LOGIT_ROWS):
+        logits = head(hidden_states[:, start : start + LOGIT_ROWS]).float()
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        picked = logits.gather(-1, targets[:, start : start + LOGIT_ROWS, None])[..., 0]
+        parts.append(torch.logsumexp(logits, dim=-1) - picked)
+    return torch.cat(parts, dim=1)
+
+
+@dataclass
+class SurprisalScorer(EntryScorer):
+    """Sentence surprisal: mean -log p of an entry's sentence under the model itself, in every layer and head.
+
+    After every prefill chunk, ``rescore_chunk`` turns the chunk's final hidden states into each token's
+    surprisal (the next chunk's first token is scored from this chunk's last state, so chunking changes
+    nothing), splits the text into sentences at tokens that end one (``sentence_end_tokens``; at most
+    ``max_sentence`` tokens each) and gives every token of a sentence the sentence's mean. A sentence still
+    open at a chunk's end is scored by its tokens so far and rescored when it closes; its stored tokens are
+    the newest ones, which eviction keeps (``n_stabilizers >= max_sentence``). The input's first ``N_SINKS``
+    tokens score +inf.
+
+    Needs ``score_pooling=1`` (the sentence is the pooling), ``budget_allocation="uniform"`` and no eviction
+    while decoding (tokens the prefill did not read have no surprisal). ``tokenizer`` finds the sentence
+    ends; None: the model's own (``model.config.name_or_path``).
+    """
+
+    rescores_chunks: ClassVar[bool] = True
+
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+    max_sentence: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_sentence < 1:
+            raise ValueError(f"max_sentence must be >= 1, got {self.max_sentence}")
+        self._ends: torch.Tensor | None = None  # sentence_end_tokens, computed once per scorer
+        self._awaiting = False
+
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
+        if self._awaiting:
+            return _awaiting_rescore
+        # The local tail (protected, +inf) and generated tokens (never evicted: no decode budget).
+        return key.new_zeros(key.shape[:3], dtype=torch.float32)
+
+    def check_config(self, config) -> None:
+        """Refuse the settings this scorer cannot serve (see the class docstring)."""
+        if config.decode_budget is not None:
+            raise ValueError("the surprisal scorer cannot evict while decoding: use decode_budget=None")
+        if config.score_pooling != 1:
+            raise ValueError("the surprisal scorer pools by sentence: use score_pooling=1")
+        if config.budget_allocation != "uniform":
+            raise ValueError(
+                "the surprisal scorer scores every KV head alike: use budget_allocation='uniform'"
+            )
+        if config.n_stabilizers < self.max_sentence:
+            raise ValueError(
+                f"n_stabilizers ({config.n_stabilizers}) must be >= max_sentence ({self.max_sentence}), so that "
+                "a sentence still open at a chunk's end is stored until it is rescored"
+            )
+
+    @contextmanager
+    def chunk_pass(self) -> Iterator[None]:
+        """The chunk's own forward: its entries' scores wait for ``rescore_chunk``."""
+        self._awaiting = True
+        try:
+            yield
+        finally:
+            self._awaiting = False
+
+    def sentence_ends(self, model) -> torch.Tensor:
+        if self._ends is None:
+            tokenizer = self.tokenizer
+            if tokenizer is None:
+                from ..acquire import load_tokenizer
+
+                tokenizer = load_tokenizer(model.config.name_or_path)
+            self._ends = sentence_end_tokens(tokenizer, model.config.vocab_size)
+        return self._ends
+
+    @torch.no_grad()
+    def rescore_chunk(
+        self, model, cache, input_ids: torch.Tensor, start: int, end: int, hidden_states: torch.Tensor
+    ) -> None:
+        """Score the chunk ``input_ids[:, start:end]`` just appended to ``cache`` from its final
+        ``hidden_states`` ``[B, end - start, hidden]`` and rescore the sentence it continues."""
+        state = cache.scorer_state
+        following = input_ids[:, start + 1 : end + 1]  # the token each hidden state predicts
+        predicted = token_surprisal(model, hidden_states[:, : following.shape[1]], following)
+        carried = state.get("next_surprisal")
+        if carried is None:  # the input's first token: nothing predicts it (a sink)
+            carried = predicted.new_zeros(input_ids.shape[0], 1)
+        surprisal = torch.cat([carried, predicted], dim=1)[:, : end - start]
+        state["next_surprisal"] = (
+            predicted[:, end - start - 1 :] if following.shape[1] == end - start else None
+        )
+        ends = self.sentence_ends(model).to(input_ids.device)[input_ids[:, start:end]]
+        rows = [self._score_row(state, row, surprisal[row], ends[row]) for row in range(input_ids.shape[0])]
+        scores, reopened = torch.stack([scores for scores, _ in rows]), [count for _, count in rows]
+        if start < N_SINKS:
+            scores[:, : N_SINKS - start] = math.inf
+        for layer in cache.layers:
+            stored = layer.scores.shape[-1]
+            for row, (count, mean) in enumerate(reopened):
+                if count:  # the newest stored entries: tokens start - count .. start - 1
+                    layer.scores[row, :, stored - count :] = mean
+                    sinks = min(N_SINKS - (start - count), count)
+                    if sinks > 0:
+                        layer.scores[row, :, stored - count : stored - count + sinks] = math.inf
+            layer.supply_pending_scores(scores[:, None].expand(-1, layer.keys.shape[1], -1))
+
+    def _score_row(
+        self, state: dict, row: int, surprisal: torch.Tensor, ends: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[int, float]]:
+        """One row's sentence means ``[T]`` and, for the sentence left open by the previous chunk, how many
+        of its tokens are stored and their final (or provisional) mean. Per row: sentence ends differ."""
+        open_sum, open_count = state.get("open", {}).get(row, (0.0, 0))
+        stored_open = open_count
+        scores = torch.empty_like(surprisal)
+        values, closes = surprisal.tolist(), ends.tolist()
+        first, total = 0, open_sum
+        reopened = (0, 0.0)
+        for index, (value, closing) in enumerate(zip(values, closes, strict=True)):
+            total += value
+            open_count += 1
+            if closing or open_count >= self.max_sentence or index == len(values) - 1:
+                mean = total / open_count
+                scores[first : index + 1] = mean
+                if stored_open:
+                    reopened, stored_open = (stored_open, mean), 0
+                if closing or open_count >= self.max_sentence:
+                    first, total, open_count = index + 1, 0.0, 0
+        state.setdefault("open", {})[row] = (total, open_count)
+        return scores, reopened
+
+
+def _awaiting_rescore() -> torch.Tensor:
+    raise RuntimeError(
+        "a SurprisalScorer's chunk was evicted before it was scored: prefill with locret.prefill_prompt "
+        "(or locret.generate / model.generate), which scores every chunk after its forward"
+    )

@@ -1,0 +1,108 @@
+"""The sentence-surprisal scorer on tiny random models: with no eviction its scores are the sentence means of
+one full forward's surprisal whatever the chunking (sentences crossing chunks rescored), the same in every
+layer and head, bounded by the budget with eviction, and clear refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny import random_ids, tiny_locret
+
+import locret
+from locret.config import LocretConfig
+from locret.prefill import new_cache, prefill_prompt
+from locret.scorers import SCORERS, SurprisalScorer
+from locret.scorers.surprisal import N_SINKS, sentence_end_tokens
+
+VOCAB = 97
+ENDS = {11, 23, 40, 41, 77}  # the tiny vocabulary's "sentence-ending" ids
+
+
+class EndTokenizer:
+    """Stands in for a tokenizer: the ids in ``ENDS`` decode to a full stop (or a blank line), the rest to a
+    word."""
+
+    def __len__(self) -> int:
+        return VOCAB
+
+    def batch_decode(self, ids: list[list[int]]) -> list[str]:
+        return [("\n\n" if index == 41 else "end.”") if index in ENDS else f" w{index}\n" for [index] in ids]
+
+
+def scorer(max_sentence: int = 6) -> SurprisalScorer:
+    return SurprisalScorer(tokenizer=EndTokenizer(), max_sentence=max_sentence)
+
+
+def expected_scores(model, ids: torch.Tensor, max_sentence: int) -> torch.Tensor:
+    """Sentence-mean surprisal ``[n]`` of ``ids`` ``[1, n]`` from one full forward, written out token by token."""
+    with torch.no_grad():
+        logits = model(ids).logits[0].float()
+    surprisal = [0.0] + (-F.log_softmax(logits[:-1], -1).gather(-1, ids[0, 1:, None])[:, 0]).tolist()
+    scores, sentence = [], []
+    for index, value in enumerate(surprisal):
+        sentence.append(value)
+        if ids[0, index].item() in ENDS or len(sentence) == max_sentence or index == len(surprisal) - 1:
+            scores += [sum(sentence) / len(sentence)] * len(sentence)
+            sentence = []
+    scores[:N_SINKS] = [math.inf] * N_SINKS
+    return torch.tensor(scores)
+
+
+def test_sentence_end_tokens_follow_punctuation_and_blank_lines():
+    ends = sentence_end_tokens(EndTokenizer(), VOCAB)
+    assert set(torch.nonzero(ends)[:, 0].tolist()) == ENDS  # " w5\n" (a single line break) ends nothing
+
+
+@pytest.mark.parametrize("chunk_size", [40, 7, 3])
+def test_scores_are_sentence_means_of_a_full_forward_whatever_the_chunking(chunk_size):
+    """Budget above the prompt: nothing is evicted, so every stored score is final and must equal the
+    sentence means of one forward, also for sentences that a chunk boundary cut (rescored when they close)."""
+    model = tiny_locret("llama")
+    ids = random_ids(41, seed=5)
+    ids[0, [8, 15, 16, 30]] = torch.tensor([11, 23, 41, 77])  # sentences of 9, 7, 1 and 14 tokens
+    config = LocretConfig(budget=64, chunk_size=chunk_size, n_stabilizers=6, n_local=1)
+    cache = prefill_prompt(model, ids, config, cache=new_cache(model, config, scorer=scorer(6)))
+    expected = expected_scores(model, ids[:, :40], max_sentence=6)
+    for layer in cache.layers:
+        assert layer.stored_length() == 40
+        for head in layer.scores[0]:  # the same in every layer and KV head
+            torch.testing.assert_close(head, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_evicts_to_the_budget_keeping_whole_sentences_alike_everywhere_and_generates():
+    model = tiny_locret("llama")
+    ids = random_ids(120, seed=6)
+    ids[0, 10:110:9] = 23  # a sentence end every nine tokens
+    config = LocretConfig(budget=24, chunk_size=16, n_stabilizers=8, n_local=2)
+    cache = new_cache(model, config, scorer=scorer(8), track_positions=True)
+    out = locret.generate(model, ids, config, cache=cache, max_new_tokens=3)
+    assert out.cache_length_after_prefill == config.budget + config.n_local
+    first = cache.layers[0].positions[0, 0]
+    assert first[:N_SINKS].tolist() == list(range(N_SINKS))
+    for layer in cache.layers:
+        assert torch.equal(layer.positions[0], first.expand_as(layer.positions[0]))
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"score_pooling": 3}, "score_pooling=1"),
+        ({"decode_budget": 40}, "decode_budget=None"),
+        ({"budget_allocation": "adaptive"}, "budget_allocation='uniform'"),
+        ({"n_stabilizers": 4}, "n_stabilizers"),
+    ],
+)
+def test_refuses_settings_it_cannot_serve(settings, message):
+    model = tiny_locret("llama")
+    config = LocretConfig(**{"budget": 24, "chunk_size": 8, "n_stabilizers": 8, "n_local": 2, **settings})
+    with pytest.raises(ValueError, match=message):
+        prefill_prompt(model, random_ids(40), config, cache=new_cache(model, config, scorer=scorer(6)))
+
+
+def test_is_registered_and_checks_max_sentence():
+    assert SCORERS["surprisal"] is SurprisalScorer and SurprisalScorer.rescores_chunks
+    with pytest.raises(ValueError, match="max_sentence"):
+        SurprisalScorer(max_sentence=0)
