@@ -41,6 +41,7 @@ def test_registry_names_every_method():
         "h2o",
         "snapkv",
         "reconstruct",
+        "surprisal",
         "longheads",
         "needle_oracle",
     }
