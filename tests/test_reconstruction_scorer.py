@@ -160,7 +160,7 @@ def test_a_chunk_evicted_before_its_repetition_is_an_error():
     config = LocretConfig(budget=8, chunk_size=16, n_stabilizers=2, n_local=1)
     cache = new_cache(model, config, scorer=scorer())
     cache.prefilling = True
-    with cache.scorer.chunk_pass(), pytest.raises(RuntimeError, match="before it was repeated"):
+    with cache.scorer.chunk_pass(), pytest.raises(RuntimeError, match="before it was scored"):
         model.model(input_ids=random_ids(16, seed=6), use_cache=True, **{CACHE_KWARG: cache})
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tiny import random_ids, tiny_locret
 
 import locret
+from locret.compat import CACHE_KWARG
 from locret.config import LocretConfig
 from locret.prefill import new_cache, prefill_prompt
 from locret.scorers import SCORERS, SurprisalScorer
@@ -106,3 +107,13 @@ def test_is_registered_and_checks_max_sentence():
     assert SCORERS["surprisal"] is SurprisalScorer and SurprisalScorer.rescores_chunks
     with pytest.raises(ValueError, match="max_sentence"):
         SurprisalScorer(max_sentence=0)
+
+
+def test_a_chunk_evicted_before_it_is_scored_is_an_error():
+    """No silent placeholder: a chunk's forward whose eviction comes before ``rescore_chunk`` raises."""
+    model = tiny_locret("llama")
+    config = LocretConfig(budget=8, chunk_size=16, n_stabilizers=6, n_local=1)
+    cache = new_cache(model, config, scorer=scorer(6))
+    cache.prefilling = True
+    with cache.scorer.chunk_pass(), pytest.raises(RuntimeError, match="SurprisalScorer's chunk was evicted"):
+        model.model(input_ids=random_ids(16, seed=6), use_cache=True, **{CACHE_KWARG: cache})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -40,6 +42,38 @@ class EntryScorer:
 
     def after_attention(self, layer, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
         """Optionally rescore ``layer.scores`` from ``query`` ``[B, H, T, D]`` and all keys ``[B, Hkv, S, D]``."""
+
+
+class ChunkRescorer(EntryScorer):
+    """A scorer that scores each prefill chunk after its forward (``rescore_chunk``, called by
+    ``locret.prefill.prefill_prompt``). During the chunk's own forward (``chunk_pass``) its entries get a
+    placeholder for their scores that fails loudly if anything evicts before the real ones are supplied
+    (``LocretLayer.supply_pending_scores``); outside it (the local tail, generated tokens) they score 0, so
+    these scorers refuse a ``decode_budget``."""
+
+    rescores_chunks: ClassVar[bool] = True
+    _awaiting = False  # True while the chunk's own forward runs: its scores come later
+
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
+        if self._awaiting:
+            return self._scores_not_supplied
+        return key.new_zeros(key.shape[:3], dtype=torch.float32)
+
+    def _scores_not_supplied(self) -> torch.Tensor:
+        raise RuntimeError(
+            f"a {type(self).__name__}'s chunk was evicted before it was scored: prefill with "
+            "locret.prefill_prompt (or locret.generate / model.generate), which scores every chunk after its "
+            "forward"
+        )
+
+    @contextmanager
+    def chunk_pass(self) -> Iterator[None]:
+        """The chunk's own forward: its entries' scores wait for ``rescore_chunk``."""
+        self._awaiting = True
+        try:
+            yield
+        finally:
+            self._awaiting = False
 
 
 def attention_received(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:

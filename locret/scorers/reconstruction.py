@@ -13,14 +13,12 @@ follows a fact. A baseline and the online form of the heads' label, not a recomm
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from .base import EntryScorer
+from .base import ChunkRescorer
 
 # KVzip's own protocol (its repository and kvpress): the first chunk's prompt, the later chunks' prompt
 # followed by the previous chunk's last ``PREVIOUS_TOKENS`` tokens, and ``N_SINKS`` first tokens always kept.
@@ -63,15 +61,8 @@ def max_received_attention(
     return best
 
 
-def _awaiting_reconstruction() -> torch.Tensor:
-    raise RuntimeError(
-        "a ReconstructionScorer's chunk was evicted before it was repeated: prefill with locret.prefill_prompt "
-        "(or locret.generate / model.generate), which runs the reconstruction pass after every chunk"
-    )
-
-
 @dataclass
-class ReconstructionScorer(EntryScorer):
+class ReconstructionScorer(ChunkRescorer):
     """Reconstruction (KVzip's score, online): attention each entry receives while its chunk is repeated.
 
     After every prefill chunk, ``rescore_chunk`` runs the chunk again after KVzip's prompt ("Repeat the
@@ -89,22 +80,16 @@ class ReconstructionScorer(EntryScorer):
     ``tokenizer`` encodes the prompts; None: the model's own (``model.config.name_or_path``).
     """
 
-    rescores_chunks: ClassVar[bool] = True  # the prefill calls ``rescore_chunk`` after every chunk
-
     tokenizer: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._prompts: dict[str, list[int]] = {}  # encoded once per scorer
         self._recording: dict | None = None  # while repeating: the chunk's length and each layer's scores
-        self._awaiting = False  # while the chunk's own forward runs: its scores come later
 
     def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
         if self._recording is not None:  # the repeated tokens: dropped before any eviction
             return key.new_full(key.shape[:3], -math.inf, dtype=torch.float32)
-        if self._awaiting:
-            return _awaiting_reconstruction
-        # The local tail (protected, +inf) and generated tokens (never evicted: no decode budget).
-        return key.new_zeros(key.shape[:3], dtype=torch.float32)
+        return super().score_new(attention, head_input, query, key, positions)
 
     def after_attention(self, layer, query, key, scaling) -> None:
         if self._recording is None:
@@ -146,15 +131,6 @@ class ReconstructionScorer(EntryScorer):
                 "the reconstruction scorer cannot evict while decoding (generated tokens are never repeated, "
                 "so they have no score): use decode_budget=None"
             )
-
-    @contextmanager
-    def chunk_pass(self) -> Iterator[None]:
-        """The chunk's own forward: its entries' scores wait for ``rescore_chunk``."""
-        self._awaiting = True
-        try:
-            yield
-        finally:
-            self._awaiting = False
 
     @torch.no_grad()
     def rescore_chunk(

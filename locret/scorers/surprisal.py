@@ -13,14 +13,12 @@ alone kept no needle in prose (issue 25), the sentence mean ranks the needle's s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from .base import EntryScorer
+from .base import ChunkRescorer
 
 N_SINKS = 4  # the input's first tokens, always kept (attention sinks)
 LOGIT_ROWS = 128  # hidden states turned into logits at once (memory: LOGIT_ROWS x vocabulary floats)
@@ -56,7 +54,7 @@ def token_surprisal(model, hidden_states: torch.Tensor, targets: torch.Tensor) -
 
 
 @dataclass
-class SurprisalScorer(EntryScorer):
+class SurprisalScorer(ChunkRescorer):
     """Sentence surprisal: mean -log p of an entry's sentence under the model itself, in every layer and head.
 
     After every prefill chunk, ``rescore_chunk`` turns the chunk's final hidden states into each token's
@@ -72,8 +70,6 @@ class SurprisalScorer(EntryScorer):
     ends; None: the model's own (``model.config.name_or_path``).
     """
 
-    rescores_chunks: ClassVar[bool] = True
-
     tokenizer: Any = field(default=None, repr=False, compare=False)
     max_sentence: int = 64
 
@@ -81,13 +77,6 @@ class SurprisalScorer(EntryScorer):
         if self.max_sentence < 1:
             raise ValueError(f"max_sentence must be >= 1, got {self.max_sentence}")
         self._ends: torch.Tensor | None = None  # sentence_end_tokens, computed once per scorer
-        self._awaiting = False
-
-    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
-        if self._awaiting:
-            return _awaiting_rescore
-        # The local tail (protected, +inf) and generated tokens (never evicted: no decode budget).
-        return key.new_zeros(key.shape[:3], dtype=torch.float32)
 
     def check_config(self, config) -> None:
         """Refuse the settings this scorer cannot serve (see the class docstring)."""
@@ -104,15 +93,6 @@ class SurprisalScorer(EntryScorer):
                 f"n_stabilizers ({config.n_stabilizers}) must be >= max_sentence ({self.max_sentence}), so that "
                 "a sentence still open at a chunk's end is stored until it is rescored"
             )
-
-    @contextmanager
-    def chunk_pass(self) -> Iterator[None]:
-        """The chunk's own forward: its entries' scores wait for ``rescore_chunk``."""
-        self._awaiting = True
-        try:
-            yield
-        finally:
-            self._awaiting = False
 
     def sentence_ends(self, model) -> torch.Tensor:
         if self._ends is None:
@@ -178,10 +158,3 @@ class SurprisalScorer(EntryScorer):
                     first, total, open_count = index + 1, 0.0, 0
         state.setdefault("open", {})[row] = (total, open_count)
         return scores, reopened
-
-
-def _awaiting_rescore() -> torch.Tensor:
-    raise RuntimeError(
-        "a SurprisalScorer's chunk was evicted before it was scored: prefill with locret.prefill_prompt "
-        "(or locret.generate / model.generate), which scores every chunk after its forward"
-    )
