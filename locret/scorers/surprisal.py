@@ -58,8 +58,8 @@ class SurprisalScorer(ChunkRescorer):
     """Sentence surprisal: mean -log p of an entry's sentence under the model itself, in every layer and head.
 
     After every prefill chunk, ``rescore_chunk`` turns the chunk's final hidden states into each token's
-    surprisal (the next chunk's first token is scored from this chunk's last state, so chunking changes
-    nothing), splits the text into sentences at tokens that end one (``sentence_end_tokens``; at most
+    surprisal (the next chunk's first token is scored from this chunk's last state, so a chunk boundary by
+    itself changes no score), splits the text into sentences at tokens that end one (``sentence_end_tokens``; at most
     ``max_sentence`` tokens each) and gives every token of a sentence the sentence's mean. A sentence still
     open at a chunk's end is scored by its tokens so far and rescored when it closes; its stored tokens are
     the newest ones, which eviction keeps (``n_stabilizers >= max_sentence``). The input's first ``N_SINKS``
