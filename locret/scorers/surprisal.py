@@ -94,7 +94,8 @@ class SurprisalScorer(ChunkRescorer):
                 "a sentence still open at a chunk's end is stored until it is rescored"
             )
 
-    def sentence_ends(self, model) -> torch.Tensor:
+    def sentence_ends(self, model, device: torch.device) -> torch.Tensor:
+        """``sentence_end_tokens`` of the model's tokenizer on ``device``, built once (not per chunk)."""
         if self._ends is None:
             tokenizer = self.tokenizer
             if tokenizer is None:
@@ -102,6 +103,8 @@ class SurprisalScorer(ChunkRescorer):
 
                 tokenizer = load_tokenizer(model.config.name_or_path)
             self._ends = sentence_end_tokens(tokenizer, model.config.vocab_size)
+        if self._ends.device != device:
+            self._ends = self._ends.to(device)
         return self._ends
 
     @torch.no_grad()
@@ -120,14 +123,14 @@ class SurprisalScorer(ChunkRescorer):
         state["next_surprisal"] = (
             predicted[:, end - start - 1 :] if following.shape[1] == end - start else None
         )
-        ends = self.sentence_ends(model).to(input_ids.device)[input_ids[:, start:end]]
+        ends = self.sentence_ends(model, input_ids.device)[input_ids[:, start:end]]
         rows = [self._score_row(state, row, surprisal[row], ends[row]) for row in range(input_ids.shape[0])]
-        scores, reopened = torch.stack([scores for scores, _ in rows]), [count for _, count in rows]
+        scores, continued = torch.stack([scores for scores, _ in rows]), [tail for _, tail in rows]
         if start < N_SINKS:
             scores[:, : N_SINKS - start] = math.inf
         for layer in cache.layers:
             stored = layer.scores.shape[-1]
-            for row, (count, mean) in enumerate(reopened):
+            for row, (count, mean) in enumerate(continued):
                 if count:  # the newest stored entries: tokens start - count .. start - 1
                     layer.scores[row, :, stored - count :] = mean
                     sinks = min(N_SINKS - (start - count), count)
@@ -145,7 +148,7 @@ class SurprisalScorer(ChunkRescorer):
         scores = torch.empty_like(surprisal)
         values, closes = surprisal.tolist(), ends.tolist()
         first, total = 0, open_sum
-        reopened = (0, 0.0)
+        continued = (0, 0.0)
         for index, (value, closing) in enumerate(zip(values, closes, strict=True)):
             total += value
             open_count += 1
@@ -153,8 +156,8 @@ class SurprisalScorer(ChunkRescorer):
                 mean = total / open_count
                 scores[first : index + 1] = mean
                 if stored_open:
-                    reopened, stored_open = (stored_open, mean), 0
+                    continued, stored_open = (stored_open, mean), 0
                 if closing or open_count >= self.max_sentence:
                     first, total, open_count = index + 1, 0.0, 0
         state.setdefault("open", {})[row] = (total, open_count)
-        return scores, reopened
+        return scores, continued
