@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import tiny_locret
+from tiny import SentenceEndTokenizer, tiny_locret
 
 import locret
 from locret import LocretConfig
@@ -22,21 +22,11 @@ class PromptTokenizer:
         return [5, 6, 7] if "previous context exactly.\n" in text else [8, 9]
 
 
-class EndTokenizer:
-    """The surprisal scorer's vocabulary as text: every seventh tiny-vocabulary id ends a sentence."""
-
-    def __len__(self) -> int:
-        return 97
-
-    def batch_decode(self, ids: list[list[int]]) -> list[str]:
-        return ["." if index % 7 == 0 else " w" for [index] in ids]
-
-
 def make_scorer(name: str):
     if name == "reconstruct":
         return SCORERS[name](tokenizer=PromptTokenizer())
     if name == "surprisal":
-        return SurprisalScorer(tokenizer=EndTokenizer(), max_sentence=4)
+        return SurprisalScorer(tokenizer=SentenceEndTokenizer(set(range(0, 97, 7))), max_sentence=4)
     return SCORERS[name]()
 
 

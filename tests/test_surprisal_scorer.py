@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import random_ids, tiny_locret
+from tiny import SentenceEndTokenizer, random_ids, tiny_locret
 
 import locret
 from locret.compat import CACHE_KWARG
@@ -19,22 +19,15 @@ from locret.scorers import SCORERS, SurprisalScorer
 from locret.scorers.surprisal import N_SINKS, sentence_end_tokens
 
 VOCAB = 97
-ENDS = {11, 23, 40, 41, 77}  # the tiny vocabulary's "sentence-ending" ids
+ENDS = {11, 23, 40, 41, 77}  # the tiny vocabulary's "sentence-ending" ids (41: a blank line)
 
 
-class EndTokenizer:
-    """Stands in for a tokenizer: the ids in ``ENDS`` decode to a full stop (or a blank line), the rest to a
-    word."""
-
-    def __len__(self) -> int:
-        return VOCAB
-
-    def batch_decode(self, ids: list[list[int]]) -> list[str]:
-        return [("\n\n" if index == 41 else "end.”") if index in ENDS else f" w{index}\n" for [index] in ids]
+def tokenizer() -> SentenceEndTokenizer:
+    return SentenceEndTokenizer(ENDS, paragraph=41)
 
 
 def scorer(max_sentence: int = 6) -> SurprisalScorer:
-    return SurprisalScorer(tokenizer=EndTokenizer(), max_sentence=max_sentence)
+    return SurprisalScorer(tokenizer=tokenizer(), max_sentence=max_sentence)
 
 
 def expected_scores(model, ids: torch.Tensor, max_sentence: int) -> torch.Tensor:
@@ -53,7 +46,7 @@ def expected_scores(model, ids: torch.Tensor, max_sentence: int) -> torch.Tensor
 
 
 def test_sentence_end_tokens_follow_punctuation_and_blank_lines():
-    ends = sentence_end_tokens(EndTokenizer(), VOCAB)
+    ends = sentence_end_tokens(tokenizer(), VOCAB)
     assert set(torch.nonzero(ends)[:, 0].tolist()) == ENDS  # " w5\n" (a single line break) ends nothing
 
 

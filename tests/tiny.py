@@ -139,3 +139,21 @@ def tiny_locret(arch: str = "llama", seed: int = 0, **overrides):
 def random_ids(length: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
     """Token ids ``[batch, length]`` from the tiny vocabulary, past its special ids, reproducible by ``seed``."""
     return torch.randint(3, 97, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+class SentenceEndTokenizer:
+    """Stands in for a tokenizer of the tiny vocabulary (97 ids) where a sentence-ending scorer needs one: the
+    ids in ``ends`` decode to a full stop after a closing quote (``paragraph``: a blank line), every other id to
+    a word and a single line break, which ends no sentence."""
+
+    def __init__(self, ends: set[int], paragraph: int | None = None) -> None:
+        self.ends, self.paragraph = ends, paragraph
+
+    def __len__(self) -> int:
+        return 97
+
+    def batch_decode(self, ids: list[list[int]]) -> list[str]:
+        return [
+            ("\n\n" if index == self.paragraph else "end.”") if index in self.ends else f" w{index}\n"
+            for [index] in ids
+        ]
