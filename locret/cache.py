@@ -314,13 +314,13 @@ class LocretCache(Cache):
     ) -> None:
         """``scorer`` decides what survives (default: the retaining heads); every layer pools its scores over
         ``config.score_pooling`` neighbours.
-        ``track_positions`` records every entry's original position (always on in absolute mode), so tests
-        and analyses can ask which tokens survived."""
+        ``track_positions`` records every entry's original position (always on in absolute mode and for a
+        scorer that ``needs_positions``), so tests and analyses can ask which tokens survived."""
         if config.eviction_kernel == "triton" and importlib.util.find_spec("triton") is None:
             raise ImportError('eviction_kernel="triton" needs Triton: pip install triton (or "locret[gpu]")')
         self._config = config
         self.scorer = scorer if scorer is not None else RetainingHeadScorer()
-        track = track_positions or config.position_mode == "absolute"
+        track = track_positions or config.position_mode == "absolute" or self.scorer.needs_positions
         if config.head_shares is not None and len(config.head_shares) != num_layers:
             raise ValueError(f"head_shares has {len(config.head_shares)} layers, the model {num_layers}")
         super().__init__(

@@ -26,8 +26,10 @@ def tokenizer() -> SentenceEndTokenizer:
     return SentenceEndTokenizer(ENDS, paragraph=41)
 
 
-def scorer(max_sentence: int = 6) -> SurprisalScorer:
-    return SurprisalScorer(tokenizer=tokenizer(), max_sentence=max_sentence)
+def scorer(max_sentence: int = 6, surprising_budget: int | None = None) -> SurprisalScorer:
+    return SurprisalScorer(
+        tokenizer=tokenizer(), max_sentence=max_sentence, surprising_budget=surprising_budget
+    )
 
 
 def expected_scores(model, ids: torch.Tensor, max_sentence: int) -> torch.Tensor:
@@ -80,6 +82,38 @@ def test_evicts_to_the_budget_keeping_whole_sentences_alike_everywhere_and_gener
         assert torch.equal(layer.positions[0], first.expand_as(layer.positions[0]))
 
 
+@pytest.mark.parametrize("chunk_size", [16, 5])
+@pytest.mark.parametrize("top_sentences", [1, 2, 3])
+def test_a_surprising_budget_keeps_the_top_sentences_of_the_input_and_otherwise_the_newest(
+    chunk_size, top_sentences
+):
+    """With ``surprising_budget`` set to the tokens of the input's top sentences (by a full forward's
+    sentence means), the cache holds the sinks, exactly those sentences, and the newest of the other tokens;
+    also when chunks are shorter than sentences, whose provisional means must not compete. The attention
+    outputs are zeroed so that each token's surprisal does not depend on what was evicted before it."""
+    model = tiny_locret("llama")
+    for layer in model.model.layers:
+        torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
+    ids = random_ids(121, seed=12)
+    ids[torch.isin(ids, torch.tensor(sorted(ENDS)))] = 5
+    ids[0, 10:120:9] = 23  # sentences of 9 tokens (top three: those from 65, 101 and 56)
+    means = expected_scores(model, ids[:, :120], max_sentence=10)[N_SINKS:]
+    threshold = means.unique().sort(descending=True).values[top_sentences - 1]
+    surprising = {N_SINKS + index for index in torch.nonzero(means >= threshold)[:, 0].tolist()}
+    config = LocretConfig(budget=44, chunk_size=chunk_size, n_stabilizers=10, n_local=1)
+    cache = new_cache(
+        model, config, scorer=scorer(10, surprising_budget=len(surprising))
+    )  # tracks positions by itself: the scorer needs them
+    prefill_prompt(model, ids, config, cache=cache)
+    others = [position for position in range(N_SINKS, 120) if position not in surprising]
+    newest = others[len(others) - (config.budget - N_SINKS - len(surprising)) :]
+    expected = set(range(N_SINKS)) | surprising | set(newest)
+    assert 0 < len(surprising) <= config.budget - N_SINKS - config.n_stabilizers
+    assert min(surprising) < newest[0]  # not all recent
+    for layer in cache.layers:
+        assert set(layer.positions[0, 0].tolist()) == expected
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [
@@ -87,19 +121,23 @@ def test_evicts_to_the_budget_keeping_whole_sentences_alike_everywhere_and_gener
         ({"decode_budget": 40}, "decode_budget=None"),
         ({"budget_allocation": "adaptive"}, "budget_allocation='uniform'"),
         ({"n_stabilizers": 4}, "n_stabilizers"),
+        ({"budget": 12}, "surprising_budget"),
     ],
 )
 def test_refuses_settings_it_cannot_serve(settings, message):
     model = tiny_locret("llama")
     config = LocretConfig(**{"budget": 24, "chunk_size": 8, "n_stabilizers": 8, "n_local": 2, **settings})
+    cache = new_cache(model, config, scorer=scorer(6, surprising_budget=10))
     with pytest.raises(ValueError, match=message):
-        prefill_prompt(model, random_ids(40), config, cache=new_cache(model, config, scorer=scorer(6)))
+        prefill_prompt(model, random_ids(40), config, cache=cache)
 
 
 def test_is_registered_and_checks_max_sentence():
     assert SCORERS["surprisal"] is SurprisalScorer and SurprisalScorer.rescores_chunks
     with pytest.raises(ValueError, match="max_sentence"):
         SurprisalScorer(max_sentence=0)
+    with pytest.raises(ValueError, match="surprising_budget"):
+        SurprisalScorer(surprising_budget=0)
 
 
 def test_a_chunk_evicted_before_it_is_scored_is_an_error():

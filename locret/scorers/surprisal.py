@@ -24,6 +24,8 @@ N_SINKS = 4  # the input's first tokens, always kept (attention sinks)
 LOGIT_ROWS = 128  # hidden states turned into logits at once (memory: LOGIT_ROWS x vocabulary floats)
 SENTENCE_END = ".!?"  # a token whose text ends with one of these (closing quotes aside) ends a sentence
 CLOSING = "\"')]}”’» \t\n"
+RECENCY_BASE = 2.0**24  # with a surprising budget, the other entries score position - RECENCY_BASE: below
+# every surprisal (>= 0), ordered by position, exact in float32 for inputs under 2**24 tokens
 
 
 def sentence_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
@@ -65,6 +67,13 @@ class SurprisalScorer(ChunkRescorer):
     the newest ones, which eviction keeps (``n_stabilizers >= max_sentence``). The input's first ``N_SINKS``
     tokens score +inf.
 
+    ``surprising_budget`` (None: off) keeps at most that many entries for their surprisal, the most
+    surprising ones of the input so far, and gives the rest of the budget to the newest entries. Why: with
+    every entry ranked by surprisal the cache becomes a patchwork of surprising sentences that distracts the
+    model from the one a question needs (kept in 7 of 10 validation prompts, answered in 1 of those 7,
+    ``benchmark/results/natural_val_smollm2/surprisal/``), where the needle oracle keeps the fact and otherwise
+    coherent recent text.
+
     Needs ``score_pooling=1`` (the sentence is the pooling), ``budget_allocation="uniform"`` and no eviction
     while decoding (tokens the prefill did not read have no surprisal). ``tokenizer`` finds the sentence
     ends; None: the model's own (``model.config.name_or_path``).
@@ -72,10 +81,17 @@ class SurprisalScorer(ChunkRescorer):
 
     tokenizer: Any = field(default=None, repr=False, compare=False)
     max_sentence: int = 64
+    surprising_budget: int | None = None
+
+    @property
+    def needs_positions(self) -> bool:
+        return self.surprising_budget is not None
 
     def __post_init__(self) -> None:
         if self.max_sentence < 1:
             raise ValueError(f"max_sentence must be >= 1, got {self.max_sentence}")
+        if self.surprising_budget is not None and self.surprising_budget < 1:
+            raise ValueError(f"surprising_budget must be None or >= 1, got {self.surprising_budget}")
         self._ends: torch.Tensor | None = None  # sentence_end_tokens, computed once per scorer
 
     def check_config(self, config) -> None:
@@ -92,6 +108,12 @@ class SurprisalScorer(ChunkRescorer):
             raise ValueError(
                 f"n_stabilizers ({config.n_stabilizers}) must be >= max_sentence ({self.max_sentence}), so that "
                 "a sentence still open at a chunk's end is stored until it is rescored"
+            )
+        room = config.budget - N_SINKS - config.n_stabilizers  # the stabilizers take the newest slots anyway
+        if self.surprising_budget is not None and self.surprising_budget > room:
+            raise ValueError(
+                f"surprising_budget ({self.surprising_budget}) must fit in the budget ({config.budget}) beside "
+                f"the {N_SINKS} sinks and the {config.n_stabilizers} stabilizers: at most {room}"
             )
 
     def sentence_ends(self, model, device: torch.device) -> torch.Tensor:
@@ -128,15 +150,46 @@ class SurprisalScorer(ChunkRescorer):
         scores, continued = torch.stack([scores for scores, _ in rows]), [tail for _, tail in rows]
         if start < N_SINKS:
             scores[:, : N_SINKS - start] = math.inf
+        stored = cache.layers[0].scores[:, 0].clone()  # [B, S]: the same in every layer and KV head
+        for row, (count, mean) in enumerate(continued):
+            if count:  # the newest stored entries: tokens start - count .. start - 1 (sinks stay +inf)
+                tail = stored[row, stored.shape[-1] - count :]
+                tail.masked_fill_(tail.isfinite(), mean)
+        if self.surprising_budget is not None:
+            still_open = [state["open"][row][1] for row in range(input_ids.shape[0])]
+            capped = self._cap_surprising(
+                torch.cat([stored, scores], -1), cache.layers[0].positions[:, 0], still_open
+            )
+            stored, scores = capped.split([stored.shape[-1], scores.shape[-1]], dim=-1)
         for layer in cache.layers:
-            stored = layer.scores.shape[-1]
-            for row, (count, mean) in enumerate(continued):
-                if count:  # the newest stored entries: tokens start - count .. start - 1
-                    layer.scores[row, :, stored - count :] = mean
-                    sinks = min(N_SINKS - (start - count), count)
-                    if sinks > 0:
-                        layer.scores[row, :, stored - count : stored - count + sinks] = math.inf
+            layer.scores.copy_(stored[:, None].expand_as(layer.scores))
             layer.supply_pending_scores(scores[:, None].expand(-1, layer.keys.shape[1], -1))
+
+    def _cap_surprising(
+        self, scores: torch.Tensor, positions: torch.Tensor, still_open: list[int]
+    ) -> torch.Tensor:
+        """``scores`` ``[B, S]`` of every stored entry (the chunk's last; sentence means, sinks +inf) with only
+        the ``surprising_budget`` most surprising entries so far keeping their surprisal; the others score
+        ``position - RECENCY_BASE`` (``positions`` ``[B, S]``), so eviction keeps the newest of them.
+
+        A sentence competes once it is closed (an open one, each row's last ``still_open`` entries, has a
+        provisional mean; the stabilizers keep it until it closes) and then with its final mean, so an entry
+        loses its place only to a more surprising one and never regains it: the entries still scored by
+        surprisal (finite, >= 0) and the chunk's closed sentences are all the candidates there are. The
+        result: the input's top ``surprising_budget`` closed sentences' entries, ties aside."""
+        if positions.shape != scores.shape:
+            raise RuntimeError("surprising_budget needs the cache to track positions (new_cache does)")
+        if positions[:, -1].max() >= RECENCY_BASE:
+            raise ValueError(f"surprising_budget supports inputs under {int(RECENCY_BASE)} tokens")
+        candidate = scores.isfinite() & (scores >= 0)
+        for row, count in enumerate(still_open):
+            if count:
+                candidate[row, scores.shape[-1] - count :] = False
+        ranked = scores.masked_fill(~candidate, -math.inf)
+        top = ranked.topk(min(self.surprising_budget, ranked.shape[-1]), dim=-1).indices
+        winners = torch.zeros_like(candidate).scatter_(-1, top, True) & candidate
+        keep = winners | (scores == math.inf)
+        return torch.where(keep, scores, positions.to(scores.dtype) - RECENCY_BASE)
 
     def _score_row(
         self, state: dict, row: int, surprisal: torch.Tensor, ends: torch.Tensor
