@@ -5,7 +5,8 @@ answers (niah_text validation, completion prompt, budget 1024, chunk 512, SmolLM
         '{"stabilizers 256": {}, "stabilizers 896": {"n_stabilizers": 896}, "absolute": {"position_mode": "absolute"}}'
 
 Arguments: length, depths, needles per depth, and a JSON object of variants (``LocretConfig`` fields over
-budget 1024, chunk 512, 256 stabilizers, pooling 1). Per prompt and variant: 1/0 for the answer (the value
+budget 1024, chunk 512, 256 stabilizers, pooling 1; a ``"scorer"`` entry holds ``SurprisalScorer`` fields,
+e.g. ``{"capped 128": {"scorer": {"surprising_budget": 128}}}``). Per prompt and variant: 1/0 for the answer (the value
 in the reply's first non-empty line, lowercased: close to the task's own score), how many of the needle
 sentence's tokens layer 0 kept (every layer and head keeps the same), and the reply's first line.
 """
@@ -45,13 +46,18 @@ for depth in depths:
         start, end = sample.meta["needle_token_spans"][0]
         line = [sample.id]
         for name, settings in variants.items():
+            settings = dict(settings)
+            scorer_settings = settings.pop("scorer", {})
             config = locret.LocretConfig(
                 **{"budget": 1024, "chunk_size": 512, "n_stabilizers": 256, "score_pooling": 1}
                 | {"n_local": prompt.n_question}
                 | settings
             )
             cache = new_cache(
-                model, config, scorer=SurprisalScorer(tokenizer=tokenizer), track_positions=True
+                model,
+                config,
+                scorer=SurprisalScorer(tokenizer=tokenizer, **scorer_settings),
+                track_positions=True,
             )
             out = locret.generate(model, ids, config, cache=cache, max_new_tokens=16)
             reply = tokenizer.decode(out.sequences[0, ids.shape[1] :])
