@@ -426,10 +426,9 @@ class LocretCache(Cache):
         return self._config
 
     def check_settings(self, config: LocretConfig) -> None:
-        """Raise a ValueError unless ``config`` equals this cache's, ``n_local`` and ``question_focus`` aside
-        (the per-question settings: several questions continue from copies of one context's cache, each with
-        its own tail)."""
-        mine = dataclasses.replace(self._config, n_local=config.n_local, question_focus=config.question_focus)
+        """Raise a ValueError unless ``config`` equals this cache's, ``n_local`` aside (the one per-prompt
+        setting: several questions continue from copies of one context's cache, each with its own tail)."""
+        mine = dataclasses.replace(self._config, n_local=config.n_local)
         differing = [
             f"{field.name}: cache {getattr(mine, field.name)!r}, given {getattr(config, field.name)!r}"
             for field in dataclasses.fields(config)

@@ -55,10 +55,6 @@ class LocretConfig:
             at ``max_head_budget`` slots per layer); ``None``: no bound beyond the allocation's own.
         head_shares: ``"profile"`` only: per layer, per KV head, the multiple of ``budget`` the head keeps
             (their mean is usually 1, so the total matches a uniform cache's).
-        question_focus: if set, after the context's prefill every layer and KV head keeps only this many
-            entries (the sinks among them): those the local tail (the question) attends to most
-            (:func:`locret.focus.focus_on_question`), before the tail is read. The context is still evicted
-            before the question is seen; like ``n_local``, a per-question setting. Uniform allocation only.
     """
 
     budget: int = 1024
@@ -72,7 +68,6 @@ class LocretConfig:
     budget_allocation: BudgetAllocation = "uniform"
     max_head_budget: int | None = None
     head_shares: HeadShares | None = None
-    question_focus: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.head_shares, list | tuple):  # JSON gives lists; keep the config hashable
@@ -147,16 +142,6 @@ class LocretConfig:
             (
                 (self.budget_allocation == "profile") == (self.head_shares is not None),
                 "budget_allocation='profile' needs head_shares (per layer, per KV head), and only it takes them",
-            ),
-            (
-                self.question_focus is None
-                or (
-                    isinstance(self.question_focus, int)
-                    and self.question_focus >= 1
-                    and self.budget_allocation == "uniform"
-                ),
-                "question_focus must be None or an integer >= 1, with budget_allocation 'uniform', got "
-                f"{self.question_focus!r}",
             ),
             (
                 self.head_shares is None or _valid_shares(self.head_shares),

@@ -12,7 +12,6 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogit
 from .cache import LocretCache
 from .compat import CACHE_KWARG
 from .config import LocretConfig
-from .focus import focus_on_question
 from .prefill import check_inputs, new_cache, prefill_prompt, resolve_config
 from .static_decode import StaticDecode, static_decoder_for
 
@@ -177,8 +176,6 @@ def generate(
         model, input_ids, config, cache=cache, attention_mask=attention_mask, progress=progress
     )
     tail = input_ids[:, cache.get_seq_length() :]
-    if config.question_focus is not None:
-        focus_on_question(model, cache, tail, config.question_focus)
     logits = model(input_ids=tail, use_cache=True, logits_to_keep=1, **{CACHE_KWARG: cache}).logits[:, -1]
     sync()
     prefill_seconds = time.perf_counter() - started

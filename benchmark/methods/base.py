@@ -117,8 +117,8 @@ class ScorerMethod(Method):
     """An eviction method: Locret's loop with one scorer of ``locret.scorers.SCORERS``, built with
     ``scorer_params`` (its dataclass fields), the head scores pooled over ``score_pooling`` neighbours, the
     budget split over KV heads by ``budget_allocation`` (``LocretConfig``'s; ``max_head_budget`` with it; for
-    ``"profile"``, ``profile`` names the shares, ``benchmark.head_budget_profile``'s output), the retained
-    entries' positions by ``position_mode`` and the question's focus by ``question_focus`` (``LocretConfig``'s).
+    ``"profile"``, ``profile`` names the shares, ``benchmark.head_budget_profile``'s output), and the retained
+    entries' positions by ``position_mode`` (``LocretConfig``'s).
 
     ``heads`` defaults to what the scorer needs (trained heads for Locret's own scorer, none for the others);
     ``"random"`` gives the untrained ablation. ``name`` and ``description`` default to the scorer's.
@@ -131,7 +131,6 @@ class ScorerMethod(Method):
     max_head_budget: int | None = None
     profile: str = ""
     position_mode: str = "repacked"
-    question_focus: int | None = None
     heads: str = ""
     name: str = ""
     description: str = ""
@@ -182,7 +181,6 @@ class ScorerMethod(Method):
             **(pooling if uses_heads else {}),
             **(allocation if self.budget_allocation != "uniform" else {}),
             **({"position_mode": self.position_mode} if self.position_mode != "repacked" else {}),
-            **({"question_focus": self.question_focus} if self.question_focus is not None else {}),
             **self.scorer_params,
         }
 
@@ -199,7 +197,6 @@ class ScorerMethod(Method):
             max_head_budget=self.max_head_budget,
             head_shares=self.head_shares,
             position_mode=self.position_mode,
-            question_focus=self.question_focus,
         )
 
     def make_cache(self, model, config: LocretConfig) -> LocretCache:
@@ -213,7 +210,6 @@ METHOD_SETTINGS = (
     "max_head_budget",
     "profile",
     "position_mode",
-    "question_focus",
     "heads",
 )
 

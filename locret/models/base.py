@@ -23,7 +23,6 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from ..cache import LocretCache
 from ..compat import CACHE_KWARG
 from ..config import LocretConfig
-from ..focus import focus_on_question
 from ..heads import HeadInput, HeadShape, RetainingHead, folds_on_cpu
 from ..prefill import prefill_prompt, resolve_config
 from ..rope import RopeTable, apply_rope
@@ -351,9 +350,6 @@ class LocretForCausalLMMixin:
         cache = prefill_prompt(
             self, input_ids, locret_config, cache=cache, attention_mask=kwargs.get("attention_mask")
         )
-        if locret_config.question_focus is not None:
-            question = input_ids[:, cache.get_seq_length() :]
-            focus_on_question(self, cache, question, locret_config.question_focus)
         settings = generation_config if generation_config is not None else self.generation_config
         expand = max(
             kwargs.get("num_beams", settings.num_beams) or 1,
