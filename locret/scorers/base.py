@@ -27,9 +27,8 @@ class EntryScorer:
 
     uses_retaining_heads: ClassVar[bool] = False  # True: the scores come from the model's retaining heads
     rescores_chunks: ClassVar[bool] = False  # True: the prefill calls ``rescore_chunk`` after every chunk
-    needs_positions: bool = (
-        False  # True: the cache must track every entry's position (``LocretLayer.positions``)
-    )
+    # True: the cache tracks every entry's position (``LocretLayer.positions``) for this scorer
+    needs_positions: bool = False
 
     def score_new(
         self,

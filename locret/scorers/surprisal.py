@@ -24,8 +24,9 @@ N_SINKS = 4  # the input's first tokens, always kept (attention sinks)
 LOGIT_ROWS = 128  # hidden states turned into logits at once (memory: LOGIT_ROWS x vocabulary floats)
 SENTENCE_END = ".!?"  # a token whose text ends with one of these (closing quotes aside) ends a sentence
 CLOSING = "\"')]}”’» \t\n"
-RECENCY_BASE = 2.0**24  # with a surprising budget, the other entries score position - RECENCY_BASE: below
-# every surprisal (>= 0), ordered by position, exact in float32 for inputs under 2**24 tokens
+# With a surprising budget the other entries score position - RECENCY_BASE: below every surprisal (>= 0),
+# ordered by position, exact in float32 for inputs under 2**24 tokens.
+RECENCY_BASE = 2.0**24
 
 
 def sentence_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
