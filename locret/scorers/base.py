@@ -55,6 +55,7 @@ class ChunkRescorer(EntryScorer):
 
     rescores_chunks: ClassVar[bool] = True
     _awaiting = False  # True while the chunk's own forward runs: its scores come later
+    tokenizer = None  # subclasses that read the text make it a dataclass field (see ``text_tokenizer``)
 
     def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
         if self._awaiting:
@@ -67,6 +68,15 @@ class ChunkRescorer(EntryScorer):
             "locret.prefill_prompt (or locret.generate / model.generate), which scores every chunk after its "
             "forward"
         )
+
+    def text_tokenizer(self, model):
+        """The scorer's ``tokenizer`` field, or when it is None the model's own (``model.config.name_or_path``),
+        for the rescorers that read the text (sentence ends, a prompt to encode)."""
+        if self.tokenizer is not None:
+            return self.tokenizer
+        from ..acquire import load_tokenizer
+
+        return load_tokenizer(model.config.name_or_path)
 
     @contextmanager
     def chunk_pass(self) -> Iterator[None]:

@@ -114,11 +114,7 @@ class ReconstructionScorer(ChunkRescorer):
     def prompt_ids(self, model) -> tuple[list[int], list[int]]:
         """The first and the later chunks' prompts in the model's tokens."""
         if not self._prompts:
-            tokenizer = self.tokenizer
-            if tokenizer is None:
-                from ..acquire import load_tokenizer
-
-                tokenizer = load_tokenizer(model.config.name_or_path)
+            tokenizer = self.text_tokenizer(model)
             self._prompts["first"] = tokenizer.encode(FIRST_PROMPT, add_special_tokens=False)
             self._prompts["next"] = tokenizer.encode(NEXT_PROMPT, add_special_tokens=False)
         return self._prompts["first"], self._prompts["next"]

@@ -120,12 +120,7 @@ class SurprisalScorer(ChunkRescorer):
     def sentence_ends(self, model, device: torch.device) -> torch.Tensor:
         """``sentence_end_tokens`` of the model's tokenizer on ``device``, built once (not per chunk)."""
         if self._ends is None:
-            tokenizer = self.tokenizer
-            if tokenizer is None:
-                from ..acquire import load_tokenizer
-
-                tokenizer = load_tokenizer(model.config.name_or_path)
-            self._ends = sentence_end_tokens(tokenizer, model.config.vocab_size)
+            self._ends = sentence_end_tokens(self.text_tokenizer(model), model.config.vocab_size)
         if self._ends.device != device:
             self._ends = self._ends.to(device)
         return self._ends
