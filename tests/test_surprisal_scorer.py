@@ -5,10 +5,10 @@ layer and head, bounded by the budget with eviction, and clear refusals."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 from tiny import SentenceEndTokenizer, random_ids, tiny_locret
 
 import locret
@@ -16,7 +16,7 @@ from locret.compat import CACHE_KWARG
 from locret.config import LocretConfig
 from locret.prefill import new_cache, prefill_prompt
 from locret.scorers import SCORERS, SurprisalScorer
-from locret.scorers.surprisal import N_SINKS, sentence_end_tokens
+from locret.scorers.surprisal import N_SINKS, sentence_end_tokens, token_surprisal
 
 VOCAB = 97
 ENDS = {11, 23, 40, 41, 77}  # the tiny vocabulary's "sentence-ending" ids (41: a blank line)
@@ -26,17 +26,36 @@ def tokenizer() -> SentenceEndTokenizer:
     return SentenceEndTokenizer(ENDS, paragraph=41)
 
 
-def scorer(max_sentence: int = 6, surprising_budget: int | None = None) -> SurprisalScorer:
+def scorer(
+    max_sentence: int = 6, surprising_budget: int | None = None, softmax_tokens: int | None = None
+) -> SurprisalScorer:
     return SurprisalScorer(
-        tokenizer=tokenizer(), max_sentence=max_sentence, surprising_budget=surprising_budget
+        tokenizer=tokenizer(),
+        max_sentence=max_sentence,
+        surprising_budget=surprising_budget,
+        softmax_tokens=softmax_tokens,
     )
 
 
-def expected_scores(model, ids: torch.Tensor, max_sentence: int) -> torch.Tensor:
+def partial_log_softmax(
+    logits: torch.Tensor, targets: torch.Tensor, softmax_tokens: int | None
+) -> torch.Tensor:
+    """log p of ``targets`` ``[n]`` under a softmax over the first ``softmax_tokens`` ids and the target."""
+    counted = torch.ones_like(logits, dtype=torch.bool)
+    if softmax_tokens is not None:
+        counted[:, softmax_tokens:] = False
+        counted.scatter_(-1, targets[:, None], True)
+    normalizer = logits.masked_fill(~counted, -math.inf).logsumexp(-1)
+    return logits.gather(-1, targets[:, None])[:, 0] - normalizer
+
+
+def expected_scores(
+    model, ids: torch.Tensor, max_sentence: int, softmax_tokens: int | None = None
+) -> torch.Tensor:
     """Sentence-mean surprisal ``[n]`` of ``ids`` ``[1, n]`` from one full forward, written out token by token."""
     with torch.no_grad():
         logits = model(ids).logits[0].float()
-    surprisal = [0.0] + (-F.log_softmax(logits[:-1], -1).gather(-1, ids[0, 1:, None])[:, 0]).tolist()
+    surprisal = [0.0] + (-partial_log_softmax(logits[:-1], ids[0, 1:], softmax_tokens)).tolist()
     scores, sentence = [], []
     for index, value in enumerate(surprisal):
         sentence.append(value)
@@ -52,16 +71,19 @@ def test_sentence_end_tokens_follow_punctuation_and_blank_lines():
     assert set(torch.nonzero(ends)[:, 0].tolist()) == ENDS  # " w5\n" (a single line break) ends nothing
 
 
+@pytest.mark.parametrize("softmax_tokens", [None, 30])
 @pytest.mark.parametrize("chunk_size", [40, 7, 3])
-def test_scores_are_sentence_means_of_a_full_forward_whatever_the_chunking(chunk_size):
+def test_scores_are_sentence_means_of_a_full_forward_whatever_the_chunking(chunk_size, softmax_tokens):
     """Budget above the prompt: nothing is evicted, so every stored score is final and must equal the
-    sentence means of one forward, also for sentences that a chunk boundary cut (rescored when they close)."""
+    sentence means of one forward, also for sentences that a chunk boundary cut (rescored when they close),
+    with the whole vocabulary's softmax or one over its first ids and the target."""
     model = tiny_locret("llama")
     ids = random_ids(41, seed=5)
     ids[0, [8, 15, 16, 30]] = torch.tensor([11, 23, 41, 77])  # sentences of 9, 7, 1 and 14 tokens
     config = LocretConfig(budget=64, chunk_size=chunk_size, n_stabilizers=6, n_local=1)
-    cache = prefill_prompt(model, ids, config, cache=new_cache(model, config, scorer=scorer(6)))
-    expected = expected_scores(model, ids[:, :40], max_sentence=6)
+    made = scorer(6, softmax_tokens=softmax_tokens)
+    cache = prefill_prompt(model, ids, config, cache=new_cache(model, config, scorer=made))
+    expected = expected_scores(model, ids[:, :40], max_sentence=6, softmax_tokens=softmax_tokens)
     for layer in cache.layers:
         assert layer.stored_length() == 40
         for head in layer.scores[0]:  # the same in every layer and KV head
@@ -132,12 +154,50 @@ def test_refuses_settings_it_cannot_serve(settings, message):
         prefill_prompt(model, random_ids(40), config, cache=cache)
 
 
+class OutputHead(torch.nn.Module):
+    """A bare output layer with a config, what ``token_surprisal`` reads of a model."""
+
+    def __init__(self, bias: bool, softcapping: float | None):
+        super().__init__()
+        self.head = torch.nn.Linear(16, 50, bias=bias)
+        self.config = SimpleNamespace(final_logit_softcapping=softcapping)
+
+    def get_output_embeddings(self) -> torch.nn.Linear:
+        return self.head
+
+
+@pytest.mark.parametrize("softcapping", [None, 5.0])
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_partial_softmax_normalises_over_the_first_ids_and_the_target(bias, softcapping):
+    """Targets inside and outside the first ids, over more rows than one ``LOGIT_ROWS`` block."""
+    torch.manual_seed(0)
+    model = OutputHead(bias, softcapping)
+    states, targets = torch.randn(2, 300, 16), torch.randint(0, 50, (2, 300))
+    logits = model.head(states).detach()
+    if softcapping:
+        logits = torch.tanh(logits / softcapping) * softcapping
+    for softmax_tokens in (None, 1, 20, 50):
+        expected = -torch.stack(
+            [
+                partial_log_softmax(row, goal, softmax_tokens)
+                for row, goal in zip(logits, targets, strict=True)
+            ]
+        )
+        torch.testing.assert_close(token_surprisal(model, states, targets, softmax_tokens), expected)
+    whole = token_surprisal(model, states, targets)
+    torch.testing.assert_close(token_surprisal(model, states, targets, 51), whole, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="softmax_tokens must be None or >= 1"):
+        token_surprisal(model, states, targets, 0)
+
+
 def test_is_registered_and_checks_max_sentence():
     assert SCORERS["surprisal"] is SurprisalScorer and SurprisalScorer.rescores_chunks
     with pytest.raises(ValueError, match="max_sentence"):
         SurprisalScorer(max_sentence=0)
     with pytest.raises(ValueError, match="surprising_budget"):
         SurprisalScorer(surprising_budget=0)
+    with pytest.raises(ValueError, match="softmax_tokens"):
+        SurprisalScorer(softmax_tokens=0)
 
 
 def test_a_chunk_evicted_before_it_is_scored_is_an_error():

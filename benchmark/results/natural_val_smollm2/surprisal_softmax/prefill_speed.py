@@ -1,0 +1,70 @@
+"""Prefill speed of sentence surprisal (whole vocabulary, or a softmax over the first K ids) against the
+shipped heads at their recommended settings (pooling 15), in one process, on validation haystack text.
+
+    PYTHONPATH=. python benchmark/results/natural_val_smollm2/surprisal_softmax/prefill_speed.py \
+        --tokens 8192 --repeats 3 --threads 1 --softmax-tokens 4096 8192
+
+Each round runs every variant once, in a rotating order, over the same prompt; the table gives each
+variant's median prefill tok/s and its ratio to the heads' in the same rounds.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import locret
+from benchmark.natural.books import split_text
+from locret.acquire import load_tokenizer
+from locret.generation import new_cache
+from locret.scorers import SurprisalScorer
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--softmax-tokens", type=int, nargs="*", default=[4096, 8192])
+    parser.add_argument("--data-dir", default="../shared/data")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = locret.from_pretrained(MODEL, dtype=torch.bfloat16)
+    tokenizer = load_tokenizer(MODEL)
+    text = split_text(args.data_dir, "validation")[: args.tokens * 8]
+    ids = tokenizer(text, return_tensors="pt").input_ids[:, : args.tokens]
+    base = dict(budget=1024, chunk_size=512, n_stabilizers=256, n_local=64)
+    heads_config = locret.LocretConfig(**base, score_pooling=15)
+    prose = locret.LocretConfig(**base)
+    variants = {"heads (pooling 15)": (heads_config, lambda: None)}
+    for k in [None, *args.softmax_tokens]:
+        name = "surprisal" if k is None else f"surprisal, softmax over {k}"
+        variants[name] = (prose, lambda k=k: SurprisalScorer(tokenizer=tokenizer, softmax_tokens=k))
+    seconds = {name: [] for name in variants}
+    names = list(variants)
+    for round_ in range(args.repeats + 1):  # round 0 warms up
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            config, scorer = variants[name]
+            made = scorer()
+            cache = None if made is None else new_cache(model, config, scorer=made)
+            start = time.perf_counter()
+            with torch.no_grad():
+                locret.prefill_prompt(model, ids, config, cache=cache)
+            if round_:
+                seconds[name].append(time.perf_counter() - start)
+    print(f"{MODEL} bf16, {ids.shape[1]} tokens of validation text, budget 1024, chunk 512, "
+          f"threads {args.threads}, rounds {args.repeats}")
+    heads = statistics.median(seconds[names[0]])
+    print("| variant | median prefill tok/s | ratio to the heads | seconds per round |\n|---|---|---|---|")
+    for name in names:
+        median = statistics.median(seconds[name])
+        runs = ", ".join(f"{s:.2f}" for s in seconds[name])
+        print(f"| {name} | {ids.shape[1] / median:.0f} | {heads / median:.3f} | {runs} |")
+
+
+if __name__ == "__main__":
+    main()
