@@ -27,12 +27,12 @@ def tokenizer() -> SentenceEndTokenizer:
 
 
 def scorer(
-    max_sentence: int = 6, surprising_budget: int | None = None, softmax_tokens: int | None = None
+    max_sentence: int = 6, surprising_share: float | None = None, softmax_tokens: int | None = None
 ) -> SurprisalScorer:
     return SurprisalScorer(
         tokenizer=tokenizer(),
         max_sentence=max_sentence,
-        surprising_budget=surprising_budget,
+        surprising_share=surprising_share,
         softmax_tokens=softmax_tokens,
     )
 
@@ -106,10 +106,10 @@ def test_evicts_to_the_budget_keeping_whole_sentences_alike_everywhere_and_gener
 
 @pytest.mark.parametrize("chunk_size", [16, 5])
 @pytest.mark.parametrize("top_sentences", [1, 2, 3])
-def test_a_surprising_budget_keeps_the_top_sentences_of_the_input_and_otherwise_the_newest(
+def test_a_surprising_share_keeps_the_top_sentences_of_the_input_and_otherwise_the_newest(
     chunk_size, top_sentences
 ):
-    """With ``surprising_budget`` set to the tokens of the input's top sentences (by a full forward's
+    """With ``surprising_share`` set to keep the tokens of the input's top sentences (by a full forward's
     sentence means), the cache holds the sinks, exactly those sentences, and the newest of the other tokens;
     also when chunks are shorter than sentences, whose provisional means must not compete. The attention
     outputs are zeroed so that each token's surprisal does not depend on what was evicted before it."""
@@ -123,8 +123,9 @@ def test_a_surprising_budget_keeps_the_top_sentences_of_the_input_and_otherwise_
     threshold = means.unique().sort(descending=True).values[top_sentences - 1]
     surprising = {N_SINKS + index for index in torch.nonzero(means >= threshold)[:, 0].tolist()}
     config = LocretConfig(budget=44, chunk_size=chunk_size, n_stabilizers=10, n_local=1)
+    share = (len(surprising) + 0.5) / config.budget  # int(share * budget) == len(surprising)
     cache = new_cache(
-        model, config, scorer=scorer(10, surprising_budget=len(surprising))
+        model, config, scorer=scorer(10, share)
     )  # tracks positions by itself: the scorer needs them
     prefill_prompt(model, ids, config, cache=cache)
     others = [position for position in range(N_SINKS, 120) if position not in surprising]
@@ -143,13 +144,13 @@ def test_a_surprising_budget_keeps_the_top_sentences_of_the_input_and_otherwise_
         ({"decode_budget": 40}, "decode_budget=None"),
         ({"budget_allocation": "adaptive"}, "budget_allocation='uniform'"),
         ({"n_stabilizers": 4}, "n_stabilizers"),
-        ({"budget": 12}, "surprising_budget"),
+        ({"budget": 12}, "surprising_share"),
     ],
 )
 def test_refuses_settings_it_cannot_serve(settings, message):
     model = tiny_locret("llama")
     config = LocretConfig(**{"budget": 24, "chunk_size": 8, "n_stabilizers": 8, "n_local": 2, **settings})
-    cache = new_cache(model, config, scorer=scorer(6, surprising_budget=10))
+    cache = new_cache(model, config, scorer=scorer(6, surprising_share=0.4))
     with pytest.raises(ValueError, match=message):
         prefill_prompt(model, random_ids(40), config, cache=cache)
 
@@ -194,8 +195,9 @@ def test_is_registered_and_checks_max_sentence():
     assert SCORERS["surprisal"] is SurprisalScorer and SurprisalScorer.rescores_chunks
     with pytest.raises(ValueError, match="max_sentence"):
         SurprisalScorer(max_sentence=0)
-    with pytest.raises(ValueError, match="surprising_budget"):
-        SurprisalScorer(surprising_budget=0)
+    for share in (0, 1):
+        with pytest.raises(ValueError, match="surprising_share"):
+            SurprisalScorer(surprising_share=share)
     with pytest.raises(ValueError, match="softmax_tokens"):
         SurprisalScorer(softmax_tokens=0)
 

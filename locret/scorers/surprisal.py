@@ -89,17 +89,18 @@ class SurprisalScorer(ChunkRescorer):
     the newest ones, which eviction keeps (``n_stabilizers >= max_sentence``). The input's first ``N_SINKS``
     tokens score +inf.
 
-    ``surprising_budget`` (None: off) keeps at most that many entries for their surprisal, the most
-    surprising ones of the input so far, and gives the rest of the budget to the newest entries. Why: with
-    every entry ranked by surprisal the cache becomes a patchwork of surprising sentences that distracts the
-    model from the one a question needs (kept in 7 of 10 validation prompts, answered in 1 of those 7,
-    ``benchmark/results/natural_val_smollm2/surprisal/``), where the needle oracle keeps the fact and otherwise
-    coherent recent text.
+    ``surprising_share`` (None: every entry competes by surprisal) keeps that share of the budget
+    (``int(surprising_share * budget)`` entries) for the most surprising entries of the input so far and gives
+    the rest to the newest entries. Why: with every entry ranked by surprisal the cache becomes a patchwork of
+    surprising sentences that distracts the model from the one a question needs (kept in 7 of 10 validation
+    prompts, answered in 1 of those 7, ``benchmark/results/natural_val_smollm2/surprisal/``), where the needle
+    oracle keeps the fact and otherwise coherent recent text. 1/8 answered 17 of 140 validation questions in
+    prose against 13 for None and for 1/16 (``benchmark/results/natural_val_smollm2/surprisal_defaults/``).
 
     ``softmax_tokens`` (None: the whole vocabulary) normalizes each token's probability over the vocabulary's
     first ids and the token itself only (``token_surprisal``): on SmolLM2 the whole vocabulary's ``lm_head``
     took prefill to 0.72x the heads' speed, 8192 ids to 0.96x with the same answer in every validation case
-    (``benchmark/results/natural_val_smollm2/surprisal_softmax/``).
+    (``benchmark/results/natural_val_smollm2/surprisal_defaults/``).
 
     Needs ``score_pooling=1`` (the sentence is the pooling), ``budget_allocation="uniform"`` and no eviction
     while decoding (tokens the prefill did not read have no surprisal). ``tokenizer`` finds the sentence
@@ -108,18 +109,18 @@ class SurprisalScorer(ChunkRescorer):
 
     tokenizer: Any = field(default=None, repr=False, compare=False)
     max_sentence: int = 64
-    surprising_budget: int | None = None
+    surprising_share: float | None = 0.125
     softmax_tokens: int | None = 8192
 
     @property
     def needs_positions(self) -> bool:
-        return self.surprising_budget is not None
+        return self.surprising_share is not None
 
     def __post_init__(self) -> None:
         if self.max_sentence < 1:
             raise ValueError(f"max_sentence must be >= 1, got {self.max_sentence}")
-        if self.surprising_budget is not None and self.surprising_budget < 1:
-            raise ValueError(f"surprising_budget must be None or >= 1, got {self.surprising_budget}")
+        if self.surprising_share is not None and not 0 < self.surprising_share < 1:
+            raise ValueError(f"surprising_share must be None or in (0, 1), got {self.surprising_share}")
         if self.softmax_tokens is not None and self.softmax_tokens < 1:
             raise ValueError(f"softmax_tokens must be None or >= 1, got {self.softmax_tokens}")
         self._ends: torch.Tensor | None = None  # sentence_end_tokens, computed once per scorer
@@ -140,11 +141,17 @@ class SurprisalScorer(ChunkRescorer):
                 "a sentence still open at a chunk's end is stored until it is rescored"
             )
         room = config.budget - N_SINKS - config.n_stabilizers  # the stabilizers take the newest slots anyway
-        if self.surprising_budget is not None and self.surprising_budget > room:
+        surprising = self.surprising_budget(config.budget)
+        if surprising is not None and not 1 <= surprising <= room:
             raise ValueError(
-                f"surprising_budget ({self.surprising_budget}) must fit in the budget ({config.budget}) beside "
-                f"the {N_SINKS} sinks and the {config.n_stabilizers} stabilizers: at most {room}"
+                f"surprising_share ({self.surprising_share}) keeps {surprising} of the budget's {config.budget} "
+                f"entries; it must keep 1 to {room}, what the {N_SINKS} sinks and the {config.n_stabilizers} "
+                "stabilizers leave"
             )
+
+    def surprising_budget(self, budget: int) -> int | None:
+        """Entries kept for their surprisal at ``budget``: ``int(surprising_share * budget)``; None: all."""
+        return None if self.surprising_share is None else int(self.surprising_share * budget)
 
     def sentence_ends(self, model, device: torch.device) -> torch.Tensor:
         """``sentence_end_tokens`` of the model's tokenizer on ``device``, built once (not per chunk)."""
@@ -182,10 +189,13 @@ class SurprisalScorer(ChunkRescorer):
             if count:  # the newest stored entries: tokens start - count .. start - 1 (sinks stay +inf)
                 tail = stored[row, stored.shape[-1] - count :]
                 tail.masked_fill_(tail.isfinite(), mean)
-        if self.surprising_budget is not None:
+        if self.surprising_share is not None:
             still_open = [state["open"][row][1] for row in range(input_ids.shape[0])]
             capped = self._cap_surprising(
-                torch.cat([stored, scores], -1), cache.layers[0].positions[:, 0], still_open
+                torch.cat([stored, scores], -1),
+                cache.layers[0].positions[:, 0],
+                still_open,
+                self.surprising_budget(cache.config.budget),
             )
             stored, scores = capped.split([stored.shape[-1], scores.shape[-1]], dim=-1)
         for layer in cache.layers:
@@ -193,27 +203,27 @@ class SurprisalScorer(ChunkRescorer):
             layer.supply_pending_scores(scores[:, None].expand(-1, layer.keys.shape[1], -1))
 
     def _cap_surprising(
-        self, scores: torch.Tensor, positions: torch.Tensor, still_open: list[int]
+        self, scores: torch.Tensor, positions: torch.Tensor, still_open: list[int], surprising: int
     ) -> torch.Tensor:
         """``scores`` ``[B, S]`` of every stored entry (the chunk's last; sentence means, sinks +inf) with only
-        the ``surprising_budget`` most surprising entries so far keeping their surprisal; the others score
+        the ``surprising`` most surprising entries so far keeping their surprisal; the others score
         ``position - RECENCY_BASE`` (``positions`` ``[B, S]``), so eviction keeps the newest of them.
 
         A sentence competes once it is closed (an open one, each row's last ``still_open`` entries, has a
         provisional mean; the stabilizers keep it until it closes) and then with its final mean, so an entry
         loses its place only to a more surprising one and never regains it: the entries still scored by
         surprisal (finite, >= 0) and the chunk's closed sentences are all the candidates there are. The
-        result: the input's top ``surprising_budget`` closed sentences' entries, ties aside."""
+        result: the input's top ``surprising`` closed sentences' entries, ties aside."""
         if positions.shape != scores.shape:
-            raise RuntimeError("surprising_budget needs the cache to track positions (new_cache does)")
+            raise RuntimeError("surprising_share needs the cache to track positions (new_cache does)")
         if positions[:, -1].max() >= RECENCY_BASE:
-            raise ValueError(f"surprising_budget supports inputs under {int(RECENCY_BASE)} tokens")
+            raise ValueError(f"surprising_share supports inputs under {int(RECENCY_BASE)} tokens")
         candidate = scores.isfinite() & (scores >= 0)
         for row, count in enumerate(still_open):
             if count:
                 candidate[row, scores.shape[-1] - count :] = False
         ranked = scores.masked_fill(~candidate, -math.inf)
-        top = ranked.topk(min(self.surprising_budget, ranked.shape[-1]), dim=-1).indices
+        top = ranked.topk(min(surprising, ranked.shape[-1]), dim=-1).indices
         winners = torch.zeros_like(candidate).scatter_(-1, top, True) & candidate
         keep = winners | (scores == math.inf)
         return torch.where(keep, scores, positions.to(scores.dtype) - RECENCY_BASE)

@@ -6,7 +6,8 @@ answers (niah_text validation, completion prompt, budget 1024, chunk 512, SmolLM
 
 Arguments: length, depths, needles per depth, and a JSON object of variants (``LocretConfig`` fields over
 budget 1024, chunk 512, 256 stabilizers, pooling 1; a ``"scorer"`` entry holds ``SurprisalScorer`` fields,
-e.g. ``{"capped 128": {"scorer": {"surprising_budget": 128}}}``). Per prompt and variant: 1/0 for the answer (the value
+e.g. ``{"share 1/8": {"scorer": {"surprising_share": 0.125}}}``; before the share, ``surprising_budget`` counted
+entries, and the runs of ``../surprisal_capped/`` used it). Per prompt and variant: 1/0 for the answer (the value
 in the reply's first non-empty line, lowercased: close to the task's own score), how many of the needle
 sentence's tokens layer 0 kept (every layer and head keeps the same), and the reply's first line.
 """

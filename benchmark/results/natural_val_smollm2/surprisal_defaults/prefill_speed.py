@@ -1,8 +1,8 @@
 """Prefill speed of sentence surprisal (whole vocabulary, or a softmax over the first K ids) against the
 shipped heads at their recommended settings (pooling 15), in one process, on validation haystack text.
 
-    PYTHONPATH=. python benchmark/results/natural_val_smollm2/surprisal_softmax/prefill_speed.py \
-        --tokens 8192 --repeats 3 --threads 1 --softmax-tokens 4096 8192
+    PYTHONPATH=. python benchmark/results/natural_val_smollm2/surprisal_defaults/prefill_speed.py \
+        --tokens 8192 --repeats 3 --threads 1 --softmax-tokens 4096 8192 [--surprising-share 0.125]
 
 Each round runs every variant once, in a rotating order, over the same prompt; the table gives each
 variant's median prefill tok/s and its ratio to the heads' in the same rounds.
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--softmax-tokens", type=int, nargs="*", default=[4096, 8192])
+    parser.add_argument("--surprising-share", type=float, default=None, help="for every surprisal variant")
     parser.add_argument("--data-dir", default="../shared/data")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -40,9 +41,15 @@ def main() -> None:
     heads_config = locret.LocretConfig(**base, score_pooling=15)
     prose = locret.LocretConfig(**base)
     variants = {"heads (pooling 15)": (heads_config, lambda: None)}
+    capped = "" if args.surprising_share is None else f", surprising share {args.surprising_share}"
     for k in [None, *args.softmax_tokens]:
-        name = "surprisal" if k is None else f"surprisal, softmax over {k}"
-        variants[name] = (prose, lambda k=k: SurprisalScorer(tokenizer=tokenizer, softmax_tokens=k))
+        name = ("surprisal, whole vocabulary" if k is None else f"surprisal, softmax over {k}") + capped
+        variants[name] = (
+            prose,
+            lambda k=k: SurprisalScorer(
+                tokenizer=tokenizer, softmax_tokens=k, surprising_share=args.surprising_share
+            ),
+        )
     seconds = {name: [] for name in variants}
     names = list(variants)
     for round_ in range(args.repeats + 1):  # round 0 warms up
@@ -56,8 +63,10 @@ def main() -> None:
                 locret.prefill_prompt(model, ids, config, cache=cache)
             if round_:
                 seconds[name].append(time.perf_counter() - start)
-    print(f"{MODEL} bf16, {ids.shape[1]} tokens of validation text, budget 1024, chunk 512, "
-          f"threads {args.threads}, rounds {args.repeats}")
+    print(
+        f"{MODEL} bf16, {ids.shape[1]} tokens of validation text, budget 1024, chunk 512, "
+        f"threads {args.threads}, rounds {args.repeats}"
+    )
     heads = statistics.median(seconds[names[0]])
     print("| variant | median prefill tok/s | ratio to the heads | seconds per round |\n|---|---|---|---|")
     for name in names:
