@@ -58,13 +58,13 @@ METHODS.update(
 
 
 def parse_value(text: str) -> int | float | bool | str:
-    """``64`` -> 64, ``0.5`` -> 0.5, ``true`` -> True; anything else stays text."""
+    """``64`` -> 64, ``0.5`` -> 0.5, ``true`` -> True, ``none`` -> None; anything else stays text."""
     for kind in (int, float):
         try:
             return kind(text)
         except ValueError:
             pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
 def parse_method(spec: str) -> tuple[str, dict]:

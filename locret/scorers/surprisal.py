@@ -94,8 +94,11 @@ class SurprisalScorer(ChunkRescorer):
     the rest to the newest entries. Why: with every entry ranked by surprisal the cache becomes a patchwork of
     surprising sentences that distracts the model from the one a question needs (kept in 7 of 10 validation
     prompts, answered in 1 of those 7, ``benchmark/results/natural_val_smollm2/surprisal/``), where the needle
-    oracle keeps the fact and otherwise coherent recent text. 1/8 answered 17 of 140 validation questions in
-    prose against 13 for None and for 1/16 (``benchmark/results/natural_val_smollm2/surprisal_defaults/``).
+    oracle keeps the fact and otherwise coherent recent text. Off by default: 1/8 led on validation at 8K-16K
+    and on ``multidoc_qa`` (17 answers in 140 against 13), but on the test split it found 36 of 100 prose
+    needles at 4K-32K against 50 and gained 5 ``multidoc_qa`` answers, and at 32K on validation it found 2 of 15 needles
+    against 3 (``benchmark/results/natural_test_smollm2_surprisal_v2/``,
+    ``benchmark/results/natural_val_smollm2/surprisal_defaults/``).
 
     ``softmax_tokens`` (None: the whole vocabulary) normalizes each token's probability over the vocabulary's
     first ids and the token itself only (``token_surprisal``): on SmolLM2 the whole vocabulary's ``lm_head``
@@ -109,7 +112,7 @@ class SurprisalScorer(ChunkRescorer):
 
     tokenizer: Any = field(default=None, repr=False, compare=False)
     max_sentence: int = 64
-    surprising_share: float | None = 0.125
+    surprising_share: float | None = None
     softmax_tokens: int | None = 8192
 
     @property

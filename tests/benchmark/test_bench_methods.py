@@ -52,6 +52,12 @@ def test_registry_names_every_method():
         get_method("nope")
 
 
+def test_a_setting_of_none_reaches_the_scorer_as_none():
+    shared = get_method("surprisal:surprising_share=0.25").make_scorer()
+    plain = get_method("surprisal:surprising_share=none").make_scorer()
+    assert shared.surprising_share == 0.25 and plain.surprising_share is None and not plain.needs_positions
+
+
 @pytest.mark.parametrize(
     "name",
     ["locret", "locret_pooled", "locret_random", "locret_random_pooled", "streaming_llm", "h2o", "snapkv"],
