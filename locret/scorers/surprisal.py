@@ -95,7 +95,7 @@ class SurprisalScorer(ChunkRescorer):
     surprising sentences that distracts the model from the one a question needs (kept in 7 of 10 validation
     prompts, answered in 1 of those 7, ``benchmark/results/natural_val_smollm2/surprisal/``), where the needle
     oracle keeps the fact and otherwise coherent recent text. Off by default: 1/8 led on validation at 8K-16K
-    and on ``multidoc_qa`` (17 answers in 140 against 13), but on the test split it found 36 of 100 prose
+    and on ``multidoc_qa`` (17 answers in 140 against 13), but on the test split it found 26 of 100 prose
     needles at 4K-32K against 50 and gained 5 ``multidoc_qa`` answers, and at 32K on validation it found 2 of 15 needles
     against 3 (``benchmark/results/natural_test_smollm2_surprisal_v2/``,
     ``benchmark/results/natural_val_smollm2/surprisal_defaults/``).
