@@ -57,18 +57,19 @@ def token_surprisal(
     if softmax_tokens is not None and softmax_tokens < 1:
         raise ValueError(f"softmax_tokens must be None or >= 1, got {softmax_tokens}")
     rows = weight.shape[0] if softmax_tokens is None else min(softmax_tokens, weight.shape[0])
+    partial = rows < weight.shape[0]
     cap = getattr(model.config, "final_logit_softcapping", None)
     parts = []
     for start in range(0, hidden_states.shape[1], LOGIT_ROWS):
         states, wanted = hidden_states[:, start : start + LOGIT_ROWS], targets[:, start : start + LOGIT_ROWS]
         logits = torch.nn.functional.linear(states, weight[:rows], None if bias is None else bias[:rows])
-        if rows < weight.shape[0]:  # one more column: the target's logit where its row is left out
+        if partial:  # one more column: the target's logit where its row is left out
             own = (states * weight[wanted]).sum(-1, keepdim=True)
             logits = torch.cat([logits, own if bias is None else own + bias[wanted, None]], dim=-1)
         logits = logits.float()
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        if rows < weight.shape[0]:
+        if partial:
             outside = wanted >= rows
             logits[..., -1].masked_fill_(~outside, -math.inf)  # a target inside the rows counts once
             wanted = torch.where(outside, rows, wanted)
