@@ -27,11 +27,15 @@ def tokenizer() -> SentenceEndTokenizer:
 
 
 def scorer(
-    max_sentence: int = 6, surprising_share: float | None = None, softmax_tokens: int | None = None
+    max_sentence: int = 6,
+    surprising_share: float | None = None,
+    softmax_tokens: int | None = None,
+    prior_tokens: float = 0.0,
 ) -> SurprisalScorer:
     return SurprisalScorer(
         tokenizer=tokenizer(),
         max_sentence=max_sentence,
+        prior_tokens=prior_tokens,
         surprising_share=surprising_share,
         softmax_tokens=softmax_tokens,
     )
@@ -50,9 +54,14 @@ def partial_log_softmax(
 
 
 def expected_scores(
-    model, ids: torch.Tensor, max_sentence: int, softmax_tokens: int | None = None
+    model,
+    ids: torch.Tensor,
+    max_sentence: int,
+    softmax_tokens: int | None = None,
+    prior_tokens: float = 0.0,
 ) -> torch.Tensor:
-    """Sentence-mean surprisal ``[n]`` of ``ids`` ``[1, n]`` from one full forward, written out token by token."""
+    """Sentence-mean surprisal ``[n]`` of ``ids`` ``[1, n]`` from one full forward, written out token by token,
+    each mean with ``prior_tokens`` pseudo-tokens at the mean surprisal of the input up to the sentence's end."""
     with torch.no_grad():
         logits = model(ids).logits[0].float()
     surprisal = [0.0] + (-partial_log_softmax(logits[:-1], ids[0, 1:], softmax_tokens)).tolist()
@@ -60,7 +69,9 @@ def expected_scores(
     for index, value in enumerate(surprisal):
         sentence.append(value)
         if ids[0, index].item() in ENDS or len(sentence) == max_sentence or index == len(surprisal) - 1:
-            scores += [sum(sentence) / len(sentence)] * len(sentence)
+            prior = sum(surprisal[: index + 1]) / (index + 1)
+            mean = (sum(sentence) + prior_tokens * prior) / (len(sentence) + prior_tokens)
+            scores += [mean] * len(sentence)
             sentence = []
     scores[:N_SINKS] = [math.inf] * N_SINKS
     return torch.tensor(scores)
@@ -71,19 +82,22 @@ def test_sentence_end_tokens_follow_punctuation_and_blank_lines():
     assert set(torch.nonzero(ends)[:, 0].tolist()) == ENDS  # " w5\n" (a single line break) ends nothing
 
 
-@pytest.mark.parametrize("softmax_tokens", [None, 30])
+@pytest.mark.parametrize("softmax_tokens,prior_tokens", [(None, 0.0), (30, 0.0), (None, 5.0)])
 @pytest.mark.parametrize("chunk_size", [40, 7, 3])
-def test_scores_are_sentence_means_of_a_full_forward_whatever_the_chunking(chunk_size, softmax_tokens):
+def test_scores_are_sentence_means_of_a_full_forward_whatever_the_chunking(
+    chunk_size, softmax_tokens, prior_tokens
+):
     """Budget above the prompt: nothing is evicted, so every stored score is final and must equal the
     sentence means of one forward, also for sentences that a chunk boundary cut (rescored when they close),
-    with the whole vocabulary's softmax or one over its first ids and the target."""
+    with the whole vocabulary's softmax or one over its first ids and the target, and with the means shrunk
+    toward the input's mean so far by ``prior_tokens``."""
     model = tiny_locret("llama")
     ids = random_ids(41, seed=5)
     ids[0, [8, 15, 16, 30]] = torch.tensor([11, 23, 41, 77])  # sentences of 9, 7, 1 and 14 tokens
     config = LocretConfig(budget=64, chunk_size=chunk_size, n_stabilizers=6, n_local=1)
-    made = scorer(6, softmax_tokens=softmax_tokens)
+    made = scorer(6, softmax_tokens=softmax_tokens, prior_tokens=prior_tokens)
     cache = prefill_prompt(model, ids, config, cache=new_cache(model, config, scorer=made))
-    expected = expected_scores(model, ids[:, :40], max_sentence=6, softmax_tokens=softmax_tokens)
+    expected = expected_scores(model, ids[:, :40], 6, softmax_tokens, prior_tokens)
     for layer in cache.layers:
         assert layer.stored_length() == 40
         for head in layer.scores[0]:  # the same in every layer and KV head
@@ -200,6 +214,8 @@ def test_is_registered_and_checks_max_sentence():
             SurprisalScorer(surprising_share=share)
     with pytest.raises(ValueError, match="softmax_tokens"):
         SurprisalScorer(softmax_tokens=0)
+    with pytest.raises(ValueError, match="prior_tokens"):
+        SurprisalScorer(prior_tokens=-1)
 
 
 def test_a_chunk_evicted_before_it_is_scored_is_an_error():
