@@ -1,11 +1,14 @@
 """How far a softmax over the vocabulary's first K ids (and the target) moves token and sentence surprisal
 from the whole vocabulary's, on 4,096 tokens of validation haystack text (one full forward, no eviction).
 
-    PYTHONPATH=. python benchmark/results/natural_val_smollm2/surprisal_defaults/softmax_agreement.py
+    PYTHONPATH=. python benchmark/results/natural_val_smollm2/surprisal_defaults/softmax_agreement.py \
+        [--data-dir ../shared/data]
 
 Prints, per K: Spearman's rho of the token surprisals and of the sentence means, how many of the 20 most
 surprising sentences stay in the top 20, and the mean amount by which the partial softmax lowers surprisal.
 """
+
+import argparse
 
 import torch
 
@@ -26,12 +29,13 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default="../shared/data")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     model = locret.from_pretrained(MODEL, dtype=torch.bfloat16)
     tokenizer = load_tokenizer(MODEL)
-    ids = tokenizer(split_text("../shared/data", "validation")[:60000], return_tensors="pt").input_ids[
-        :, :4096
-    ]
+    ids = tokenizer(split_text(args.data_dir, "validation")[:60000], return_tensors="pt").input_ids[:, :4096]
     with torch.no_grad():
         states = model.model(ids).last_hidden_state[:, :-1]
         exact = token_surprisal(model, states, ids[:, 1:])[0]
