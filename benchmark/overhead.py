@@ -182,6 +182,12 @@ def main() -> None:
         default="locret",
     )
     parser.add_argument(
+        "--heads",
+        default=None,
+        help="a heads-only adapter directory (default: the heads shipped for --model); a heads' cost "
+        "depends on its width only, so this measures a candidate before it ships",
+    )
+    parser.add_argument(
         "--heads-dtype",
         choices=["float32", "model"],
         default="float32",
@@ -220,14 +226,18 @@ def main() -> None:
     )
     print(
         f"model {args.model}, {device}, threads {torch.get_num_threads()}, scorer {args.scorer} "
-        f"(heads {args.heads_dtype}), allocator {args.allocator}; {what}, "
+        f"(heads {args.heads or 'shipped'}, {args.heads_dtype}), allocator {args.allocator}; {what}, "
         f"median of {repeats}"
     )
     rows = []
     for dtype_name in args.dtype:
         dtype = resolve_dtype(dtype_name, device)
         heads_dtype = torch.float32 if args.heads_dtype == "float32" else None
-        model = locret.from_pretrained(args.model, dtype=dtype, heads_dtype=heads_dtype).to(device).eval()
+        model = (
+            locret.from_pretrained(args.model, args.heads, dtype=dtype, heads_dtype=heads_dtype)
+            .to(device)
+            .eval()
+        )
         for budget, (allocation, settings) in itertools.product(args.budget, allocations.items()):
             config = locret.LocretConfig(
                 budget=budget,

@@ -30,11 +30,12 @@ from locret.models import base
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--heads", default=None, help="a heads adapter directory (default: the shipped heads)")
 args = parser.parse_args()
 reuse_freed_memory()
 torch.set_num_threads(args.threads)
 model = locret.from_pretrained(
-    "HuggingFaceTB/SmolLM2-135M-Instruct", dtype=torch.bfloat16, heads_dtype=torch.float32
+    "HuggingFaceTB/SmolLM2-135M-Instruct", args.heads, dtype=torch.bfloat16, heads_dtype=torch.float32
 ).eval()
 config = locret.LocretConfig(budget=1024, chunk_size=512, n_stabilizers=256, score_pooling=15)
 ids = torch.randint(100, model.config.vocab_size - 100, (1, 8192), generator=torch.Generator().manual_seed(0))
