@@ -6,7 +6,7 @@
 - ``from-official``: the official Locret release (``model.layers.{i}.self_attn.fc1.weight`` / ``fc2``,
   ``.bin`` or ``.safetensors``) plus the base model's config -> our adapter; ``to-official`` goes back;
 - ``ensemble``: several adapters for one model -> one adapter whose scores are their mean (``--inference``
-  records the settings it was validated with).
+  records the settings it was validated with; one adapter: a copy with those settings).
 
 Every conversion into an adapter checks the heads' shape against the model config and names both shapes
 when they differ (the reference loaded heads with ``strict=False`` and silently kept random ones).
@@ -171,10 +171,12 @@ def ensemble(
     whose ``fc1`` stacks theirs and whose ``fc2`` places theirs side by side, divided by K. Each member is
     cast to ``dtype`` first and the result is stored in it (for a 16-bit dtype and K a power of two,
     exactly the mean of the rounded members). float16 keeps three more mantissa bits than bfloat16 at the
-    same size, which matters for a key whose tokens score near the eviction threshold.
+    same size, which matters for a key whose tokens score near the eviction threshold. One adapter is an
+    ensemble of one: a copy in ``dtype`` (exact in float32) with ``inference`` recorded, for shipping a single
+    trained head with the settings it was validated with.
     """
-    if len(adapters) < 2:
-        raise ValueError(f"an ensemble needs at least two adapters, got {len(adapters)}")
+    if not adapters:
+        raise ValueError("an ensemble needs at least one adapter")
     members = [read_heads(adapter) for adapter in adapters]
     first = members[0][0]
     for adapter, (shape, _) in zip(adapters, members, strict=True):

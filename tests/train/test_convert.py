@@ -121,5 +121,12 @@ def test_ensemble_scores_the_mean_of_its_members(tmp_path: Path) -> None:
     other = tiny_locret("phi3", retaining_head_size=8)
     with pytest.raises(ValueError, match="do not fit"):
         convert.ensemble([members[0][1], save_heads(other, tmp_path / "phi3")], tmp_path / "bad")
-    with pytest.raises(ValueError, match="at least two"):
-        convert.ensemble([members[0][1]], tmp_path / "bad")
+    with pytest.raises(ValueError, match="at least one"):
+        convert.ensemble([], tmp_path / "bad")
+    settings = '{"budget": 64, "n_stabilizers": 16, "score_pooling": 3}'
+    convert.main(["ensemble", str(members[0][1]), "--out", str(tmp_path / "one"), "--inference", settings])
+    (_, original), (_, copied) = read_heads(members[0][1]), read_heads(tmp_path / "one")
+    assert original.keys() == copied.keys()
+    assert all(torch.equal(original[key], copied[key]) for key in original)  # one member: an exact copy
+    inference = read_heads_config(tmp_path / "one").inference
+    assert (inference.budget, inference.score_pooling) == (64, 3)
