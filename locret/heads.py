@@ -72,11 +72,7 @@ class RetainingHead(nn.Module):
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         """``qkv`` ``[B, T, in_features]`` -> scores ``[B, T, num_kv_heads]``."""
-        return self.score_hidden(self.fc1(qkv.to(self.fc1.weight.dtype)))
-
-    def score_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores ``[B, T, num_kv_heads]`` from ``fc1``'s output ``[B, T, hidden_size]``, in the head's dtype."""
-        return self.fc2(self.act(hidden.to(self.fc2.weight.dtype)))
+        return self.fc2(self.act(self.fc1(qkv.to(self.fc1.weight.dtype))))
 
     def forward_folded(self, hidden_states: torch.Tensor, qkv_linears: list[nn.Linear]) -> torch.Tensor:
         """``forward`` with ``fc1`` folded into the q/k/v projections (``qkv_linears``, in ``[Q|K|V]`` order):
@@ -95,61 +91,24 @@ class RetainingHead(nn.Module):
         """
         if hidden_states.dtype == torch.bfloat16 and _FAST_BF16:
             weight, bias = self._folded_fc1(qkv_linears, torch.bfloat16)
-            hidden = F.linear(hidden_states, weight, bias)
+            hidden = F.linear(hidden_states, weight, bias).to(self.fc1.weight.dtype)
         else:
             weight, bias = self._folded_fc1(qkv_linears, self.fc1.weight.dtype)
             hidden = torch.ops.mkldnn._linear_pointwise(
                 hidden_states.to(weight.dtype), weight, bias, "none", [], ""
             )
-        return self.score_hidden(hidden)
-
-    def project_fused(
-        self, hidden_states: torch.Tensor, qkv_linears: list[nn.Linear]
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Each of ``qkv_linears``' outputs and the folded ``fc1``'s output (``forward_folded``, bf16) from one
-        GEMM over their stacked weights, for a bfloat16 model's CPU chunk (``fuses_with_projections``).
-
-        Why: the model's own q/k/v GEMMs and the head's are four small GEMMs per layer; stacked, the head's
-        costs next to nothing and the three projections run faster together (SmolLM2, 512 tokens, 2 threads).
-        Every output is bit-identical to its own GEMM's (tested): the same bf16 inputs, float32 accumulation
-        over the same inputs per column. The stacked weight is a second copy of the layer's q/k/v weights (33
-        MB for SmolLM2 in bf16), cached with the folded weight until any weight changes."""
-        weight, bias, sizes = self._stacked_projections(qkv_linears)
-        *outputs, hidden = F.linear(hidden_states, weight, bias).split(sizes, dim=-1)
-        return outputs, hidden
-
-    def _stacked_projections(
-        self, qkv_linears: list[nn.Linear]
-    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
-        cached = self._weights_cache(qkv_linears)
-        if "stacked" not in cached:
-            folded, folded_bias = self._folded_fc1(qkv_linears, torch.bfloat16)
-            weight = torch.cat([linear.weight.detach() for linear in qkv_linears] + [folded])
-            bias = None
-            if folded_bias is not None:
-                biases = [
-                    linear.bias.detach() if linear.bias is not None else folded.new_zeros(len(linear.weight))
-                    for linear in qkv_linears
-                ]
-                bias = torch.cat([*biases, folded_bias])
-            cached["stacked"] = (weight, bias, [len(linear.weight) for linear in qkv_linears] + [len(folded)])
-        return cached["stacked"]
-
-    def _weights_cache(self, qkv_linears: list[nn.Linear]) -> dict:
-        """Weights derived from ``fc1`` and ``qkv_linears``, emptied whenever any of theirs changes."""
-        tensors = [self.fc1.weight] + [t for linear in qkv_linears for t in (linear.weight, linear.bias)]
-        version = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors)
-        cached = self.__dict__.get("_folded")
-        if cached is None or cached[0] != version:
-            cached = self._folded = (version, {})
-        return cached[1]
+        return self.fc2(self.act(hidden))
 
     def _folded_fc1(
         self, qkv_linears: list[nn.Linear], dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The folded weight and bias in ``dtype``, cached until any weight changes."""
-        cached = self._weights_cache(qkv_linears)
-        if dtype not in cached:
+        tensors = [self.fc1.weight] + [t for linear in qkv_linears for t in (linear.weight, linear.bias)]
+        version = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors)
+        cached = self.__dict__.get("_folded")
+        if cached is None or cached[0] != version:
+            cached = self._folded = (version, {})
+        if dtype not in cached[1]:
             fc1 = self.fc1.weight.detach().double()
             stacked = torch.cat([linear.weight.detach() for linear in qkv_linears]).double()
             weight = (fc1 @ stacked).to(dtype)
@@ -162,8 +121,8 @@ class RetainingHead(nn.Module):
                     for linear in qkv_linears
                 ]
                 bias = (fc1 @ torch.cat(biases).double()).to(dtype)
-            cached[dtype] = (weight, bias)
-        return cached[dtype]
+            cached[1][dtype] = (weight, bias)
+        return cached[1][dtype]
 
     def reset_parameters(self, std: float) -> None:
         """Small random weights. Never zero: with SiLU(0) = 0 both layers' gradients would be exactly zero."""
@@ -183,30 +142,18 @@ class HeadInput:
         return torch.cat(self.projections, dim=-1)
 
 
-def folds_on_cpu(head: RetainingHead, hidden_states: torch.Tensor) -> bool:
+def folds_on_cpu(head: RetainingHead, head_input: HeadInput) -> bool:
     """Whether ``head.forward_folded`` runs: a float32 CPU head outside autograd, on a chunk of
     ``CPU_FOLD_MIN_ROWS`` or more tokens (below that, e.g. a decode step, aten's small GEMMs are faster than
     oneDNN's, and static decoding keeps one path), with oneDNN in this torch build. Elsewhere the plain
     ``forward``: on a GPU the heads cost little, and a folded copy would cost memory. Decided per chunk length,
     not batch size, so every row of a batch scores as in its batch-1 run."""
+    hidden = head_input.hidden_states
     weight = head.fc1.weight
     return (
         _HAS_ONEDNN
-        and hidden_states.device.type == "cpu"
+        and hidden.device.type == "cpu"
         and weight.dtype == torch.float32
-        and hidden_states.shape[-2] >= CPU_FOLD_MIN_ROWS
+        and hidden.shape[-2] >= CPU_FOLD_MIN_ROWS
         and not (torch.is_grad_enabled() and weight.requires_grad)
-    )
-
-
-def fuses_with_projections(
-    head: RetainingHead, hidden_states: torch.Tensor, qkv_linears: list[nn.Linear]
-) -> bool:
-    """Whether a folded head runs in one GEMM with the q/k/v projections (``project_fused``): a bfloat16 model
-    (hidden states and q/k/v weights) on a CPU with bfloat16 GEMMs, where the head folds in bfloat16."""
-    return (
-        _FAST_BF16
-        and hidden_states.dtype == torch.bfloat16
-        and all(linear.weight.dtype == torch.bfloat16 for linear in qkv_linears)
-        and folds_on_cpu(head, hidden_states)
     )

@@ -1,7 +1,6 @@
 """The folded retaining head (``fc1`` folded into the q/k/v projections, CPU chunks) scores as the plain head
 on ``[Q|K|V]`` does, in every family, and follows changes to either weight; its scores, computed after the
-last layer while prefilling, equal scores computed in each layer; in a bf16 model its GEMM stacked with the
-q/k/v projections' gives every output bit for bit."""
+last layer while prefilling, equal scores computed in each layer."""
 
 from __future__ import annotations
 
@@ -12,8 +11,7 @@ import torch.nn.functional as F
 from locret import LocretConfig, prefill_prompt
 from locret.cache import LocretLayer
 from locret.generation import new_cache
-from locret.heads import _FAST_BF16, CPU_FOLD_MIN_ROWS, HeadInput, folds_on_cpu, fuses_with_projections
-from locret.models import base
+from locret.heads import _FAST_BF16, CPU_FOLD_MIN_ROWS, HeadInput, folds_on_cpu
 from locret.scorers import RetainingHeadScorer
 from tests.tiny import ARCHS, random_ids, tiny_locret
 
@@ -37,7 +35,7 @@ def test_folded_scores_equal_the_plain_head(arch: str) -> None:
             if linear.bias is not None:  # Qwen2: make the folded bias matter
                 linear.bias.normal_()
     for attention, head_input in head_inputs(model, 24):
-        assert folds_on_cpu(attention.retaining_head, head_input.hidden_states)
+        assert folds_on_cpu(attention.retaining_head, head_input)
         folded = attention.retaining_scores(head_input)
         plain = attention.retaining_head(head_input.features())
         assert folded.shape == plain.shape == (2, 24, model.config.num_key_value_heads)
@@ -63,13 +61,13 @@ def test_only_cpu_chunks_outside_autograd_fold() -> None:
     with torch.no_grad():
         attention, chunk = head_inputs(model, CPU_FOLD_MIN_ROWS)[0]
         _, one_token = head_inputs(model, CPU_FOLD_MIN_ROWS - 1)[0]
-        assert folds_on_cpu(head, chunk.hidden_states)
-        assert not folds_on_cpu(head, one_token.hidden_states)  # decode steps keep the plain head
+        assert folds_on_cpu(head, chunk)
+        assert not folds_on_cpu(head, one_token)  # decode steps keep the plain head
     assert head.fc1.weight.requires_grad
-    assert not folds_on_cpu(head, chunk.hidden_states)  # training: gradients flow through fc1 as it is
+    assert not folds_on_cpu(head, chunk)  # training: gradients flow through fc1 as it is
     head.double()
     with torch.no_grad():
-        assert not folds_on_cpu(head, chunk.hidden_states)  # only float32 heads fold
+        assert not folds_on_cpu(head, chunk)  # only float32 heads fold
 
 
 class HeadsScoredInEachLayer(RetainingHeadScorer):
@@ -114,7 +112,7 @@ def test_bf16_fold_is_as_close_to_float32_features_as_the_plain_head():
     for attention, head_input in pairs:
         hidden = head_input.hidden_states.to(torch.bfloat16)
         bf16_input = HeadInput(hidden, attention.projections(hidden))
-        assert folds_on_cpu(attention.retaining_head, hidden)
+        assert folds_on_cpu(attention.retaining_head, bf16_input)
         folded = attention.retaining_scores(bf16_input)
         plain = attention.retaining_head(bf16_input.features())
         features = torch.cat(
@@ -124,56 +122,3 @@ def test_bf16_fold_is_as_close_to_float32_features_as_the_plain_head():
         scale = exact.abs().max()
         assert (folded - exact).abs().max() <= 2 * (plain - exact).abs().max() + 1e-3 * scale
         assert (folded - exact).abs().max() <= 2e-2 * scale
-
-
-@torch.no_grad()
-def bf16_model(arch: str):
-    """A tiny bf16 model with float32 heads (the library default), Qwen2's q/k/v biases made non-zero."""
-    model = tiny_locret(arch).to(torch.bfloat16)
-    for layer in model.model.layers:
-        layer.self_attn.retaining_head.float()
-        for linear in layer.self_attn.qkv_linears():
-            if linear.bias is not None:
-                linear.bias.normal_()
-    return model
-
-
-@pytest.mark.skipif(not _FAST_BF16, reason="no bfloat16 GEMMs on this CPU: nothing is stacked")
-@pytest.mark.parametrize("arch", ARCHS)
-@torch.no_grad()
-def test_stacked_gemm_gives_each_projection_and_the_folded_head_bit_for_bit(arch: str) -> None:
-    model = bf16_model(arch)
-    hidden = torch.randn(2, 40, model.config.hidden_size, generator=torch.Generator().manual_seed(2))
-    hidden = hidden.to(torch.bfloat16)
-    for attention in (layer.self_attn for layer in model.model.layers):
-        head, linears = attention.retaining_head, attention.qkv_linears()
-        assert fuses_with_projections(head, hidden, linears)
-        outputs, head_hidden = head.project_fused(hidden, linears)
-        for output, linear in zip(outputs, linears, strict=True):
-            assert torch.equal(output, linear(hidden))
-        folded = head.forward_folded(hidden, linears)
-        assert torch.equal(head.score_hidden(head_hidden), folded)
-
-
-@pytest.mark.skipif(not _FAST_BF16, reason="no bfloat16 GEMMs on this CPU: nothing is stacked")
-@pytest.mark.parametrize("arch", ["llama", "phi3", "qwen2"])
-def test_bf16_prefill_with_the_stacked_gemm_equals_the_separate_gemms(arch: str, monkeypatch) -> None:
-    model = bf16_model(arch)
-    ids = random_ids(90)
-    config = LocretConfig(budget=24, chunk_size=16, n_stabilizers=4, n_local=5, score_pooling=3)
-    stacked_calls = []
-    project_fused = type(model.model.layers[0].self_attn.retaining_head).project_fused
-
-    def counting(self, *args):
-        stacked_calls.append(1)
-        return project_fused(self, *args)
-
-    monkeypatch.setattr(type(model.model.layers[0].self_attn.retaining_head), "project_fused", counting)
-    stacked = prefill_prompt(model, ids, config)
-    assert len(stacked_calls) == model.config.num_hidden_layers * len(range(0, 90 - 5, 16))
-    monkeypatch.setattr(base, "fuses_with_projections", lambda *args: False)
-    separate = prefill_prompt(model, ids, config)
-    assert len(stacked_calls) == model.config.num_hidden_layers * len(range(0, 90 - 5, 16))
-    for mine, theirs in zip(stacked.layers, separate.layers, strict=True):
-        for name in ("keys", "values", "scores", "raw_tail"):
-            assert torch.equal(getattr(mine, name), getattr(theirs, name)), name

@@ -11,7 +11,7 @@ eager attention function, and the window it passes to attention (``attention_kwa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
@@ -23,7 +23,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from ..cache import LocretCache
 from ..compat import CACHE_KWARG
 from ..config import LocretConfig
-from ..heads import HeadInput, HeadShape, RetainingHead, folds_on_cpu, fuses_with_projections
+from ..heads import HeadInput, HeadShape, RetainingHead, folds_on_cpu
 from ..prefill import prefill_prompt, resolve_config
 from ..rope import RopeTable, apply_rope
 from ..scorers import RetainingHeadScorer
@@ -55,44 +55,11 @@ class LocretAttentionMixin:
 
     def projections(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flat raw ``q [B,T,H*D]``, ``k, v [B,T,Hkv*D]``: the retaining head's input, before any norm."""
-        return self.split_qkv([linear(hidden_states) for linear in self.qkv_linears()])
+        return self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
 
     def qkv_linears(self) -> list[nn.Linear]:
         """The linears whose stacked outputs are ``projections`` (``[Q|K|V]``), for the folded head."""
         return [self.q_proj, self.k_proj, self.v_proj]
-
-    def split_qkv(self, outputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``qkv_linears``' outputs -> flat ``q, k, v`` (one output each by default)."""
-        q, k, v = outputs
-        return q, k, v
-
-    def project_chunk(
-        self, cache: LocretCache | None, hidden_states: torch.Tensor
-    ) -> tuple[HeadInput, Callable[[], torch.Tensor] | None]:
-        """The chunk's head input and, while the plain retaining heads score a CPU prefill chunk
-        (``folds_on_cpu``), their scores ``[B, Hkv, T]`` as a function the cache calls after the last layer
-        (``LocretLayer.update``); else None (``chunk_scores`` scores the chunk in the layer).
-
-        Why deferred: thirty head GEMMs back to back took 15 ms, between the model's kernels 23 ms (SmolLM2, a
-        512-token chunk, bf16, 2 threads). A bfloat16 model on a CPU with bfloat16 GEMMs computes the head's
-        folded first layer in the q/k/v projections' GEMM (``RetainingHead.project_fused``) and keeps only its
-        output until then; otherwise the function keeps the chunk's hidden states and runs the folded head."""
-        head = self.retaining_head
-        deferred = (
-            cache is not None
-            and cache.prefilling
-            and type(cache.scorer) is RetainingHeadScorer
-            and folds_on_cpu(head, hidden_states)
-        )
-        if not deferred:
-            return HeadInput(hidden_states, self.projections(hidden_states)), None
-        linears = self.qkv_linears()
-        if fuses_with_projections(head, hidden_states, linears):
-            outputs, hidden = head.project_fused(hidden_states, linears)
-            head_input = HeadInput(hidden_states, self.split_qkv(outputs))
-            return head_input, lambda: head.score_hidden(hidden).transpose(1, 2)
-        head_input = HeadInput(hidden_states, self.projections(hidden_states))
-        return head_input, lambda: head.forward_folded(hidden_states, linears).transpose(1, 2)
 
     def split_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Flat projections -> pre-RoPE ``q [B,H,T,D]``, ``k, v [B,Hkv,T,D]`` (q and k normed where the family
@@ -112,12 +79,22 @@ class LocretAttentionMixin:
     def retaining_scores(self, head_input: HeadInput) -> torch.Tensor:
         """The retaining head's scores ``[B, T, Hkv]``: folded into the q/k/v projections on a CPU chunk
         (``locret.heads.folds_on_cpu``), else on ``[Q|K|V]``."""
-        if folds_on_cpu(self.retaining_head, head_input.hidden_states):
+        if folds_on_cpu(self.retaining_head, head_input):
             return self.retaining_head.forward_folded(head_input.hidden_states, self.qkv_linears())
         return self.retaining_head(head_input.features())
 
-    def chunk_scores(self, cache: LocretCache, head_input: HeadInput, query, key) -> torch.Tensor:
-        """The new entries' scores ``[B, Hkv, T]`` for the cache, from its scorer, in the layer."""
+    def chunk_scores(self, cache: LocretCache, head_input: HeadInput, query, key):
+        """The new entries' scores ``[B, Hkv, T]`` for the cache, from its scorer; while the plain retaining
+        heads score a CPU prefill chunk (``folds_on_cpu``), a function the cache calls after the last layer
+        (``LocretLayer.update``). Why: thirty head GEMMs back to back took 15 ms, between the model's kernels
+        23 ms (SmolLM2, a 512-token chunk, bf16, 2 threads). It keeps the chunk's hidden states until then."""
+        if (
+            cache.prefilling
+            and type(cache.scorer) is RetainingHeadScorer
+            and folds_on_cpu(self.retaining_head, head_input)
+        ):
+            hidden_states, linears = head_input.hidden_states, self.qkv_linears()
+            return lambda: self.retaining_head.forward_folded(hidden_states, linears).transpose(1, 2)
         seen = cache.layers[self.layer_idx].seen
         positions = torch.arange(seen, seen + key.shape[-2], device=key.device)
         return cache.scorer.score_new(self, head_input, query, key, positions)
@@ -140,17 +117,13 @@ class LocretAttentionMixin:
                 **kwargs,
             )
         batch, length = hidden_states.shape[:2]
-        head_input, deferred_scores = self.project_chunk(cache, hidden_states)
+        head_input = HeadInput(hidden_states, self.projections(hidden_states))
         query, key, value = self.split_heads(*head_input.projections)
         if self.score_sink is not None:
             self.score_sink.append(self.retaining_head(head_input.features()))
         if cache is not None:
             with record_function(SCORE_EVENT):
-                scores = (
-                    self.chunk_scores(cache, head_input, query, key)
-                    if deferred_scores is None
-                    else deferred_scores
-                )
+                scores = self.chunk_scores(cache, head_input, query, key)
             key, value = cache.layers[self.layer_idx].update(key, value, scores=scores)
             query, key = self._rotate_with_cache(query, key, cache)
             layer = cache.layers[self.layer_idx]

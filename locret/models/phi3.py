@@ -22,8 +22,8 @@ class LocretPhi3Config(Phi3Config):
 class LocretPhi3Attention(LocretAttentionMixin, modeling_phi3.Phi3Attention):
     eager_attention = staticmethod(modeling_phi3.eager_attention_forward)
 
-    def split_qkv(self, outputs: list[torch.Tensor]):
-        (features,) = outputs
+    def projections(self, hidden_states: torch.Tensor):
+        features = self.qkv_proj(hidden_states)
         q_end = self.config.num_attention_heads * self.head_dim
         k_end = q_end + self.num_key_value_heads * self.head_dim
         return features[..., :q_end], features[..., q_end:k_end], features[..., k_end:]
