@@ -5,7 +5,10 @@
 
 Both sides run the same chunks of ``chunk_size`` new tokens, alternating, in one process: (a) transformers
 with a ``DynamicCache`` (the ceiling: no heads, no eviction, no re-rotation), (b) Locret with its evicting
-cache (heads, re-packed RoPE, top-k eviction back to ``budget``). Every budget and dtype given runs in the same
+cache (heads, re-packed RoPE, top-k eviction back to ``budget``). With ``--tokens``, a third side (c) is the
+ceiling again with transformers' SDPA told to share KV heads as Locret's CPU chunks do
+(``TRANSFORMERS_SDPA_FORCE_GQA=1``, ``locret.attention``): against it, Locret's share is its own overhead alone,
+without the faster attention call. Every budget and dtype given runs in the same
 process (one model load per dtype), and a table of Locret's throughput as a share of the ceiling ends the run.
 
 Without ``--tokens``: one steady-state chunk over ``budget`` cached entries, median of ``--repeats``, plus the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -108,16 +112,31 @@ def minor_faults() -> int:
     return 0 if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def with_grouped_sdpa(run: Callable[[], None]) -> None:
+    """``run`` with transformers' SDPA sharing each KV head with its query group instead of repeating it
+    (``TRANSFORMERS_SDPA_FORCE_GQA``, read at every call): the attention call of Locret's CPU chunks."""
+    before = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
+    os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
+    try:
+        run()
+    finally:
+        if before is None:
+            del os.environ["TRANSFORMERS_SDPA_FORCE_GQA"]
+        else:
+            os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = before
+
+
 def whole_prefill(
     model, config: locret.LocretConfig, scorer: str, tokens: int, repeats: int, device: torch.device
 ) -> tuple[dict[str, list[list[float]]], int, dict[str, float]]:
-    """Seconds of every chunk of Locret's chunked prefill of ``tokens`` random tokens and of the ceiling's
-    same chunks, per repeat (``[repeat][chunk]``), the number of tokens both prefill (all but the local
-    tail), and each side's minor page faults per chunk (memory the allocator handed back to the OS and
-    faulted in again; from the second repeat on, when there is one, so that first-touch growth is left out).
+    """Seconds of every chunk of Locret's chunked prefill of ``tokens`` random tokens and of the ceilings'
+    same chunks (transformers' attention, and with grouped SDPA: ``with_grouped_sdpa``), per repeat
+    (``[repeat][chunk]``), the number of tokens all prefill (all but the local tail), and each side's minor
+    page faults per chunk (memory the allocator handed back to the OS and faulted in again; from the second
+    repeat on, when there is one, so that first-touch growth is left out).
 
-    The two prefills advance together, one chunk each in turn (which goes first alternates), so a machine
-    whose speed drifts during the run (shared CPUs) slows both alike. Locret's side is the loop of
+    The prefills advance together, one chunk each in turn (which goes first rotates), so a machine whose
+    speed drifts during the run (shared CPUs) slows all alike. Locret's side is the loop of
     ``locret.prefill_prompt``: chunk forwards over its evicting cache."""
     ids = random_ids(model, tokens, device)
     end = tokens - max(config.n_local, 1)
@@ -131,20 +150,24 @@ def whole_prefill(
                 layer.values[..., -config.budget :, :],
             )
 
-    times: dict[str, list[list[float]]] = {"ceiling": [], "locret": []}
-    faults = {"ceiling": 0, "locret": 0}
+    sides = ("ceiling", "grouped ceiling", "locret")
+    times: dict[str, list[list[float]]] = {name: [] for name in sides}
+    faults = dict.fromkeys(sides, 0)
     for repeat in range(repeats):
         ceiling_cache = DynamicCache(config=model.config)
+        grouped_cache = DynamicCache(config=model.config)
         evicting_cache = new_cache(model, config, scorer=SCORERS[scorer]())
         evicting_cache.prefilling = True
-        spent: dict[str, list[float]] = {"ceiling": [], "locret": []}
+        spent: dict[str, list[float]] = {name: [] for name in sides}
         for index, start in enumerate(range(0, end, config.chunk_size)):
             chunk = ids[:, start : min(start + config.chunk_size, end)]
             runs = {
                 "ceiling": partial(ceiling_chunk, ceiling_cache, chunk),
+                "grouped ceiling": partial(with_grouped_sdpa, partial(ceiling_chunk, grouped_cache, chunk)),
                 "locret": partial(model.model, input_ids=chunk, **{CACHE_KWARG: evicting_cache}),
             }
-            for name in sorted(runs, reverse=index % 2 == 1):
+            shift = index % len(sides)
+            for name in sides[shift:] + sides[:shift]:
                 before = minor_faults()
                 spent[name].append(timed(runs[name], sync))
                 if repeat > 0 or repeats == 1:
@@ -260,28 +283,23 @@ def main() -> None:
                     shares = None
             median = {name: statistics.median(values) for name, values in times.items()}
             speed = {name: tokens / seconds for name, seconds in median.items()}
-            best_share = None if best is None else best["ceiling"] / best["locret"]
-            rows.append(
-                (
-                    str(dtype).removeprefix("torch."),
-                    budget,
-                    allocation,
-                    speed["ceiling"],
-                    speed["locret"],
-                    best_share,
-                )
-            )
+            rows.append((str(dtype).removeprefix("torch."), budget, allocation, speed, best))
             print(
-                f"{rows[-1][0]} budget {budget} allocation {allocation}: ceiling {median['ceiling'] * 1000:.1f} ms "
-                f"({speed['ceiling']:.1f} tok/s), {args.scorer} {median['locret'] * 1000:.1f} ms "
-                f"({speed['locret']:.1f} tok/s); every run (s): ceiling "
-                + ", ".join(f"{t:.2f}" for t in times["ceiling"])
-                + f"; {args.scorer} "
-                + ", ".join(f"{t:.2f}" for t in times["locret"])
+                f"{rows[-1][0]} budget {budget} allocation {allocation}: "
+                + ", ".join(
+                    f"{label(name, args.scorer)} {median[name] * 1000:.1f} ms ({speed[name]:.1f} tok/s)"
+                    for name in times
+                )
+                + "; every run (s): "
+                + "; ".join(
+                    f"{label(name, args.scorer)} " + ", ".join(f"{t:.2f}" for t in times[name])
+                    for name in times
+                )
                 + (
-                    f"; every chunk at its fastest of {repeats}: ceiling {best['ceiling']:.2f} s, "
-                    f"{args.scorer} {best['locret']:.2f} s; minor page faults per chunk: ceiling "
-                    f"{faults['ceiling']:.0f}, {args.scorer} {faults['locret']:.0f}"
+                    f"; every chunk at its fastest of {repeats}: "
+                    + ", ".join(f"{label(name, args.scorer)} {best[name]:.2f} s" for name in best)
+                    + "; minor page faults per chunk: "
+                    + ", ".join(f"{label(name, args.scorer)} {faults[name]:.0f}" for name in faults)
                     if best
                     else ""
                 )
@@ -294,19 +312,40 @@ def main() -> None:
                 flush=True,
             )
         del model
-    best_column = args.tokens is not None
-    print(
-        f"\n| dtype | budget | allocation | ceiling tok/s | {args.scorer} tok/s | share of the ceiling (median "
-        "runs) |"
-        + (" share, every chunk at its fastest |" if best_column else "")
-        + "\n|---|---|---|---|---|---|"
-        + ("---|" if best_column else "")
-    )
-    for dtype_name, budget, allocation, ceiling, ours, best_share in rows:
-        print(
-            f"| {dtype_name} | {budget} | {allocation} | {ceiling:.1f} | {ours:.1f} | {ours / ceiling:.1%} |"
-            + (f" {best_share:.1%} |" if best_column else "")
-        )
+    print_table(rows, args.scorer, whole=args.tokens is not None)
+
+
+def label(side: str, scorer: str) -> str:
+    return scorer if side == "locret" else side
+
+
+def print_table(rows: list[tuple], scorer: str, whole: bool) -> None:
+    """Locret's throughput as a share of each ceiling: median runs, and (a whole prefill) every chunk at its
+    fastest; the grouped-SDPA ceiling's columns exist for whole prefills only."""
+    columns = ["ceiling tok/s", f"{scorer} tok/s", "share of the ceiling (median runs)"]
+    if whole:
+        columns += [
+            "share, every chunk at its fastest",
+            "grouped-SDPA ceiling tok/s",
+            "share of it (median runs)",
+            "share of it, every chunk at its fastest",
+        ]
+    print("\n| dtype | budget | allocation | " + " | ".join(columns) + " |")
+    print("|---|---|---|" + "---|" * len(columns))
+    for dtype_name, budget, allocation, speed, best in rows:
+        cells = [
+            f"{speed['ceiling']:.1f}",
+            f"{speed['locret']:.1f}",
+            f"{speed['locret'] / speed['ceiling']:.1%}",
+        ]
+        if whole:
+            cells += [
+                f"{best['ceiling'] / best['locret']:.1%}",
+                f"{speed['grouped ceiling']:.1f}",
+                f"{speed['locret'] / speed['grouped ceiling']:.1%}",
+                f"{best['grouped ceiling'] / best['locret']:.1%}",
+            ]
+        print(f"| {dtype_name} | {budget} | {allocation} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from torch import nn
 from torch.profiler import record_function
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from ..attention import grouped_sdpa_attention, uses_grouped_sdpa
 from ..cache import LocretCache
 from ..compat import CACHE_KWARG
 from ..config import LocretConfig
@@ -157,9 +158,11 @@ class LocretAttentionMixin:
             )
             if past_key_values is not None:
                 key, value = past_key_values.update(key, value, self.layer_idx)
-        interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, self.eager_attention
-        )
+        implementation = self.config._attn_implementation
+        if cache is not None and uses_grouped_sdpa(implementation, query):
+            interface = grouped_sdpa_attention
+        else:
+            interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, self.eager_attention)
         output, weights = interface(
             self,
             query,

@@ -1,6 +1,8 @@
-"""``benchmark.overhead``'s whole-prefill comparison on a tiny model: both sides run the same chunks."""
+"""``benchmark.overhead``'s whole-prefill comparison on a tiny model: every side runs the same chunks."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -18,11 +20,22 @@ def test_whole_prefill_times_the_same_chunks_on_both_sides():
         times, tokens, faults = overhead.whole_prefill(model, config, "locret", 120, 2, torch.device("cpu"))
     assert tokens == 120 - 8  # the local tail is left out of both prefills
     chunks = -(-tokens // config.chunk_size)
-    for side in ("ceiling", "locret"):
+    for side in ("ceiling", "grouped ceiling", "locret"):
         assert len(times[side]) == 2 and all(len(run) == chunks for run in times[side])
         assert all(seconds > 0 for run in times[side] for seconds in run)
         assert faults[side] >= 0
     assert overhead.best_of_each_chunk(times["locret"]) <= min(sum(run) for run in times["locret"])
+
+
+def test_grouped_ceiling_forces_grouped_sdpa_only_while_it_runs(monkeypatch):
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    inside = []
+    overhead.with_grouped_sdpa(lambda: inside.append(os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")))
+    assert inside == ["1"] and "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+    monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "0")
+    with pytest.raises(RuntimeError):
+        overhead.with_grouped_sdpa(lambda: (_ for _ in ()).throw(RuntimeError("chunk failed")))
+    assert os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "0"
 
 
 def test_allocation_settings_name_the_config():
