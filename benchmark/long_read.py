@@ -43,6 +43,7 @@ from locret.demo import (
 )
 from locret.hardware import cpu_has_native_bf16, resolve_dtype
 
+from .long_read_summary import peak_rss_over_first
 from .profile_memory_speed import _proc_status, reset_peak_rss
 from .run import git_commit
 
@@ -134,6 +135,7 @@ def plot(records: list[dict], out: Path, title: str) -> Path:
     speed.set(xlabel="tokens read", ylabel="prefill tok/s of the segment", xscale="log", title="speed")
     speed.set_ylim(bottom=0)
     memory.plot(ends, [r["rss_bytes"] / 2**20 for r in records], "o-", label="process RSS")
+    memory.plot(ends, [r["peak_rss_bytes"] / 2**20 for r in records], "^-", label="peak RSS so far (VmHWM)")
     memory.plot(
         ends, [r["cache_bytes"] / 2**20 for r in records], "s-", label="KV cache (keys, values, scores)"
     )
@@ -160,8 +162,9 @@ def markdown(result: dict) -> str:
         f"{result['tokens'] / result['read_seconds']:.0f} tok/s overall",
         f"- last segment's tok/s / the first {s['segment']:,} tokens': {result['last_over_first_speed']:.3f}",
         f"- peak RSS while reading (VmHWM after loading): {result['read_peak_rss_bytes'] / 2**20:.0f} MiB; "
-        f"RSS after {first['tokens_read']:,} tokens: {first['rss_bytes'] / 2**20:.0f} MiB "
-        f"(peak / that: {result['peak_rss_over_first']:.3f})",
+        f"peak RSS while reading the first {first['tokens_read']:,} tokens: "
+        f"{first['peak_rss_bytes'] / 2**20:.0f} MiB (ratio {peak_rss_over_first(result):.3f}); RSS at that "
+        f"point: {first['rss_bytes'] / 2**20:.0f} MiB",
         f"- peak RSS of the whole run, answering included: {result['peak_rss_bytes'] / 2**20:.0f} MiB",
         f"- session file: {result['session_file_bytes'] / 2**20:.1f} MiB, saved in {result['save_seconds']:.2f} s, "
         f"loaded in {result['load_seconds']:.2f} s",
@@ -301,7 +304,6 @@ def main(argv: list[str] | None = None) -> dict:
         "first_segment_tokens_per_second": first_speed,
         "last_over_first_speed": records[-1]["prefill_tokens_per_second"] / first_speed,
         "read_peak_rss_bytes": read_peak_rss,
-        "peak_rss_over_first": read_peak_rss / records[0]["rss_bytes"],
         "peak_rss_bytes": _proc_status("VmHWM"),
         "session_file_bytes": session_path.stat().st_size,
         "save_seconds": save_seconds,

@@ -25,6 +25,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from .config import EvictionKernel, LocretConfig
 from .eviction import adaptive_kept, flat_rows, gather_entries, gather_rows, kept_indices, profile_kept
+from .heads import FoldedHeadScores
 from .scorers import EntryScorer, RetainingHeadScorer
 
 
@@ -502,7 +503,7 @@ class LocretCache(Cache):
                 layer.resolve_scores()
             return torch.stack([layer.scores for layer in layers])
         protect = first.pending_scores[1]
-        raw = torch.stack([layer.pending_scores[0]() for layer in layers]).to(torch.float32)
+        raw = stacked_scores([layer.pending_scores[0] for layer in layers]).to(torch.float32)
         stored = torch.stack([layer.scores for layer in layers])
         tails = torch.stack([layer.raw_tail for layer in layers])
         scores, tails = append_pooled_scores(stored, tails, raw, first.pool_kernel, protect)
@@ -528,6 +529,14 @@ class LocretCache(Cache):
     @property
     def is_compileable(self) -> bool:
         return False
+
+
+def stacked_scores(pending: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
+    """Several layers' pending scores ``[L, B, H, T]``: at once where they are all ``FoldedHeadScores`` (the
+    heads' tails batched), else each computed and stacked."""
+    if all(type(item) is FoldedHeadScores for item in pending):
+        return FoldedHeadScores.stacked(pending)
+    return torch.stack([compute() for compute in pending])
 
 
 def append_pooled_scores(

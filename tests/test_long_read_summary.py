@@ -13,13 +13,15 @@ def fake_run(folder, depth, correct):
         {
             "tokens_read": 8192,
             "prefill_tokens_per_second": 800.0,
-            "rss_bytes": 1000 * MIB,
+            "rss_bytes": 900 * MIB,
+            "peak_rss_bytes": 1000 * MIB,
             "cache_bytes": 23 * MIB,
         },
         {
             "tokens_read": 65536,
             "prefill_tokens_per_second": 760.0,
             "rss_bytes": 1040 * MIB,
+            "peak_rss_bytes": 1050 * MIB,
             "cache_bytes": 23 * MIB,
         },
     ]
@@ -36,7 +38,6 @@ def fake_run(folder, depth, correct):
         "read_seconds": 82.0,
         "last_over_first_speed": 0.95,
         "read_peak_rss_bytes": 1050 * MIB,
-        "peak_rss_over_first": 1.05,
         "answers": answers,
     }
     (folder / "long_read.json").write_text(json.dumps(result))
@@ -51,6 +52,8 @@ def test_summary_tables_every_run_and_writes_a_plot(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| d")]
     assert len(rows) == 2
     assert "| 10% |" in rows[0] and "2/2" in rows[0] and "1.4 min" in rows[0]
+    # the read's peak over the peak while reading the first 8K, not over the RSS at 8K (900 MiB)
+    assert "1050 / 1000 MiB (1.050; 900 MiB)" in rows[0]
     assert "| 90% |" in rows[1] and "1/2" in rows[1] and "not recorded" in rows[1]
     assert (out / "summary.png").stat().st_size > 0
     assert json.loads((out / "d90.json").read_text())["settings"]["depth"] == 0.9
