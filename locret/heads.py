@@ -142,24 +142,21 @@ class RetainingHead(nn.Module):
 
 @dataclass(frozen=True, eq=False)
 class FoldedHeadScores:
-    """A chunk's retaining-head scores ``[B, Hkv, T]``, computed when called (``forward_folded``): what a layer
-    hands the cache during a CPU prefill (``LocretLayer.update``), so that the heads of all layers run after
-    the last layer's attention, back to back (``stacked``)."""
+    """A chunk's retaining-head scores ``[B, Hkv, T]`` with only ``fc1`` computed (``folded_fc1``), the rest
+    when called: what a layer hands the cache during a CPU prefill (``LocretLayer.update``), so that the
+    thirty layers' small float32 tails run as one after the last layer's attention (``stacked``)."""
 
     head: RetainingHead
-    hidden_states: torch.Tensor  # the attention's input [B, T, hidden]
-    qkv_linears: list[nn.Linear]
+    hidden: torch.Tensor  # fc1's output [B, T, hidden_size], in the head's dtype
 
     def __call__(self) -> torch.Tensor:
-        return self.head.forward_folded(self.hidden_states, self.qkv_linears).transpose(1, 2)
+        return self.head.folded_tail(self.hidden[None])[0].transpose(1, 2)
 
     @staticmethod
     def stacked(pending: list[FoldedHeadScores]) -> torch.Tensor:
-        """The scores of several layers' chunks ``[L, B, Hkv, T]``, equal to stacking each one's call: every
-        layer's own folded GEMM, then one activation and one batched ``fc2`` for all (``folded_tail``). Why:
-        thirty layers' small float32 tails cost a SmolLM2 chunk about 2 ms more than one stacked tail (2
-        threads, Intel Xeon)."""
-        hidden = torch.stack([item.head.folded_fc1(item.hidden_states, item.qkv_linears) for item in pending])
+        """The scores of several layers' chunks ``[L, B, Hkv, T]``, equal to stacking each one's call: one
+        activation and one batched ``fc2`` for all (``folded_tail``)."""
+        hidden = torch.stack([item.hidden for item in pending])
         weights = torch.stack([item.head.fc2.weight for item in pending])
         return pending[0].head.folded_tail(hidden, weights).transpose(-1, -2)
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from locret import LocretConfig, prefill_prompt
 from locret.cache import LocretLayer
 from locret.generation import new_cache
-from locret.heads import _FAST_BF16, CPU_FOLD_MIN_ROWS, HeadInput, folds_on_cpu
+from locret.heads import _FAST_BF16, CPU_FOLD_MIN_ROWS, FoldedHeadScores, HeadInput, folds_on_cpu
 from locret.scorers import RetainingHeadScorer
 from tests.tiny import ARCHS, random_ids, tiny_locret
 
@@ -122,3 +122,25 @@ def test_bf16_fold_is_as_close_to_float32_features_as_the_plain_head():
         scale = exact.abs().max()
         assert (folded - exact).abs().max() <= 2 * (plain - exact).abs().max() + 1e-3 * scale
         assert (folded - exact).abs().max() <= 2e-2 * scale
+
+
+@pytest.mark.parametrize("tokens", [CPU_FOLD_MIN_ROWS, 37])
+@torch.no_grad()
+def test_stacked_tails_equal_each_layers_own(tokens: int) -> None:
+    """The prefill's one batched tail for all layers equals each layer's tail alone, bit for bit (short
+    chunks included, where ``F.linear`` and a batched matmul round differently)."""
+    model = tiny_locret("llama")
+    pending = [
+        FoldedHeadScores(
+            attention.retaining_head,
+            attention.retaining_head.folded_fc1(inputs.hidden_states, attention.qkv_linears()),
+        )
+        for attention, inputs in head_inputs(model, tokens)
+    ]
+    stacked = FoldedHeadScores.stacked(pending)
+    assert stacked.shape == (len(pending), 2, model.config.num_key_value_heads, tokens)
+    assert torch.equal(stacked, torch.stack([item() for item in pending]))
+    for (attention, inputs), scores in zip(head_inputs(model, tokens), stacked, strict=True):
+        torch.testing.assert_close(
+            scores, attention.retaining_head(inputs.features()).transpose(1, 2), rtol=1e-5, atol=1e-6
+        )

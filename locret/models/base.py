@@ -92,15 +92,19 @@ class LocretAttentionMixin:
 
     def chunk_scores(self, cache: LocretCache, head_input: HeadInput, query, key):
         """The new entries' scores ``[B, Hkv, T]`` for the cache, from its scorer; while the plain retaining
-        heads score a CPU prefill chunk (``folds_on_cpu``), a function the cache calls after the last layer
-        (``LocretLayer.update``). Why: thirty head GEMMs back to back took 15 ms, between the model's kernels
-        23 ms (SmolLM2, a 512-token chunk, bf16, 2 threads). It keeps the chunk's hidden states until then."""
+        heads score a CPU prefill chunk (``folds_on_cpu``), their folded ``fc1`` output, which the cache
+        finishes for all layers at once after the last layer (``FoldedHeadScores``). Why: the folded GEMM
+        reads the chunk's hidden states while they are in the CPU's cache, and thirty float32 tails cost a
+        SmolLM2 chunk about 2 ms more than one stacked tail (bf16, 2 threads, Intel Xeon). (Deferring the
+        GEMMs too, as 0.3.x did for wider heads, kept every layer's hidden states until then and measured no
+        faster with the width-32 heads.)"""
         if (
             cache.prefilling
             and type(cache.scorer) is RetainingHeadScorer
             and folds_on_cpu(self.retaining_head, head_input)
         ):
-            return FoldedHeadScores(self.retaining_head, head_input.hidden_states, self.qkv_linears())
+            head = self.retaining_head
+            return FoldedHeadScores(head, head.folded_fc1(head_input.hidden_states, self.qkv_linears()))
         seen = cache.layers[self.layer_idx].seen
         positions = torch.arange(seen, seen + key.shape[-2], device=key.device)
         return cache.scorer.score_new(self, head_input, query, key, positions)
