@@ -74,7 +74,9 @@ def plot(runs: list[dict], out: Path) -> Path:
         speed.plot(ends, [r["prefill_tokens_per_second"] for r in run["records"]], "o-", label=label)
         memory.plot(ends, [r["peak_rss_bytes"] / MIB for r in run["records"]], "o-", label=label)
     speed.set(xlabel="tokens read", ylabel="prefill tok/s of the segment", xscale="log", title="speed")
-    memory.set(xlabel="tokens read", ylabel="peak process RSS so far (VmHWM), MiB", xscale="log", title="memory")
+    memory.set(
+        xlabel="tokens read", ylabel="peak process RSS so far (VmHWM), MiB", xscale="log", title="memory"
+    )
     for axis in (speed, memory):
         axis.set_ylim(bottom=0)
         axis.legend(fontsize=8)

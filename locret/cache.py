@@ -83,7 +83,8 @@ class LocretLayer(DynamicLayer):
         """Append ``[B, H, T, D]`` keys/values with their scores ``[B, H, T]``; return all stored entries.
 
         ``scores`` may be a function that computes them later: they are appended when first needed
-        (``resolve_scores``, before any eviction), so a prefill's thirty head GEMMs can run back to back."""
+        (``resolve_scores``, before any eviction), so a prefill's thirty heads can finish together
+        (``FoldedHeadScores``, ``LocretCache.evict_together``)."""
         if scores is None:
             raise ValueError(
                 "LocretCache.update needs the retaining-head scores of the new entries (scores=...)"
@@ -495,8 +496,8 @@ class LocretCache(Cache):
         return groups
 
     def _resolve_together(self, layers: list[LocretLayer]) -> torch.Tensor:
-        """The group's scores ``[L, B, H, S]`` with any pending scores appended: the heads' GEMMs back to
-        back, then one pooling for all layers (``append_pooled_scores``)."""
+        """The group's scores ``[L, B, H, S]`` with any pending scores appended: the heads' tails in one batch
+        (``stacked_scores``), then one pooling for all layers (``append_pooled_scores``)."""
         first = layers[0]
         if first.pending_scores is None or first.real_lengths is not None:
             for layer in layers:
