@@ -14,6 +14,10 @@ a reset once the model is loaded) and the cache's bytes, writes ``progress.json`
 session is saved, loaded back into a fresh ``Session`` and asked three questions, greedy and completion
 style: the pass key (InfiniteBench's question), and the colours of the sky and the grass in the filler.
 
+``--needle niah_text`` reads a ``niah_text`` prompt of the test split instead (one needle sentence at
+``--depth`` in the test books' prose, which wraps around past ~200K tokens; ``benchmark/natural``) and asks
+its one question, scored as that task scores it.
+
 Writes ``long_read.json``, ``long_read.md`` and ``long_read.png`` (measured points only) under ``--out``.
 """
 
@@ -44,6 +48,8 @@ from locret.demo import (
 from locret.hardware import cpu_has_native_bf16, resolve_dtype
 
 from .long_read_summary import peak_rss_over_first
+from .natural.niah import niah_sample
+from .natural.scoring import score_needle
 from .profile_memory_speed import _proc_status, reset_peak_rss
 from .run import git_commit
 
@@ -56,11 +62,14 @@ class Question:
 
     text: str  # the tokens that follow the input
     expected: str
-    kind: str  # "passkey": the first integer is the key; "word": the reply's first line holds the word
+    kind: str  # "passkey": the first integer is the key; "word": the reply's first line holds the word;
+    # "needle": a niah_text needle's value, as that task scores it
 
     def correct(self, reply: str) -> bool:
         if self.kind == "passkey":
             return is_correct(reply, self.expected)
+        if self.kind == "needle":
+            return score_needle(reply, [self.expected]) == 1.0
         return self.expected in reply.strip().splitlines()[0].lower() if reply.strip() else False
 
 
@@ -89,6 +98,16 @@ def build_input(tokenizer, length: int, depth: float, seed: int) -> tuple[torch.
     if abs(ids.numel() - length) > max(per_line, 0.01 * length):
         raise ValueError(f"built {ids.numel()} tokens for a {length}-token input")
     return ids, key
+
+
+def build_niah_input(
+    tokenizer, length: int, depth: float, seed: int, data_dir: str
+) -> tuple[torch.Tensor, list[Question]]:
+    """A ``niah_text`` test prompt of ``length`` tokens without its question (the needle at ``depth``), and
+    the question."""
+    sample = niah_sample("single", data_dir, "test", tokenizer, length, depth, seed, 0)
+    ids = torch.tensor(tokenizer.encode(sample.prefix + sample.context), dtype=torch.long)
+    return ids, [Question(sample.question, sample.answers[0], "needle")]
 
 
 def next_boundary(done: int, segment: int, piece: int) -> int:
@@ -169,7 +188,7 @@ def markdown(result: dict) -> str:
         f"- session file: {result['session_file_bytes'] / 2**20:.1f} MiB, saved in {result['save_seconds']:.2f} s, "
         f"loaded in {result['load_seconds']:.2f} s",
         "",
-        f"Pass key at depth {s['depth']:.0%}.",
+        f"{s.get('needle', 'passkey')} needle at depth {s['depth']:.0%}.",
         "",
         "| question | expected | reply | correct | seconds |",
         "|---|---|---|---|---|",
@@ -193,7 +212,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--length", type=int, default=1_048_576)
     p.add_argument("--budget", type=int, default=None, help="default: the heads' recommended budget")
     p.add_argument("--chunk-size", type=int, default=None, help="default: the heads' recommended chunk size")
-    p.add_argument("--depth", type=float, default=0.5, help="where the pass key lies (0: start, 1: end)")
+    p.add_argument("--depth", type=float, default=0.5, help="where the needle lies (0: start, 1: end)")
+    p.add_argument(
+        "--needle",
+        choices=["passkey", "niah_text"],
+        default="passkey",
+        help="InfiniteBench's pass key in its filler, or a niah_text needle in the test books' prose",
+    )
+    p.add_argument("--data-dir", default="../shared/data", help="where niah_text's books are")
     p.add_argument("--segment", type=int, default=65536, help="tokens per measured segment and checkpoint")
     p.add_argument("--piece", type=int, default=8192, help="tokens per feed call (progress bar step)")
     p.add_argument("--dtype", default="bfloat16")
@@ -217,7 +243,11 @@ def main(argv: list[str] | None = None) -> dict:
         config = dataclasses.replace(config, budget=args.budget, n_stabilizers=stabilizers)
     if args.chunk_size is not None:
         config = dataclasses.replace(config, chunk_size=args.chunk_size)
-    ids, key = build_input(tokenizer, args.length, args.depth, args.seed)
+    if args.needle == "passkey":
+        ids, key = build_input(tokenizer, args.length, args.depth, args.seed)
+        asked = questions(key)
+    else:
+        ids, asked = build_niah_input(tokenizer, args.length, args.depth, args.seed, args.data_dir)
     settings = {
         "model": args.model,
         "dtype": args.dtype,
@@ -225,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         "length": args.length,
         "depth": args.depth,
         "seed": args.seed,
+        **({"needle": args.needle} if args.needle != "passkey" else {}),  # passkey runs' settings as before
         "segment": args.segment,
         "config": config.to_dict(),
     }
@@ -274,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
     loaded = locret.Session.load(session_path, model, tokenizer=tokenizer)
     load_seconds = time.perf_counter() - started
     answers = []
-    for question in questions(key):
+    for question in asked:
         started = time.perf_counter()
         answer = loaded.ask(
             tokenizer.encode(question.text, add_special_tokens=False), max_new_tokens=args.max_new_tokens

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmark.long_read import build_input, next_boundary, questions
+from benchmark.long_read import build_input, build_niah_input, next_boundary, questions
 from locret.demo import NOISE, PASSKEY_NEEDLE
 
 
@@ -41,3 +41,14 @@ def test_replies_are_scored_by_the_key_or_the_colour():
     assert passkey.correct(" 04213. Remember") and not passkey.correct(" 4213")
     assert sky.correct(" blue. The grass is green.") and not sky.correct(" green.\nblue")
     assert grass.correct(" Green") and not grass.correct("")
+
+
+@pytest.mark.parametrize("length", [3000, 200_000])  # 200K words wrap around the test books' ~800K chars
+def test_a_niah_text_input_has_its_length_one_needle_and_its_question(shared_data, ws_tokenizer, length):
+    ids, (asked,) = build_niah_input(ws_tokenizer, length, 0.5, seed=0, data_dir=str(shared_data))
+    assert abs(ids.numel() - length) <= 0.02 * length
+    text = ws_tokenizer.decode(ids.tolist())
+    assert asked.kind == "needle" and text.count(asked.expected) == 1
+    assert abs(text.index(asked.expected) / len(text) - 0.5) < 0.05
+    assert asked.text.startswith("\n\nQuestion: ") and asked.expected not in asked.text
+    assert asked.correct(f" {asked.expected}.\nMore") and not asked.correct(" something else")
