@@ -95,7 +95,7 @@ class LocretAttentionMixin:
         heads score a CPU prefill chunk (``folds_on_cpu``), their folded ``fc1`` output, which the cache
         finishes for all layers at once after the last layer (``FoldedHeadScores``). Why: the folded GEMM
         reads the chunk's hidden states while they are in the CPU's cache, and thirty float32 tails cost a
-        SmolLM2 chunk about 2 ms more than one stacked tail (bf16, 2 threads, Intel Xeon). (Deferring the
+        SmolLM2 chunk about 0.5 ms more than one stacked tail (bf16, 2 threads, Intel Xeon). (Deferring the
         GEMMs too, as 0.3.x did for wider heads, kept every layer's hidden states until then and measured no
         faster with the width-32 heads.)"""
         if (
