@@ -2,8 +2,8 @@
 
 transformers' ``sdpa`` attention repeats every KV head for its query heads (``repeat_kv``) whenever a mask is
 given, because CUDA's fast kernels take grouped KV heads only without one. PyTorch's CPU kernel takes them
-with a mask too (``enable_gqa``), computes the same output bit for bit, and skips the copies: a chunk's
-attention over 768-1536 entries runs 7-33% faster (SmolLM2, 512 queries, 2 threads; most in bfloat16). The
+with a mask too (``enable_gqa``), computes the same output bit for bit, and skips the copies: SmolLM2's
+whole prefills ran 3-5% faster with it (``benchmark.overhead``'s grouped ceiling; benchmark/README.md). The
 same call is what transformers makes with ``TRANSFORMERS_SDPA_FORCE_GQA=1``.
 """
 
