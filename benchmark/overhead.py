@@ -31,6 +31,7 @@ import statistics
 import time
 from collections.abc import Callable
 from functools import partial
+from unittest import mock
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -115,15 +116,8 @@ def minor_faults() -> int:
 def with_grouped_sdpa(run: Callable[[], None]) -> None:
     """``run`` with transformers' SDPA sharing each KV head with its query group instead of repeating it
     (``TRANSFORMERS_SDPA_FORCE_GQA``, read at every call): the attention call of Locret's CPU chunks."""
-    before = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
-    os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
-    try:
+    with mock.patch.dict(os.environ, {"TRANSFORMERS_SDPA_FORCE_GQA": "1"}):
         run()
-    finally:
-        if before is None:
-            del os.environ["TRANSFORMERS_SDPA_FORCE_GQA"]
-        else:
-            os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = before
 
 
 def whole_prefill(

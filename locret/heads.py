@@ -89,15 +89,8 @@ class RetainingHead(nn.Module):
         head's on a bfloat16 model's projections (rounded to bfloat16 too); against a float32 model's features
         both differ by about 1e-3 of the largest score and rank the same top entries (SmolLM2, every layer).
         """
-        return self.folded_tail(self.folded_fc1(hidden_states, qkv_linears)[None])[0]
-
-    def folded_tail(self, hidden: torch.Tensor, fc2_weights: torch.Tensor | None = None) -> torch.Tensor:
-        """``fc2(act(hidden))`` for ``hidden`` ``[L, B, T, hidden_size]`` (``L`` layers' ``fc1`` outputs, whose
-        ``fc2`` weights ``fc2_weights`` ``[L, Hkv, hidden_size]`` default to this head's), as one batched
-        matmul: one layer's tail alone is then the same arithmetic, bit for bit, as within a stack of layers
-        (``FoldedHeadScores.stacked``), which ``F.linear`` is not."""
-        weights = self.fc2.weight[None] if fc2_weights is None else fc2_weights
-        return torch.matmul(self.act(hidden), weights.transpose(-1, -2)[:, None])
+        hidden = self.folded_fc1(hidden_states, qkv_linears)
+        return batched_tails(self.act, hidden[None], self.fc2.weight[None])[0]
 
     def folded_fc1(self, hidden_states: torch.Tensor, qkv_linears: list[nn.Linear]) -> torch.Tensor:
         """``fc1``'s output ``[B, T, hidden_size]`` in the head's dtype, folded (``forward_folded``)."""
@@ -150,15 +143,23 @@ class FoldedHeadScores:
     hidden: torch.Tensor  # fc1's output [B, T, hidden_size], in the head's dtype
 
     def __call__(self) -> torch.Tensor:
-        return self.head.folded_tail(self.hidden[None])[0].transpose(1, 2)
+        return self.stacked([self])[0]
 
     @staticmethod
     def stacked(pending: list[FoldedHeadScores]) -> torch.Tensor:
         """The scores of several layers' chunks ``[L, B, Hkv, T]``, equal to stacking each one's call: one
-        activation and one batched ``fc2`` for all (``folded_tail``)."""
+        activation and one batched ``fc2`` for all (``batched_tails``)."""
         hidden = torch.stack([item.hidden for item in pending])
         weights = torch.stack([item.head.fc2.weight for item in pending])
-        return pending[0].head.folded_tail(hidden, weights).transpose(-1, -2)
+        return batched_tails(pending[0].head.act, hidden, weights).transpose(-1, -2)
+
+
+def batched_tails(act: nn.Module, hidden: torch.Tensor, fc2_weights: torch.Tensor) -> torch.Tensor:
+    """``fc2(act(hidden))`` ``[L, B, T, Hkv]`` for ``L`` heads' ``fc1`` outputs ``hidden`` ``[L, B, T, hidden_size]``
+    and their ``fc2`` weights ``[L, Hkv, hidden_size]``, as one batched matmul: one head's tail alone
+    (``L = 1``) is then the same arithmetic, bit for bit, as within a stack of layers, which ``F.linear`` is
+    not."""
+    return torch.matmul(act(hidden), fc2_weights.transpose(-1, -2)[:, None])
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@ tails batched) against the same GEMM run in each layer (shipped since 8859037); 
 tokens, bf16, 2 threads, each against the grouped-SDPA ceiling of ``benchmark.overhead`` in the same loop.
 Run at commit 4537e74, whose ``FoldedHeadScores`` defers the GEMM (the in-layer side is patched in here):
 
-    cp benchmark/results/prefill_ceiling/probes/fc1_in_layer_vs_deferred.py /tmp/probe.py
-    git checkout 4537e74 && PYTHONPATH=. python /tmp/probe.py 1024 && PYTHONPATH=. python /tmp/probe.py 256
+    mkdir -p runs && cp benchmark/results/prefill_ceiling/probes/fc1_in_layer_vs_deferred.py runs/  # untracked
+    git checkout 4537e74
+    PYTHONPATH=. python runs/fc1_in_layer_vs_deferred.py 1024
+    PYTHONPATH=. python runs/fc1_in_layer_vs_deferred.py 256
 """
 
 import sys
