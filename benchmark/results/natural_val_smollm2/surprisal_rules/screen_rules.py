@@ -20,16 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from locret.acquire import load_tokenizer
-from locret.scorers.surprisal import sentence_end_tokens
+from locret.scorers.surprisal import N_SINKS as SINKS
+from locret.scorers.surprisal import SurprisalScorer, sentence_end_tokens
 
-SINKS = 4
-MAX_SENTENCE = 64
+MAX_SENTENCE = SurprisalScorer.max_sentence  # the scorer's default cut
 
 Rule = Callable[[np.ndarray, list[tuple[int, int]]], np.ndarray]
 
 
 def sentences(ends: np.ndarray) -> list[tuple[int, int]]:
-    """``[start, end)`` spans as the scorer cuts them: at a sentence-ending token or after 64 tokens."""
+    """``[start, end)`` spans as the scorer cuts them: at a sentence-ending token or after ``MAX_SENTENCE``
+    tokens."""
     spans, first = [], 0
     for index, closing in enumerate(ends):
         if closing or index - first + 1 >= MAX_SENTENCE:
