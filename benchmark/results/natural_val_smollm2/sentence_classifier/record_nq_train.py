@@ -1,5 +1,5 @@
 """Record sentence surprisal on training text with known facts: Natural Questions training passages (NQ
-0-1999, ``benchmark.natural.splits.NQ_TRAIN``) joined as ``Passage n: text`` blocks (the layout of
+0-1999, ``locret.train.natural_data.nq_rows``) joined as ``Passage n: text`` blocks (the layout of
 ``locret.train.natural_data``'s training prompts; no question, as the scorer never sees one), prefilled
 with ``SurprisalScorer`` at its defaults in Locret's evicting cache, as the benchmark runs it. Per prompt:
 its ids, every context token's surprisal as the scorer computed it, and each passage's token span with its
@@ -22,43 +22,40 @@ from tqdm import tqdm
 import locret.scorers.surprisal as surprisal_module
 from benchmark.methods import get_method
 from benchmark.natural.multidoc import NQ_FILE
-from benchmark.natural.splits import NQ_TRAIN
-from benchmark.text import iter_jsonl, resolve_file
+from benchmark.text import resolve_file
 from locret import LocretConfig
 from locret.acquire import load_tokenizer, resolve_model
 from locret.prefill import prefill_prompt
+from locret.train.natural_data import nq_rows
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def training_passages(data_dir: str) -> list[tuple[str, list[str]]]:
-    """``(gold passage, answers)`` of the NQ training questions, in file order."""
-    path = resolve_file(Path(data_dir), NQ_FILE, "nq_open")
-    rows = []
-    for index, record in enumerate(iter_jsonl(path)):
-        if index in NQ_TRAIN:
-            gold = next(c for c in record["ctxs"] if c["isgold"])
-            rows.append((gold["text"].strip(), [a for a in record["answers"] if a.strip()]))
-    return rows
+    """``(gold passage, answers)`` of the NQ training questions (``locret.train.natural_data.nq_rows``)."""
+    rows = nq_rows(resolve_file(Path(data_dir), NQ_FILE, "nq_open"))
+    return [
+        (
+            next(c for c in row["ctxs"] if c["isgold"])["text"].strip(),
+            [a for a in row["answers"] if a.strip()],
+        )
+        for row in rows
+    ]
 
 
 def build_prompt(passages, tokenizer, prompt_index: int, tokens: int):
     """A seeded draw of passages up to about ``tokens`` tokens: the ids and, per passage, its token span and
     answers (from the tokenizer's character offsets)."""
     rng = random.Random(f"sentence-classifier:{prompt_index}")
-    order = rng.sample(range(len(passages)), len(passages))
-    blocks, used = [], 0
-    for n, index in enumerate(order, 1):
-        block = f"Passage {n}: {passages[index][0]}"
+    text, spans, used = "", [], 0
+    for n, index in enumerate(rng.sample(range(len(passages)), len(passages)), 1):
+        passage, answers = passages[index]
+        block = f"Passage {n}: {passage}"
+        spans.append((len(text) + len(block) - len(passage), len(text) + len(block), answers))
+        text += block + "\n\n"
         used += len(block) // 4  # about 4 characters per token: the draw stops near ``tokens``
-        blocks.append((block, passages[index][1]))
         if used >= tokens:
             break
-    text, spans = "", []
-    for n, (block, answers) in enumerate(blocks, 1):
-        prefix = f"Passage {n}: "
-        spans.append((len(text) + len(prefix), len(text) + len(block), answers))
-        text += block + "\n\n"
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     token_spans = []

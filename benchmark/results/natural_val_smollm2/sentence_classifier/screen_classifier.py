@@ -78,9 +78,10 @@ def sentence_features(ids: np.ndarray, s: np.ndarray, spans, tables) -> np.ndarr
     return np.array(rows, dtype=np.float64)
 
 
-def load(path: Path, end_table, context_key: str = "context_tokens"):
+def load(path: Path, end_table):
+    """A record's entry, context ids, surprisal per token (the first 0) and the scorer's sentence spans."""
     entry = json.loads(path.read_text())
-    context = entry[context_key]
+    context = entry["context_tokens"]
     ids = np.array(entry["ids"][:context])
     s = np.zeros(context)
     s[1:] = np.array(entry["surprisal"][: context - 1])
@@ -89,13 +90,16 @@ def load(path: Path, end_table, context_key: str = "context_tokens"):
 
 def nq_labels(entry, spans, tokenizer, ids) -> np.ndarray:
     """1 for a sentence that overlaps a passage and holds one of that passage's question's answers."""
+    passages = [
+        (p_start, p_end, [f" {n} " for n in map(normalize_answer, answers) if n])
+        for p_start, p_end, answers in entry["passages"]
+    ]
     labels = np.zeros(len(spans))
     for index, (start, end) in enumerate(spans):
         text = f" {normalize_answer(tokenizer.decode(ids[start:end]))} "
-        for p_start, p_end, answers in entry["passages"]:
-            if start < p_end and end > p_start:
-                if any(f" {normalize_answer(a)} " in text for a in answers if normalize_answer(a)):
-                    labels[index] = 1
+        for p_start, p_end, answers in passages:
+            if start < p_end and end > p_start and any(answer in text for answer in answers):
+                labels[index] = 1
     return labels
 
 
@@ -161,9 +165,9 @@ def main() -> None:
     paths = sorted(args.train.glob("*.json"))
     for number, path in enumerate(paths):
         entry, ids, s, spans = load(path, end_table)
-        x, y = sentence_features(ids, s, spans, tables), nq_labels(entry, spans, tokenizer, ids)
-        (held_x if number >= len(paths) - args.held_out else train_x).append(x)
-        (held_y if number >= len(paths) - args.held_out else train_y).append(y)
+        held_out = number >= len(paths) - args.held_out
+        (held_x if held_out else train_x).append(sentence_features(ids, s, spans, tables))
+        (held_y if held_out else train_y).append(nq_labels(entry, spans, tokenizer, ids))
     x, y = np.concatenate(train_x), np.concatenate(train_y)
     hx, hy = np.concatenate(held_x), np.concatenate(held_y)
     log_length = FEATURES.index("log length")
@@ -191,7 +195,7 @@ def main() -> None:
         "classifier, log p(answer) per token": per_token,
     }
     kept = defaultdict(lambda: defaultdict(int))
-    quotes = defaultdict(lambda: defaultdict(float))
+    quotes = defaultdict(int)  # kept sentences with a quote, over all prompts
     totals = defaultdict(int)
     needle_percentiles = []  # the needle's sentence's mean surprisal, as a percentile of its prompt's sentences
     for path in sorted(p for d in args.validation for p in d.glob("*.json")):
@@ -218,7 +222,7 @@ def main() -> None:
                 and held[start:end].all()
                 and tables["quote"][ids[start:end]].any()
             ]
-            quotes[name][length] += len(quoted)
+            quotes[name] += len(quoted)
     lengths = sorted(totals)
     print(
         "niah_text validation: the needle's sentence's mean surprisal is above that of "
@@ -238,7 +242,7 @@ def main() -> None:
     print("|---|" + "---|" * (len(lengths) + 2))
     for name in rules:
         row = [kept[name][k] for k in lengths]
-        mean_quotes = sum(quotes[name].values()) / sum(totals.values())
+        mean_quotes = quotes[name] / sum(totals.values())
         print(f"| {name} | " + " | ".join(map(str, row)) + f" | {sum(row)} | {mean_quotes:.1f} |")
 
 
