@@ -47,9 +47,8 @@ def answered_ids(case_folder: Path, threshold: float) -> tuple[set[str], set[str
     records = read_predictions(case_folder / "predictions.jsonl")
     if not records:
         raise FileNotFoundError(f"{case_folder}: no predictions.jsonl with finished samples")
-    ran = {r["id"] for r in records if r.get("status", "ok") == "ok"}
-    hit = {r["id"] for r in records if r.get("status", "ok") == "ok" and r["score"] >= threshold}
-    return ran, hit
+    finished = [r for r in records if r.get("status", "ok") == "ok"]
+    return {r["id"] for r in finished}, {r["id"] for r in finished if r["score"] >= threshold}
 
 
 def compare(cases: list[tuple[str, Path]], threshold: float = 1.0) -> list[PairedRow]:
@@ -75,19 +74,17 @@ def compare(cases: list[tuple[str, Path]], threshold: float = 1.0) -> list[Paire
 
 
 def markdown(rows: list[PairedRow]) -> str:
-    reference = rows[0].label
+    reference = rows[0]
     lines = [
-        f"| case | answered | only {reference} | only this | exact McNemar p |",
+        f"| case | answered | only {reference.label} | only this | exact McNemar p |",
         "|---|---|---|---|---|",
+        f"| {reference.label} (reference) | {reference.answered}/{reference.n} | | | |",
     ]
-    for i, row in enumerate(rows):
-        if i == 0:
-            lines.append(f"| {row.label} (reference) | {row.answered}/{row.n} | | | |")
-        else:
-            lines.append(
-                f"| {row.label} | {row.answered}/{row.n} | {row.only_reference} | {row.only_this} | "
-                f"{row.p_value:.3g} |"
-            )
+    for row in rows[1:]:
+        lines.append(
+            f"| {row.label} | {row.answered}/{row.n} | {row.only_reference} | {row.only_this} | "
+            f"{row.p_value:.3g} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -21,9 +21,8 @@ CASES = {
     "random heads, 768 newest protected": ("md_s768", "locret_random_pooled:score_pooling=15", "b1024"),
     "full cache": ("md_base", "full", "bfull"),
 }
-RECENT_TOKENS = (
-    700  # the gold passage starts at most this far from the prompt's end: inside 768 protected entries
-)
+# The gold passage starts at most this far from the prompt's end: inside the 768 protected entries.
+RECENT_TOKENS = 700
 
 
 def load(runs: Path, folder: str, method: str, budget: str) -> dict[str, dict]:
