@@ -489,7 +489,7 @@ class SharedContexts:
         if context not in self.repeated:
             return None, 0.0, False
         if context == self.key:
-            return self.cache, self.seconds, True
+            return self.cache, self.seconds, self.cache is not None
         started = time.perf_counter()
         self.cache = method.prefill_context(model, input_ids, config)
         if input_ids.is_cuda:

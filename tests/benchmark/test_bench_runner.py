@@ -226,6 +226,22 @@ def test_shared_contexts_prefill_each_repeated_context_once():
     assert (cache, reused) == ("cache2", False) and len(calls) == 2
 
 
+def test_shared_contexts_never_report_a_reuse_of_no_cache():
+    """A method that cannot share a context (``prefill_context`` None: KVzip, LongHeads) runs every question
+    alone, and its records say so."""
+
+    class Unshared:
+        def prefill_context(self, model, input_ids, config):
+            return None
+
+    context = (1, 2, 3)
+    contexts = bench_run.SharedContexts([context, context])
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    for _ in range(2):
+        cache, _, reused = contexts.get(Unshared(), None, ids, None, context)
+        assert cache is None and not reused
+
+
 def test_summary_grids_per_length_and_across_lengths(tmp_path):
     def row(method, budget, length, score, status="complete"):
         return {"task": "passkey", "method": method, "budget": budget, "length": length, "depth": 0.5,
