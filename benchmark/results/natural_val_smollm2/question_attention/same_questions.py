@@ -7,22 +7,14 @@ question-attention runs covered the first 100 validation questions; the referenc
 import sys
 from pathlib import Path
 
-from benchmark.run import read_predictions
-
-
-def answered(folder: Path, ids: set[str]) -> tuple[int, int]:
-    """(answered, asked) among ``ids`` in the case folder's finished records."""
-    records = [
-        r for r in read_predictions(folder / "predictions.jsonl") if r["id"] in ids and r["status"] == "ok"
-    ]
-    return sum(r["score"] > 0 for r in records), len(records)
+from benchmark.paired import answered_ids
 
 
 def main(folders: list[Path]) -> None:
-    ids = {r["id"] for r in read_predictions(folders[0] / "predictions.jsonl")}
+    ids = answered_ids(folders[0], threshold=1.0)[0]
     for folder in folders:
-        hits, asked = answered(folder, ids)
-        print(f"{hits}/{asked}\t{folder.parent.name}")
+        ran, hit = answered_ids(folder, threshold=1.0)
+        print(f"{len(hit & ids)}/{len(ran & ids)}\t{folder.parent.name}")
 
 
 if __name__ == "__main__":
