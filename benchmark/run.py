@@ -582,9 +582,10 @@ def run(settings: Settings, tokenizer=None, model_dir: Path | None = None) -> li
             samples = load_samples(settings, tokenizer, *key)
             loaded[key] = (samples, [encode_sample(tokenizer, s, settings.chat_template) for s in samples])
         samples, prompts = loaded[key]
-        metrics = run_case(
-            case, methods[case.method], samples, prompts, pool, tokenizer, settings, base_config
-        )
+        method = methods[case.method]
+        if not method.reads_context:
+            prompts = [encode_sample(tokenizer, s.closed_book(), settings.chat_template) for s in samples]
+        metrics = run_case(case, method, samples, prompts, pool, tokenizer, settings, base_config)
         results.append(metrics)
         tqdm.write(f"{case.key}: score={_fmt(metrics['mean_score'])} n={metrics['n']} ({metrics['status']})")
     return results

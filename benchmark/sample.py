@@ -5,7 +5,7 @@ Evaluation prefills ``prefix + context`` (evicting as it goes) and only then fee
 was known, which is the setting Locret is designed for.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -26,6 +26,10 @@ class Sample:
     def prompt(self) -> str:
         """The full prompt text, ``prefix + context + question``."""
         return self.prefix + self.context + self.question
+
+    def closed_book(self) -> "Sample":
+        """The same instruction and question with no context (and so no needle to locate in it)."""
+        return replace(self, context="", meta={})
 
 
 @runtime_checkable

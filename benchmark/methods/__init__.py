@@ -2,8 +2,8 @@
 
 Every scorer of ``locret.scorers.SCORERS`` is a method of the same name (a new baseline is one scorer file
 and one line there); a few named settings of them are registered below; methods that are not eviction by a
-scorer (the full cache, KVzip, LongHeads) are one file each. Any method takes settings in its name:
-``snapkv:window=64``, ``locret:score_pooling=7:heads=random`` (``get_method``).
+scorer (the full cache, the closed book, KVzip, LongHeads) are one file each. Any method takes settings in
+its name: ``snapkv:window=64``, ``locret:score_pooling=7:heads=random`` (``get_method``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from functools import partial
 from locret.scorers import SCORERS
 
 from .base import RANDOM, Method, ScorerMethod, scorer_method
+from .closed_book import ClosedBook
 from .full import FullCache
 from .kvzip import KVzip
 from .longheads import LongHeads
@@ -43,6 +44,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     cls.name: cls
     for cls in (
         FullCache,
+        ClosedBook,
         KVzip,
         LongHeads,
     )

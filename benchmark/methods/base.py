@@ -46,6 +46,8 @@ class Method:
     budget_independent: ClassVar[bool] = False
     # True: the cache holds every token (no memory saving), whatever the budget.
     keeps_all_kv: ClassVar[bool] = False
+    # False: the runner gives the method each prompt without its context (``Sample.closed_book``).
+    reads_context: ClassVar[bool] = True
 
     def params(self) -> dict:
         """The method's own parameters, recorded in every run's configuration."""

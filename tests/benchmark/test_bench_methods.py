@@ -32,6 +32,7 @@ def ids():
 def test_registry_names_every_method():
     assert set(METHODS) == {
         "full",
+        "closed_book",
         "kvzip",
         "locret",
         "locret_pooled",

@@ -314,3 +314,31 @@ def test_summary_joins_earlier_summaries_and_new_runs(tmp_path, capsys):
     summary.main([str(earlier), str(tmp_path / "runs"), "--length", "131072", "--out", str(tmp_path / "out")])
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert pngs == ["notes.png", "score_vs_budget_passkey_L131072_d0.5.png"]  # stale plot gone, others kept
+
+
+def test_closed_book_answers_the_prompt_without_its_context(tiny_dir, tmp_path):
+    model_dir, heads = tiny_dir
+    argv = _argv(model_dir, heads, tmp_path / "runs")
+    argv[argv.index("--method") + 1] = "closed_book"
+    (metrics,) = bench_run.main(argv)
+    assert metrics["budget"] is None and metrics["status"] == "complete" and metrics["n"] == 2
+    folder = tmp_path / "runs/passkey/closed_book/bfull_L300_d0.5"
+    records = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    tokenizer = word_tokenizer()
+    samples = bench_run.load_samples(bench_run.parse_args(argv), tokenizer, "passkey", 300, 0.5)
+    for record, sample in zip(records, samples, strict=True):
+        without = bench_run.encode_sample(tokenizer, sample.closed_book(), chat_template=False)
+        assert record["id"] == sample.id and record["depth"] == sample.meta["depth"]
+        assert record["prompt_tokens"] == len(without.ids) < 50  # the 300-token context is gone
+        assert record["question_tokens"] == without.n_question > 0
+
+
+def test_a_closed_book_sample_keeps_instruction_question_and_answers():
+    from benchmark.sample import Sample
+
+    sample = Sample(id="x", context="The pass key is 12.", question=" What is the pass key?", answers=["12"],
+                    task="passkey", max_new_tokens=4, prefix="Find it.",
+                    meta={"needle_char_spans": [(8, 19)]})  # fmt: skip
+    closed = sample.closed_book()
+    assert closed.prompt == "Find it. What is the pass key?" and closed.answers == ["12"] and not closed.meta
+    assert sample.context and sample.meta  # the original is untouched
