@@ -20,9 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from benchmark.paired import answered_ids  # noqa: E402
 
 
-def by_question(ids: set[str]) -> set[int]:
-    """``multidoc_qa_test_2300_32768_rand_0`` -> 2300."""
-    return {int(sample_id.split("_")[3]) for sample_id in ids}
+def answered_questions(case_folder: Path) -> tuple[set[int], set[int]]:
+    """The question indices a case ran and answered (``multidoc_qa_test_2300_32768_rand_0`` -> 2300)."""
+    ran, hits = answered_ids(case_folder, 1.0)
+    return tuple({int(sample_id.split("_")[3]) for sample_id in ids} for ids in (ran, hits))
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("cases", nargs="+", help="label=case folder")
     args = parser.parse_args()
 
-    ran, hits = (by_question(ids) for ids in answered_ids(args.closed_book, 1.0))
+    ran, hits = answered_questions(args.closed_book)
     questions = set(sorted(ran)[: args.first])
     if len(questions) < args.first:
         raise SystemExit(f"the closed book ran {len(ran)} questions, fewer than --first {args.first}")
@@ -44,7 +45,7 @@ def main() -> None:
     rows = []
     for spec in args.cases:
         label, _, folder = spec.partition("=")
-        case_ran, case_hits = (by_question(ids) for ids in answered_ids(Path(folder), 1.0))
+        case_ran, case_hits = answered_questions(Path(folder))
         if not questions <= case_ran:
             raise SystemExit(f"{label} ran {len(case_ran & questions)} of the first {args.first} questions")
         answered = case_hits & questions
