@@ -22,7 +22,10 @@ head, and the same total per layer, could hold); ``allocation=profile`` gives ea
 share ``profile=NAME`` names (``benchmark.head_budget_profile``; DuoAttention's premise that a head's need
 for distant context is a property of the head); ``allocation=token`` keeps the same ``budget`` tokens in every
 layer and head, those whose rank averaged over all layers and heads is highest (what the needle oracle keeps,
-chosen by the scores). ``scores=heads`` ranks by the retaining heads' scores
+chosen by the scores); ``allocation=passage`` keeps the sinks, the newest ``n_stabilizers`` tokens and then
+whole lines (at most ``max_passage`` tokens each) by their tokens' mean rank over layers and heads, the same in
+every layer and head (``benchmark.passages``: whether whole passages read better than scattered picks).
+``scores=heads`` ranks by the retaining heads' scores
 instead, ``scores=recency`` by position (StreamingLLM's choice). Evicted entries are masked in
 attention (per layer and query head), not freed: what is kept matters here, not memory. The question and
 the answer then run at their true positions.
@@ -66,10 +69,13 @@ from locret.scorers.reconstruction import (
     max_received_attention,
 )
 
+from ..passages import line_end_tokens, passage_index, passage_keep
 from .base import TRAINED, Method, model_window
 from .profiles import load_shares
 
 ALLOCATIONS = ("uniform", "head", "layer", "global", "profile", "token")
+# The method's allocations: those of ``keep_mask``, and whole lines (``benchmark.passages``).
+METHOD_ALLOCATIONS = (*ALLOCATIONS, "passage")
 # What a Locret cache holds: budget_allocation "uniform" (uniform, token) or "adaptive" (head).
 LOCRET_ALLOCATIONS = ("uniform", "head", "token")
 EVICTIONS = ("mask", "locret")
@@ -338,11 +344,14 @@ class KVzip(Method):
     profile: str = (
         ""  # allocation=profile: the name of a ``benchmark.head_budget_profile`` output (PROFILE_DIR)
     )
+    max_passage: int = 256  # allocation=passage: the longest passage (a line longer than this is split)
     tokenizer: Any = field(default=None, repr=False)  # None: the model's own (from its directory)
 
     def __post_init__(self) -> None:
-        if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"kvzip allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if self.allocation not in METHOD_ALLOCATIONS:
+            raise ValueError(f"kvzip allocation must be one of {METHOD_ALLOCATIONS}, got {self.allocation!r}")
+        if not isinstance(self.max_passage, int) or self.max_passage < 1:
+            raise ValueError(f"kvzip max_passage must be an integer >= 1, got {self.max_passage!r}")
         if self.normalise not in NORMALISATIONS:
             raise ValueError(f"kvzip normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
         if not isinstance(self.chunk, int) or self.chunk < 1:
@@ -368,6 +377,7 @@ class KVzip(Method):
         if self.allocation == "profile" and self.evict != "mask":
             raise ValueError("kvzip allocation=profile runs with evict=mask only")
         self.quota = torch.tensor(load_shares(self.profile)) if self.profile else None
+        self._line_ends: torch.Tensor | None = None  # allocation=passage: line_end_tokens of the tokenizer
         if self.scores == "heads":
             self.heads = TRAINED  # needs trained retaining heads (--heads, or the shipped ones)
 
@@ -383,6 +393,7 @@ class KVzip(Method):
             "chunk": self.chunk,
             **eviction,
             **({"profile": self.profile} if self.profile else {}),
+            **({"max_passage": self.max_passage} if self.allocation == "passage" else {}),
         }
 
     def fits(self, prompt_length: int, max_new_tokens: int, model) -> bool:
@@ -392,9 +403,12 @@ class KVzip(Method):
     def prefill_context(self, model, input_ids, config):
         return None  # each question runs alone (no shared prefill)
 
+    def text_tokenizer(self, model):
+        return self.tokenizer if self.tokenizer is not None else _tokenizer(model.config.name_or_path)
+
     def prompts(self, model) -> tuple[list[int], list[int]]:
         """The first and the later chunks' reconstruction prompts, in the model's tokens."""
-        tokenizer = self.tokenizer if self.tokenizer is not None else _tokenizer(model.config.name_or_path)
+        tokenizer = self.text_tokenizer(model)
         return (
             tokenizer.encode(FIRST_PROMPT, add_special_tokens=False),
             tokenizer.encode(NEXT_PROMPT, add_special_tokens=False),
@@ -406,19 +420,31 @@ class KVzip(Method):
         and choose what stays (``scores=heads``: score it by the retaining heads instead)."""
         if self.scores == "heads":
             cache, scores = head_scores(model, context_ids, config.chunk_size, self.pooling)
-            return Compressed(cache, scores, self._keep(scores, config), context_ids.shape[1])
+            return Compressed(
+                cache, scores, self._keep(scores, config, model, context_ids), context_ids.shape[1]
+            )
         cache = prefill_plain(model, context_ids, config.chunk_size)
         if self.scores == "recency":
             scores = recency_scores(model.config, context_ids.shape[1], context_ids.device)
-            return Compressed(cache, scores, self._keep(scores, config), context_ids.shape[1])
+            return Compressed(
+                cache, scores, self._keep(scores, config, model, context_ids), context_ids.shape[1]
+            )
         first, later = self.prompts(model)
         chunks = repeat_chunks(context_ids[0].tolist(), first, later, self.chunk)
         scores = reconstruction_scores(model, cache, chunks, self.normalise)
         peak = context_ids.shape[1] + max(len(chunk.ids) for chunk in chunks)
-        return Compressed(cache, scores, self._keep(scores, config), peak)
+        return Compressed(cache, scores, self._keep(scores, config, model, context_ids), peak)
 
-    def _keep(self, scores: torch.Tensor, config: LocretConfig) -> torch.Tensor:
-        return keep_mask(scores, config.budget, self.allocation, self.quota)
+    def _keep(
+        self, scores: torch.Tensor, config: LocretConfig, model, context_ids: torch.Tensor
+    ) -> torch.Tensor:
+        if self.allocation != "passage":
+            return keep_mask(scores, config.budget, self.allocation, self.quota)
+        if self._line_ends is None:  # built once, not per prompt
+            self._line_ends = line_end_tokens(self.text_tokenizer(model))
+        passages = passage_index(context_ids[0], self._line_ends, self.max_passage)
+        kept = passage_keep(token_scores(scores)[0, 0], passages, config.budget, config.n_stabilizers)
+        return kept.expand_as(scores)
 
     @torch.no_grad()
     def generate(
