@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import torch
 
-N_SINKS = 4  # the input's first tokens, always kept (attention sinks)
-
-
-def line_end_tokens(tokenizer) -> torch.Tensor:
-    """``[len(tokenizer)]`` bool: True for the ids whose text holds a line break (a passage ends there)."""
-    texts = tokenizer.batch_decode([[index] for index in range(len(tokenizer))])
-    return torch.tensor(["\n" in text for text in texts], dtype=torch.bool)
+from locret.scorers.segments import N_SINKS
 
 
 def passage_index(context_ids: torch.Tensor, line_ends: torch.Tensor, max_passage: int) -> torch.Tensor:
     """Each token's passage number ``[n]`` for ``context_ids`` ``[n]``: a passage ends with a line-break token
-    or after ``max_passage`` tokens (so that no passage outgrows a budget)."""
+    (``line_ends``, from ``locret.scorers.lines.line_end_tokens``) or after ``max_passage`` tokens (so that no
+    passage outgrows a budget)."""
     if max_passage < 1:
         raise ValueError(f"max_passage must be >= 1, got {max_passage}")
     ends = line_ends.to(context_ids.device)[context_ids].tolist()

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-from tiny import SentenceEndTokenizer, tiny_locret
+from tiny import LineTokenizer, SentenceEndTokenizer, tiny_locret
 
 import locret
 from locret import LocretConfig
 from locret.cache import LocretLayer, append_pooled_scores
 from locret.generation import new_cache
 from locret.models.base import collecting_scores
-from locret.scorers import SCORERS, RetainingHeadScorer, StreamingLLMScorer, SurprisalScorer
+from locret.scorers import SCORERS, LineScorer, RetainingHeadScorer, StreamingLLMScorer, SurprisalScorer
 from locret.scorers.base import attention_received
 
 CONFIG = LocretConfig(budget=24, chunk_size=8, n_stabilizers=4, n_local=4)
@@ -27,6 +27,8 @@ def make_scorer(name: str):
         return SCORERS[name](tokenizer=PromptTokenizer())
     if name == "surprisal":
         return SurprisalScorer(tokenizer=SentenceEndTokenizer(set(range(0, 97, 7))), max_sentence=4)
+    if name == "lines":
+        return LineScorer(tokenizer=LineTokenizer(set(range(0, 97, 7))), max_line=4)
     return SCORERS[name]()
 
 

@@ -16,7 +16,8 @@ from locret.compat import CACHE_KWARG
 from locret.config import LocretConfig
 from locret.prefill import new_cache, prefill_prompt
 from locret.scorers import SCORERS, SurprisalScorer
-from locret.scorers.surprisal import N_SINKS, sentence_end_tokens, token_surprisal
+from locret.scorers.segments import N_SINKS
+from locret.scorers.surprisal import sentence_end_tokens, token_surprisal
 
 VOCAB = 97
 ENDS = {11, 23, 40, 41, 77}  # the tiny vocabulary's "sentence-ending" ids (41: a blank line)

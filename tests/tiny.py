@@ -157,3 +157,17 @@ class SentenceEndTokenizer:
             ("\n\n" if index == self.paragraph else "end.”") if index in self.ends else f" w{index}\n"
             for [index] in ids
         ]
+
+
+class LineTokenizer:
+    """Stands in for a tokenizer of the tiny vocabulary (97 ids) where a line-reading scorer needs one: the ids in
+    ``breaks`` decode to a line break, every other id to a word."""
+
+    def __init__(self, breaks: set[int]) -> None:
+        self.breaks = breaks
+
+    def __len__(self) -> int:
+        return 97
+
+    def batch_decode(self, ids: list[list[int]]) -> list[str]:
+        return ["\n" if index in self.breaks else f" w{index}" for [index] in ids]

@@ -61,6 +61,7 @@ from locret.models.base import collecting_scores
 from locret.prefill import new_cache
 from locret.rope import apply_rope
 from locret.scorers import EntryScorer
+from locret.scorers.lines import line_end_tokens
 from locret.scorers.reconstruction import (
     FIRST_PROMPT,
     N_SINKS,
@@ -69,7 +70,7 @@ from locret.scorers.reconstruction import (
     max_received_attention,
 )
 
-from ..passages import line_end_tokens, passage_index, passage_keep
+from ..passages import passage_index, passage_keep
 from .base import TRAINED, Method, model_window
 from .profiles import load_shares
 
@@ -441,7 +442,7 @@ class KVzip(Method):
         if self.allocation != "passage":
             return keep_mask(scores, config.budget, self.allocation, self.quota)
         if self._line_ends is None:  # built once, not per prompt
-            self._line_ends = line_end_tokens(self.text_tokenizer(model))
+            self._line_ends = line_end_tokens(self.text_tokenizer(model), model.config.vocab_size)
         passages = passage_index(context_ids[0], self._line_ends, self.max_passage)
         kept = passage_keep(token_scores(scores)[0, 0], passages, config.budget, config.n_stabilizers)
         return kept.expand_as(scores)

@@ -7,6 +7,7 @@ own file with the same two hooks (see ``EntryScorer``); adding a method is one n
 
 from .base import EntryScorer
 from .h2o import H2OScorer
+from .lines import LineScorer
 from .reconstruction import ReconstructionScorer
 from .retaining_head import RetainingHeadScorer
 from .snapkv import SnapKVScorer
@@ -20,12 +21,14 @@ SCORERS: dict[str, type[EntryScorer]] = {
     "snapkv": SnapKVScorer,
     "reconstruct": ReconstructionScorer,
     "surprisal": SurprisalScorer,
+    "lines": LineScorer,
 }
 
 __all__ = [
     "SCORERS",
     "EntryScorer",
     "H2OScorer",
+    "LineScorer",
     "ReconstructionScorer",
     "RetainingHeadScorer",
     "SnapKVScorer",

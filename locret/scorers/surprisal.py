@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from .base import ChunkRescorer
+from .segments import SegmentMeanScorer
 
-N_SINKS = 4  # the input's first tokens, always kept (attention sinks)
 LOGIT_ROWS = 128  # hidden states turned into logits at once (memory: LOGIT_ROWS x vocabulary floats)
 SENTENCE_END = ".!?"  # a token whose text ends with one of these (closing quotes aside) ends a sentence
 CLOSING = "\"')]}”’» \t\n"
-# With a surprising budget the other entries score position - RECENCY_BASE: below every surprisal (>= 0),
-# ordered by position, exact in float32 for inputs under 2**24 tokens.
-RECENCY_BASE = 2.0**24
 
 
 def sentence_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
@@ -79,16 +75,15 @@ def token_surprisal(
 
 
 @dataclass
-class SurprisalScorer(ChunkRescorer):
+class SurprisalScorer(SegmentMeanScorer):
     """Sentence surprisal: mean -log p of an entry's sentence under the model itself, in every layer and head.
 
     After every prefill chunk, ``rescore_chunk`` turns the chunk's final hidden states into each token's
     surprisal (the next chunk's first token is scored from this chunk's last state, so a chunk boundary by
     itself changes no score), splits the text into sentences at tokens that end one (``sentence_end_tokens``; at most
-    ``max_sentence`` tokens each) and gives every token of a sentence the sentence's mean. A sentence still
-    open at a chunk's end is scored by its tokens so far and rescored when it closes; its stored tokens are
-    the newest ones, which eviction keeps (``n_stabilizers >= max_sentence``). The input's first ``N_SINKS``
-    tokens score +inf.
+    ``max_sentence`` tokens each) and gives every token of a sentence the sentence's mean (``SegmentMeanScorer``:
+    a sentence still open at a chunk's end is rescored when it closes, ``n_stabilizers >= max_sentence``). The
+    input's first ``N_SINKS`` tokens score +inf.
 
     ``prior_tokens`` shrinks each sentence's mean toward the input's mean surprisal so far (up to the
     sentence's end) by that many pseudo-tokens: ``(sum + prior_tokens * input_mean) / (length +
@@ -126,63 +121,27 @@ class SurprisalScorer(ChunkRescorer):
     surprising_share: float | None = None
     softmax_tokens: int | None = 8192
 
-    @property
-    def needs_positions(self) -> bool:
-        return self.surprising_share is not None
+    what: ClassVar[str] = "surprisal"
+    segment: ClassVar[str] = "sentence"
+    limit_field: ClassVar[str] = "max_sentence"
 
     def __post_init__(self) -> None:
-        if self.max_sentence < 1:
-            raise ValueError(f"max_sentence must be >= 1, got {self.max_sentence}")
-        if self.prior_tokens < 0:
-            raise ValueError(f"prior_tokens must be >= 0, got {self.prior_tokens}")
-        if self.surprising_share is not None and not 0 < self.surprising_share < 1:
-            raise ValueError(f"surprising_share must be None or in (0, 1), got {self.surprising_share}")
+        self.check_segment_settings()
         if self.softmax_tokens is not None and self.softmax_tokens < 1:
             raise ValueError(f"softmax_tokens must be None or >= 1, got {self.softmax_tokens}")
-        self._ends: torch.Tensor | None = None  # sentence_end_tokens, computed once per scorer
+        self._ends = None
 
-    def check_config(self, config) -> None:
-        """Refuse the settings this scorer cannot serve (see the class docstring)."""
-        if config.decode_budget is not None:
-            raise ValueError("the surprisal scorer cannot evict while decoding: use decode_budget=None")
-        if config.score_pooling != 1:
-            raise ValueError("the surprisal scorer pools by sentence: use score_pooling=1")
-        if config.budget_allocation != "uniform":
-            raise ValueError(
-                "the surprisal scorer scores every KV head alike: use budget_allocation='uniform'"
-            )
-        if config.n_stabilizers < self.max_sentence:
-            raise ValueError(
-                f"n_stabilizers ({config.n_stabilizers}) must be >= max_sentence ({self.max_sentence}), so that "
-                "a sentence still open at a chunk's end is stored until it is rescored"
-            )
-        room = config.budget - N_SINKS - config.n_stabilizers  # the stabilizers take the newest slots anyway
-        surprising = self.surprising_budget(config.budget)
-        if surprising is not None and not 1 <= surprising <= room:
-            raise ValueError(
-                f"surprising_share ({self.surprising_share}) keeps {surprising} of the budget's {config.budget} "
-                f"entries; it must keep 1 to {room}, what the {N_SINKS} sinks and the {config.n_stabilizers} "
-                "stabilizers leave"
-            )
+    @property
+    def segment_limit(self) -> int:
+        return self.max_sentence
 
-    def surprising_budget(self, budget: int) -> int | None:
-        """Entries kept for their surprisal at ``budget``: ``int(surprising_share * budget)``; None: all."""
-        return None if self.surprising_share is None else int(self.surprising_share * budget)
+    def segment_end_tokens(self, tokenizer, vocab_size: int) -> torch.Tensor:
+        return sentence_end_tokens(tokenizer, vocab_size)
 
-    def sentence_ends(self, model, device: torch.device) -> torch.Tensor:
-        """``sentence_end_tokens`` of the model's tokenizer on ``device``, built once (not per chunk)."""
-        if self._ends is None:
-            self._ends = sentence_end_tokens(self.text_tokenizer(model), model.config.vocab_size)
-        if self._ends.device != device:
-            self._ends = self._ends.to(device)
-        return self._ends
-
-    @torch.no_grad()
-    def rescore_chunk(
+    def token_values(
         self, model, cache, input_ids: torch.Tensor, start: int, end: int, hidden_states: torch.Tensor
-    ) -> None:
-        """Score the chunk ``input_ids[:, start:end]`` just appended to ``cache`` from its final
-        ``hidden_states`` ``[B, end - start, hidden]`` and rescore the sentence it continues."""
+    ) -> torch.Tensor:
+        """Each token's surprisal; the chunk's last hidden state scores the next chunk's first token."""
         state = cache.scorer_state
         following = input_ids[:, start + 1 : end + 1]  # the token each hidden state predicts
         predicted = token_surprisal(
@@ -195,80 +154,4 @@ class SurprisalScorer(ChunkRescorer):
         state["next_surprisal"] = (
             predicted[:, end - start - 1 :] if following.shape[1] == end - start else None
         )
-        ends = self.sentence_ends(model, input_ids.device)[input_ids[:, start:end]]
-        rows = [self._score_row(state, row, surprisal[row], ends[row]) for row in range(input_ids.shape[0])]
-        scores, continued = torch.stack([scores for scores, _ in rows]), [tail for _, tail in rows]
-        if start < N_SINKS:
-            scores[:, : N_SINKS - start] = math.inf
-        stored = cache.layers[0].scores[:, 0].clone()  # [B, S]: the same in every layer and KV head
-        for row, (count, mean) in enumerate(continued):
-            if count:  # the newest stored entries: tokens start - count .. start - 1 (sinks stay +inf)
-                tail = stored[row, stored.shape[-1] - count :]
-                tail.masked_fill_(tail.isfinite(), mean)
-        if self.surprising_share is not None:
-            still_open = [state["open"][row][1] for row in range(input_ids.shape[0])]
-            capped = self._cap_surprising(
-                torch.cat([stored, scores], -1),
-                cache.layers[0].positions[:, 0],
-                still_open,
-                self.surprising_budget(cache.config.budget),
-            )
-            stored, scores = capped.split([stored.shape[-1], scores.shape[-1]], dim=-1)
-        for layer in cache.layers:
-            layer.scores.copy_(stored[:, None].expand_as(layer.scores))
-            layer.supply_pending_scores(scores[:, None].expand(-1, layer.keys.shape[1], -1))
-
-    def _cap_surprising(
-        self, scores: torch.Tensor, positions: torch.Tensor, still_open: list[int], surprising: int
-    ) -> torch.Tensor:
-        """``scores`` ``[B, S]`` of every stored entry (the chunk's last; sentence means, sinks +inf) with only
-        the ``surprising`` most surprising entries so far keeping their surprisal; the others score
-        ``position - RECENCY_BASE`` (``positions`` ``[B, S]``), so eviction keeps the newest of them.
-
-        A sentence competes once it is closed (an open one, each row's last ``still_open`` entries, has a
-        provisional mean; the stabilizers keep it until it closes) and then with its final mean, so an entry
-        loses its place only to a more surprising one and never regains it: the entries still scored by
-        surprisal (finite, >= 0) and the chunk's closed sentences are all the candidates there are. The
-        result: the input's top ``surprising`` closed sentences' entries, ties aside."""
-        if positions.shape != scores.shape:
-            raise RuntimeError("surprising_share needs the cache to track positions (new_cache does)")
-        if positions[:, -1].max() >= RECENCY_BASE:
-            raise ValueError(f"surprising_share supports inputs under {int(RECENCY_BASE)} tokens")
-        candidate = scores.isfinite() & (scores >= 0)
-        for row, count in enumerate(still_open):
-            if count:
-                candidate[row, scores.shape[-1] - count :] = False
-        ranked = scores.masked_fill(~candidate, -math.inf)
-        top = ranked.topk(min(surprising, ranked.shape[-1]), dim=-1).indices
-        winners = torch.zeros_like(candidate).scatter_(-1, top, True) & candidate
-        keep = winners | (scores == math.inf)
-        return torch.where(keep, scores, positions.to(scores.dtype) - RECENCY_BASE)
-
-    def _score_row(
-        self, state: dict, row: int, surprisal: torch.Tensor, ends: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[int, float]]:
-        """One row's sentence means ``[T]`` and, for the sentence left open by the previous chunk, how many
-        of its tokens are stored and their final (or provisional) mean. Per row: sentence ends differ."""
-        open_sum, open_count = state.get("open", {}).get(row, (0.0, 0))
-        input_sum, input_count = state.get("input", {}).get(row, (0.0, 0))
-        stored_open = open_count
-        scores = torch.empty_like(surprisal)
-        values, closes = surprisal.tolist(), ends.tolist()
-        first, total = 0, open_sum
-        continued = (0, 0.0)
-        prior = self.prior_tokens
-        for index, (value, closing) in enumerate(zip(values, closes, strict=True)):
-            total += value
-            open_count += 1
-            input_sum += value
-            input_count += 1
-            if closing or open_count >= self.max_sentence or index == len(values) - 1:
-                mean = (total + prior * input_sum / input_count) / (open_count + prior)
-                scores[first : index + 1] = mean
-                if stored_open:
-                    continued, stored_open = (stored_open, mean), 0
-                if closing or open_count >= self.max_sentence:
-                    first, total, open_count = index + 1, 0.0, 0
-        state.setdefault("open", {})[row] = (total, open_count)
-        state.setdefault("input", {})[row] = (input_sum, input_count)
-        return scores, continued
+        return surprisal

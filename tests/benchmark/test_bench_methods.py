@@ -43,6 +43,7 @@ def test_registry_names_every_method():
         "snapkv",
         "reconstruct",
         "surprisal",
+        "lines",
         "longheads",
         "needle_oracle",
     }

@@ -5,31 +5,24 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import LineTokenizer, random_ids, tiny_pair
 
 from benchmark.methods import get_method
-from benchmark.passages import N_SINKS, line_end_tokens, passage_index, passage_keep
+from benchmark.passages import N_SINKS, passage_index, passage_keep
+from locret.config import LocretConfig
+from locret.scorers.lines import line_end_tokens
 
 BREAK = 1  # the line-break token of these tests
 
 
-class LineTokenizer:
-    """Stands in for a tokenizer: id 1 is a line break (and the reconstruction prompts are never asked)."""
-
-    def __len__(self) -> int:
-        return 100
-
-    def batch_decode(self, ids: list[list[int]]) -> list[str]:
-        return ["\n" if row == [BREAK] else f"t{row[0]}" for row in ids]
-
-
 def test_line_end_tokens_mark_the_ids_holding_a_line_break():
-    ends = line_end_tokens(LineTokenizer())
-    assert ends.shape == (100,) and ends[BREAK] and ends.sum() == 1
+    ends = line_end_tokens(LineTokenizer({BREAK}), 97)
+    assert ends.shape == (97,) and ends[BREAK] and ends.sum() == 1
 
 
 def test_passages_end_at_line_breaks_and_at_the_longest_passage():
     ids = torch.tensor([5, 6, BREAK, 7, 8, 9, 10, 11, BREAK, 12])
-    ends = line_end_tokens(LineTokenizer())
+    ends = line_end_tokens(LineTokenizer({BREAK}), 97)
     assert passage_index(ids, ends, max_passage=10).tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 1, 2]
     assert passage_index(ids, ends, max_passage=3).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
     with pytest.raises(ValueError, match="max_passage"):
@@ -64,13 +57,9 @@ def test_room_for_everything_keeps_everything_and_bad_recent_is_rejected():
 
 
 def test_kvzip_passage_allocation_keeps_whole_lines_the_same_in_every_layer_and_head():
-    from tiny import random_ids, tiny_pair
-
-    from locret.config import LocretConfig
-
     model, _ = tiny_pair("llama")
     method = get_method("kvzip:scores=recency:allocation=passage:max_passage=8")
-    method.tokenizer = LineTokenizer()
+    method.tokenizer = LineTokenizer({BREAK})
     context = random_ids(60, seed=4)
     context[0, 9::10] = BREAK  # lines of 10 tokens
     config = LocretConfig(budget=24, chunk_size=16, n_stabilizers=4, n_local=1)
@@ -78,7 +67,7 @@ def test_kvzip_passage_allocation_keeps_whole_lines_the_same_in_every_layer_and_
     keep = compressed.keep
     assert (keep == keep[0, 0]).all()  # the same tokens in every layer and KV head
     kept = keep[0, 0]
-    passages = passage_index(context[0], line_end_tokens(LineTokenizer()), 8)
+    passages = passage_index(context[0], line_end_tokens(LineTokenizer({BREAK}), 97), 8)
     partial = [p for p in passages.unique().tolist() if 0 < kept[passages == p].sum() < (passages == p).sum()]
     assert set(partial) <= {passages[0].item(), passages[-1].item()}  # only the sinks' and the newest passage
     assert kept.sum() <= 24 and kept[-4:].all()

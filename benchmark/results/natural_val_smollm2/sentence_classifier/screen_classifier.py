@@ -24,7 +24,8 @@ import torch
 
 from benchmark.natural.scoring import normalize_answer
 from locret.acquire import load_tokenizer
-from locret.scorers.surprisal import N_SINKS, sentence_end_tokens
+from locret.scorers.segments import N_SINKS
+from locret.scorers.surprisal import sentence_end_tokens
 
 RULES = Path(__file__).resolve().parent.parent / "surprisal_rules" / "screen_rules.py"
 _spec = importlib.util.spec_from_file_location("screen_rules", RULES)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from locret.acquire import load_tokenizer
-from locret.scorers.surprisal import N_SINKS as SINKS
+from locret.scorers.segments import N_SINKS as SINKS
 from locret.scorers.surprisal import SurprisalScorer, sentence_end_tokens
 
 MAX_SENTENCE = SurprisalScorer.max_sentence  # the scorer's default cut

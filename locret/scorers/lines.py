@@ -1,0 +1,96 @@
+"""Lines: the retaining heads' scores averaged over whole lines of text, the same in every layer and KV head.
+
+Why: the heads' own picks are short pieces of text scattered over the input, one set per layer and head. On
+documents those pieces make SmolLM2 answer fewer ``multidoc_qa`` questions than keeping only the newest text
+(15 of 300 validation questions against 30), and with no documents at all it answers 11. Whole lines (a
+document, a line of a book), ranked by the heads' mean score, the same in every layer, answered 27 and found 14
+of 25 prose needles at 4K, against the shipped heads' 4 and the full cache's 13
+(``benchmark/results/natural_val_smollm2/passage_selection/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from .segments import N_SINKS, SegmentMeanScorer
+
+STD_FLOOR = 1e-6  # a head whose scores never varied yet is not divided by zero
+
+
+def line_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
+    """``[vocab_size]`` bool (or the tokenizer's size, where larger): True for the ids whose text holds a line
+    break."""
+    texts = tokenizer.batch_decode([[index] for index in range(len(tokenizer))])
+    ends = torch.zeros(max(vocab_size, len(texts)), dtype=torch.bool)
+    ends[: len(texts)] = torch.tensor(["\n" in text for text in texts], dtype=torch.bool)
+    return ends
+
+
+@dataclass
+class LineScorer(SegmentMeanScorer):
+    """Retaining heads by line: each entry scores the mean, over its line (at most ``max_line`` tokens), of the
+    heads' scores standardized per layer and KV head and averaged over all of them.
+
+    During a prefill chunk's forward every layer's heads score the chunk (``score_new``); after it,
+    ``token_values`` standardizes each layer and KV head's scores by the mean and spread of all its scores of
+    the input so far (heads differ in scale, and eviction compares entries across chunks) and averages them
+    into one value per token; ``SegmentMeanScorer`` averages those per line and gives every layer the same
+    scores, so whole lines are kept or dropped together everywhere. The newest ``n_stabilizers`` entries stay
+    anyway (``n_stabilizers >= max_line``). Needs retaining heads, ``score_pooling=1``,
+    ``budget_allocation="uniform"`` and ``decode_budget=None``. ``tokenizer`` finds the line breaks; None: the
+    model's own (``model.config.name_or_path``).
+    """
+
+    uses_retaining_heads: ClassVar[bool] = True
+    what: ClassVar[str] = "lines"
+    segment: ClassVar[str] = "line"
+    limit_field: ClassVar[str] = "max_line"
+
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+    max_line: int = 256
+
+    def __post_init__(self) -> None:
+        self.check_segment_settings()
+        self._ends = None
+        self._chunk: dict[int, torch.Tensor] = {}  # layer -> the heads' scores [B, Hkv, T] of this chunk
+
+    @property
+    def segment_limit(self) -> int:
+        return self.max_line
+
+    def segment_end_tokens(self, tokenizer, vocab_size: int) -> torch.Tensor:
+        return line_end_tokens(tokenizer, vocab_size)
+
+    def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
+        """During the chunk's forward: keep the layer's head scores for ``token_values`` (the entries' own
+        scores come after the forward); elsewhere 0, as for every chunk rescorer."""
+        if self._awaiting:
+            self._chunk[attention.layer_idx] = attention.retaining_scores(head_input).transpose(1, 2).float()
+        return super().score_new(attention, head_input, query, key, positions)
+
+    def token_values(
+        self, model, cache, input_ids: torch.Tensor, start: int, end: int, hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        """The chunk's head scores ``[B, layers, Hkv, T]``, standardized per layer and head by the moments of
+        the input so far (the sinks left out), averaged over layers and heads: ``[B, T]``."""
+        if len(self._chunk) != len(cache.layers):
+            raise RuntimeError(
+                f"the heads scored {len(self._chunk)} of {len(cache.layers)} layers in this chunk"
+            )
+        raw = torch.stack([self._chunk[layer] for layer in range(len(cache.layers))], dim=1)
+        self._chunk.clear()
+        counted = raw[..., max(N_SINKS - start, 0) :]
+        state = cache.scorer_state
+        count, total, squares = state.get("moments", (0, 0.0, 0.0))
+        count = count + counted.shape[-1]
+        total = total + counted.sum(-1)
+        squares = squares + counted.square().sum(-1)
+        state["moments"] = (count, total, squares)
+        if count == 0:  # a chunk of sinks only: their scores are +inf anyway
+            return raw.new_zeros(raw.shape[0], raw.shape[-1])
+        mean = total / count
+        std = (squares / count - mean.square()).clamp_min(STD_FLOOR**2).sqrt()
+        return ((raw - mean[..., None]) / std[..., None]).mean(dim=(1, 2))

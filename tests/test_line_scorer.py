@@ -1,0 +1,114 @@
+"""The lines scorer (``locret.scorers.lines``): the heads' standardized scores averaged per line, the same in every
+layer and KV head, on tiny random Llamas."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import LineTokenizer, tiny_locret
+
+import locret
+from locret import LocretConfig
+from locret.generation import new_cache
+from locret.scorers import SCORERS, LineScorer
+from locret.scorers.lines import line_end_tokens
+from locret.scorers.segments import N_SINKS
+
+BREAKS = set(range(0, 97, 11))  # ids that decode to a line break
+CONFIG = LocretConfig(budget=40, chunk_size=16, n_stabilizers=12, n_local=4)
+
+
+def line_numbers(ids: list[int], max_line: int) -> list[int]:
+    """Each token's line: a line ends with a break id or after ``max_line`` tokens."""
+    numbers, line, length = [], 0, 0
+    for token in ids:
+        numbers.append(line)
+        length += 1
+        if token in BREAKS or length >= max_line:
+            line, length = line + 1, 0
+    return numbers
+
+
+def prefilled(ids: torch.Tensor, config: LocretConfig = CONFIG, max_line: int = 10):
+    model = tiny_locret("llama")
+    scorer = LineScorer(tokenizer=LineTokenizer(BREAKS), max_line=max_line)
+    cache = new_cache(model, config, scorer=scorer, track_positions=True)
+    locret.prefill_prompt(model, ids, config, cache=cache)
+    return cache
+
+
+def test_line_end_tokens_mark_the_ids_that_decode_to_a_line_break():
+    ends = line_end_tokens(LineTokenizer(BREAKS), 100)
+    assert ends.shape == (100,) and set(ends.nonzero().flatten().tolist()) == BREAKS
+
+
+def test_every_layer_and_head_keeps_the_same_entries_and_a_line_shares_one_score():
+    ids = torch.randint(1, 97, (1, 200), generator=torch.Generator().manual_seed(3))
+    cache = prefilled(ids)
+    first = cache.layers[0]
+    kept = first.positions[0, 0]
+    assert len(kept) == CONFIG.budget
+    for layer in cache.layers:
+        assert all(torch.equal(layer.positions[0, h], kept) for h in range(layer.positions.shape[1]))
+        torch.testing.assert_close(layer.scores, first.scores)
+    lines = torch.tensor(line_numbers(ids[0].tolist(), 10))[kept]
+    scores = first.scores[0, 0]
+    assert torch.isinf(scores[:N_SINKS]).all()
+    for line in lines[N_SINKS:].unique():
+        same = (lines == line) & torch.isfinite(scores)
+        assert torch.allclose(scores[same], scores[same][0]), f"line {line.item()} holds different scores"
+
+
+def test_token_values_standardize_each_head_by_the_input_so_far_and_average_them():
+    """Two chunks of fake head scores: the second's values use the moments of both chunks (sinks left out)."""
+    scorer = LineScorer(tokenizer=LineTokenizer(BREAKS))
+
+    class Cache:
+        layers = [None, None]
+        scorer_state: dict = {}
+
+    generator = torch.Generator().manual_seed(0)
+    chunks = [torch.randn(1, 2, 3, 8, generator=generator) * 3 + 1 for _ in range(2)]  # [B, layers, Hkv, T]
+    values = []
+    for index, chunk in enumerate(chunks):
+        scorer._chunk = {layer: chunk[:, layer] for layer in range(2)}
+        values.append(scorer.token_values(None, Cache, torch.zeros(1, 17), index * 8, index * 8 + 8, None))
+    seen = torch.cat([chunks[0][..., N_SINKS:], chunks[1]], dim=-1)
+    mean, std = seen.mean(-1, keepdim=True), seen.std(-1, unbiased=False, keepdim=True)
+    torch.testing.assert_close(values[1], ((chunks[1] - mean) / std).mean(dim=(1, 2)))
+    assert scorer._chunk == {}
+
+
+def test_a_line_open_at_a_chunks_end_is_rescored_when_it_closes():
+    """No break for 30 tokens across two chunks: its stored entries all end with the line's final mean."""
+    ids = torch.full((1, 60), 5)
+    ids[0, :4] = torch.tensor([11, 22, 33, 44])  # sinks, each its own line
+    ids[0, 4:34] = torch.arange(50, 80) % 97  # one line of 30 tokens (none of them a break: 55 and 66 are)
+    ids[0, 4:34][torch.isin(ids[0, 4:34], torch.tensor(sorted(BREAKS)))] = 1
+    ids[0, 34] = 0  # the break that closes it
+    config = LocretConfig(budget=200, chunk_size=16, n_stabilizers=40, n_local=4)
+    cache = prefilled(ids, config, max_line=40)
+    scores = cache.layers[0].scores[0, 0]
+    line = scores[4:35]
+    assert torch.allclose(line, line[0]), "the line kept provisional means from earlier chunks"
+
+
+def test_settings_are_checked_and_it_needs_the_heads():
+    assert SCORERS["lines"] is LineScorer and LineScorer.uses_retaining_heads and LineScorer.rescores_chunks
+    with pytest.raises(ValueError, match="max_line must be >= 1"):
+        LineScorer(max_line=0)
+    model = tiny_locret("llama")
+    ids = torch.randint(1, 97, (1, 40), generator=torch.Generator().manual_seed(1))
+    for config, message in [
+        (
+            LocretConfig(budget=24, chunk_size=8, n_stabilizers=4, n_local=4),
+            "n_stabilizers .4. must be >= max_line",
+        ),
+        (
+            LocretConfig(budget=24, chunk_size=8, n_stabilizers=12, n_local=4, score_pooling=3),
+            "pools by line",
+        ),
+    ]:
+        cache = new_cache(model, config, scorer=LineScorer(tokenizer=LineTokenizer(BREAKS), max_line=10))
+        with pytest.raises(ValueError, match=message):
+            locret.prefill_prompt(model, ids, config, cache=cache)
