@@ -1,11 +1,12 @@
 """Lines: the retaining heads' scores averaged over whole lines of text, the same in every layer and KV head.
 
-Why: the heads' own picks are short pieces of text scattered over the input, one set per layer and head. On
-documents those pieces make SmolLM2 answer fewer ``multidoc_qa`` questions than keeping only the newest text
-(15 of 300 validation questions against 30), and with no documents at all it answers 11. Whole lines (a
-document, a line of a book), ranked by the heads' mean score, the same in every layer, answered 27 and found 14
-of 25 prose needles at 4K, against the shipped heads' 4 and the full cache's 13
-(``benchmark/results/natural_val_smollm2/passage_selection/``).
+Why: the heads' own picks are short pieces of text scattered over the input, one set per layer and head, and
+on documents those pieces break SmolLM2's reading (``benchmark/results/natural_val_smollm2/recency_share/``).
+Kept as whole lines (a ``multidoc_qa`` document, a line of a book), the heads' choice found 18 of 25 prose
+needles at 4K on validation, against the shipped heads' 4 and the full cache's 13, but 6 of 25 at 8K, as the
+heads (the needle oracle 16), and answered 19 of 300 ``multidoc_qa`` questions, where the same heads' lines
+chosen after a plain prefill answered 27 (``benchmark/results/natural_val_smollm2/passage_selection/``).
+Not a default: an option to measure.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Prefill speed of sentence surprisal (whole vocabulary, or a softmax over the first K ids) against the
-shipped heads at their recommended settings (pooling 15), in one process, on validation haystack text.
+shipped heads at their recommended settings (pooling 15), in one process, on validation haystack text;
+``--lines`` adds the lines scorer (``locret.scorers.LineScorer``, the same heads averaged per line).
 
     PYTHONPATH=. python benchmark/results/natural_val_smollm2/surprisal_defaults/prefill_speed.py \
-        --tokens 8192 --repeats 3 --threads 1 --softmax-tokens 4096 8192 [--surprising-share 0.125]
+        --tokens 8192 --repeats 3 --threads 1 --softmax-tokens 4096 8192 [--surprising-share 0.125] [--lines]
 
 Each round runs every variant once, in a rotating order, over the same prompt; the table gives each
 variant's median prefill tok/s and its ratio to the heads' in the same rounds.
@@ -18,7 +19,7 @@ import locret
 from benchmark.natural.books import split_text
 from locret.acquire import load_tokenizer
 from locret.generation import new_cache
-from locret.scorers import SurprisalScorer
+from locret.scorers import LineScorer, SurprisalScorer
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--softmax-tokens", type=int, nargs="*", default=[4096, 8192])
     parser.add_argument("--surprising-share", type=float, default=None, help="for every surprisal variant")
+    parser.add_argument("--lines", action="store_true", help="also time the lines scorer")
     parser.add_argument("--data-dir", default="../shared/data")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -50,6 +52,8 @@ def main() -> None:
                 tokenizer=tokenizer, softmax_tokens=k, surprising_share=args.surprising_share
             ),
         )
+    if args.lines:
+        variants["lines"] = (prose, lambda: LineScorer(tokenizer=tokenizer))
     seconds = {name: [] for name in variants}
     names = list(variants)
     for round_ in range(args.repeats + 1):  # round 0 warms up
