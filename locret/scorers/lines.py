@@ -3,9 +3,10 @@
 Why: the heads' own picks are short pieces of text scattered over the input, one set per layer and head, and
 on documents those pieces break SmolLM2's reading (``benchmark/results/natural_val_smollm2/recency_share/``).
 Kept as whole lines (a ``multidoc_qa`` document, a line of a book), the heads' choice found 18 of 25 prose
-needles at 4K on validation, against the shipped heads' 4 and the full cache's 13, but 6 of 25 at 8K, as the
-heads (the needle oracle 16), and answered 19 of 300 ``multidoc_qa`` questions, where the same heads' lines
-chosen after a plain prefill answered 27 (``benchmark/results/natural_val_smollm2/passage_selection/``).
+needles at 4K on validation and 16 on a second draw, against the shipped heads' 4 and 5 and the full cache's
+13 and 17, but 6 of 25 at 8K, as the heads (the needle oracle 16), and answered 19 of 300 ``multidoc_qa``
+questions, where the same heads' lines chosen after a plain prefill answered 27
+(``benchmark/results/natural_val_smollm2/passage_selection/``).
 Not a default: an option to measure.
 """
 
