@@ -405,6 +405,7 @@ class KVzip(Method):
         return None  # each question runs alone (no shared prefill)
 
     def text_tokenizer(self, model):
+        """The ``tokenizer`` field, or when it is None the model's own (the prompts, the line breaks)."""
         return self.tokenizer if self.tokenizer is not None else _tokenizer(model.config.name_or_path)
 
     def prompts(self, model) -> tuple[list[int], list[int]]:
