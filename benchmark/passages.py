@@ -45,10 +45,8 @@ def passage_keep(token_score: torch.Tensor, passages: torch.Tensor, budget: int,
         keep[n - recent :] = True
     count = passages.max().item() + 1
     totals = torch.zeros(count, device=token_score.device).index_add_(0, passages, token_score.float())
-    sizes = torch.zeros(count, device=token_score.device).index_add_(
-        0, passages, torch.ones_like(totals[passages])
-    )
-    missing = torch.zeros(count, device=token_score.device).index_add_(0, passages, (~keep).float())
+    sizes = torch.bincount(passages, minlength=count)
+    missing = torch.bincount(passages[~keep], minlength=count)  # each passage's tokens not yet kept
     room = budget - int(keep.sum())
     for passage in (totals / sizes).argsort(descending=True).tolist():
         cost = int(missing[passage])

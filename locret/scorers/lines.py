@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .segments import N_SINKS, SegmentMeanScorer
+from .segments import N_SINKS, SegmentMeanScorer, token_text_flags
 
 STD_FLOOR = 1e-6  # a head whose scores never varied yet is not divided by zero
 
@@ -25,10 +25,7 @@ STD_FLOOR = 1e-6  # a head whose scores never varied yet is not divided by zero
 def line_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
     """``[vocab_size]`` bool (or the tokenizer's size, where larger): True for the ids whose text holds a line
     break."""
-    texts = tokenizer.batch_decode([[index] for index in range(len(tokenizer))])
-    ends = torch.zeros(max(vocab_size, len(texts)), dtype=torch.bool)
-    ends[: len(texts)] = torch.tensor(["\n" in text for text in texts], dtype=torch.bool)
-    return ends
+    return token_text_flags(tokenizer, vocab_size, lambda text: "\n" in text)
 
 
 @dataclass
@@ -56,7 +53,6 @@ class LineScorer(SegmentMeanScorer):
 
     def __post_init__(self) -> None:
         self.check_segment_settings()
-        self._ends = None
         self._chunk: dict[int, torch.Tensor] = {}  # layer -> the heads' scores [B, Hkv, T] of this chunk
 
     @property

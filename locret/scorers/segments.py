@@ -10,7 +10,8 @@ segment a chunk continues, and hands the scores to every layer.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 
@@ -20,6 +21,15 @@ N_SINKS = 4  # the input's first tokens, always kept (attention sinks)
 # With a capped budget (``surprising_share``) the other entries score position - RECENCY_BASE: below every
 # segment mean (>= 0), ordered by position, exact in float32 for inputs under 2**24 tokens.
 RECENCY_BASE = 2.0**24
+
+
+def token_text_flags(tokenizer, vocab_size: int, ends_segment: Callable[[str], bool]) -> torch.Tensor:
+    """``[max(vocab_size, len(tokenizer))]`` bool: True for the ids whose decoded text ``ends_segment``
+    accepts (ids past the tokenizer's, padding of the embedding matrix, never end one)."""
+    texts = tokenizer.batch_decode([[index] for index in range(len(tokenizer))])
+    flags = torch.zeros(max(vocab_size, len(texts)), dtype=torch.bool)
+    flags[: len(texts)] = torch.tensor([ends_segment(text) for text in texts], dtype=torch.bool)
+    return flags
 
 
 class SegmentMeanScorer(ChunkRescorer):
@@ -35,7 +45,6 @@ class SegmentMeanScorer(ChunkRescorer):
     what: ClassVar[str] = "segment"  # the scorer's name in messages
     segment: ClassVar[str] = "segment"  # what one segment is, in messages
     limit_field: ClassVar[str] = "segment_limit"  # the subclass's field that sets ``segment_limit``
-    tokenizer: Any = None
     prior_tokens: float = 0.0
     surprising_share: float | None = None
     _ends: torch.Tensor | None = None  # segment_end_tokens on the model's device, built once per scorer

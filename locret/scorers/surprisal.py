@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .segments import SegmentMeanScorer
+from .segments import SegmentMeanScorer, token_text_flags
 
 LOGIT_ROWS = 128  # hidden states turned into logits at once (memory: LOGIT_ROWS x vocabulary floats)
 SENTENCE_END = ".!?"  # a token whose text ends with one of these (closing quotes aside) ends a sentence
@@ -29,12 +29,12 @@ def sentence_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
     """``[vocab_size]`` bool: True for the ids whose text ends a sentence: it ends with ``.``, ``!`` or ``?``
     (closing quotes, brackets and whitespace aside) or holds a blank line (a paragraph's end; a single line
     break is not one, as hard-wrapped text breaks lines inside sentences)."""
-    texts = tokenizer.batch_decode([[index] for index in range(len(tokenizer))])
-    ends = torch.zeros(max(vocab_size, len(texts)), dtype=torch.bool)
-    for index, text in enumerate(texts):
+
+    def ends_sentence(text: str) -> bool:
         stripped = text.rstrip(CLOSING)
-        ends[index] = "\n\n" in text or (bool(stripped) and stripped[-1] in SENTENCE_END)
-    return ends
+        return "\n\n" in text or (bool(stripped) and stripped[-1] in SENTENCE_END)
+
+    return token_text_flags(tokenizer, vocab_size, ends_sentence)
 
 
 def token_surprisal(
@@ -129,7 +129,6 @@ class SurprisalScorer(SegmentMeanScorer):
         self.check_segment_settings()
         if self.softmax_tokens is not None and self.softmax_tokens < 1:
             raise ValueError(f"softmax_tokens must be None or >= 1, got {self.softmax_tokens}")
-        self._ends = None
 
     @property
     def segment_limit(self) -> int:
