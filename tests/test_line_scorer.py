@@ -11,7 +11,7 @@ import locret
 from locret import LocretConfig
 from locret.generation import new_cache
 from locret.scorers import SCORERS, LineScorer
-from locret.scorers.lines import line_end_tokens
+from locret.scorers.lines import WINDOW_LINE, line_end_tokens
 from locret.scorers.segments import N_SINKS
 
 BREAKS = set(range(0, 97, 11))  # ids that decode to a line break
@@ -29,9 +29,11 @@ def line_numbers(ids: list[int], max_line: int) -> list[int]:
     return numbers
 
 
-def prefilled(ids: torch.Tensor, config: LocretConfig = CONFIG, max_line: int = 10):
+def prefilled(
+    ids: torch.Tensor, config: LocretConfig = CONFIG, max_line: int = 10, keep_window_line: bool = True
+):
     model = tiny_locret("llama")
-    scorer = LineScorer(tokenizer=LineTokenizer(BREAKS), max_line=max_line)
+    scorer = LineScorer(tokenizer=LineTokenizer(BREAKS), max_line=max_line, keep_window_line=keep_window_line)
     cache = new_cache(model, config, scorer=scorer, track_positions=True)
     locret.prefill_prompt(model, ids, config, cache=cache)
     return cache
@@ -55,8 +57,26 @@ def test_every_layer_and_head_keeps_the_same_entries_and_a_line_shares_one_score
     scores = first.scores[0, 0]
     assert torch.isinf(scores[:N_SINKS]).all()
     for line in lines[N_SINKS:].unique():
-        same = (lines == line) & torch.isfinite(scores)
+        same = (lines == line) & torch.isfinite(scores) & (scores != WINDOW_LINE)
         assert torch.allclose(scores[same], scores[same][0]), f"line {line.item()} holds different scores"
+
+
+def window_line_kept_whole(seed: int, keep_window_line: bool) -> bool:
+    """Whether the last eviction kept all of the line the protected window (the newest 12 prefilled tokens)
+    starts in."""
+    ids = torch.randint(1, 97, (1, 200), generator=torch.Generator().manual_seed(seed))
+    kept = set(prefilled(ids, keep_window_line=keep_window_line).layers[0].positions[0, 0].tolist())
+    numbers = line_numbers(ids[0].tolist(), 10)
+    window_start = ids.shape[1] - CONFIG.n_local - CONFIG.n_stabilizers
+    line = [position for position, number in enumerate(numbers) if number == numbers[window_start]]
+    return all(position in kept for position in line)
+
+
+def test_the_line_the_protected_window_starts_in_is_kept_whole():
+    assert all(window_line_kept_whole(seed, keep_window_line=True) for seed in range(8))
+    assert not all(window_line_kept_whole(seed, keep_window_line=False) for seed in range(8)), (
+        "without keep_window_line some window lines should be cut, or this test shows nothing"
+    )
 
 
 def test_token_values_standardize_each_head_by_the_input_so_far_and_average_them():

@@ -20,6 +20,9 @@ import torch
 from .segments import N_SINKS, SegmentMeanScorer, token_text_flags
 
 STD_FLOOR = 1e-6  # a head whose scores never varied yet is not divided by zero
+# The line the protected window starts in scores this until the next chunk, so that it is kept whole: finite,
+# above every line mean, below the sinks' +inf, and never a mean itself.
+WINDOW_LINE = torch.finfo(torch.float32).max
 
 
 def line_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
@@ -50,6 +53,7 @@ class LineScorer(SegmentMeanScorer):
 
     tokenizer: Any = field(default=None, repr=False, compare=False)
     max_line: int = 256
+    keep_window_line: bool = True
 
     def __post_init__(self) -> None:
         self.check_segment_settings()
@@ -92,3 +96,27 @@ class LineScorer(SegmentMeanScorer):
         mean = total / count
         std = (squares / count - mean.square()).clamp_min(STD_FLOOR**2).sqrt()
         return ((raw - mean[..., None]) / std[..., None]).mean(dim=(1, 2))
+
+    def adjust_scores(self, cache, stored: torch.Tensor, scores: torch.Tensor) -> None:
+        """With ``keep_window_line``: the older part of the line the newest ``n_stabilizers`` entries start in
+        scores ``WINDOW_LINE`` at this chunk's eviction, so that line is kept whole, not cut where the window
+        begins; the previous chunk's such line gets its own mean back first."""
+        if not self.keep_window_line:
+            return
+        state = cache.scorer_state
+        held = state.pop("window_line", None)
+        if held is not None:
+            stored.copy_(torch.where(stored == WINDOW_LINE, held[:, None], stored))
+        entries = torch.cat([stored, scores], dim=-1)
+        if entries.shape[-1] <= cache.config.budget:  # nothing is evicted after this chunk
+            return
+        boundary = entries.shape[-1] - cache.config.n_stabilizers  # the window's oldest entry
+        line = entries[:, boundary]
+        index = torch.arange(entries.shape[-1], device=entries.device)
+        other = (entries != line[:, None]) & (index < boundary)
+        first = torch.where(other, index + 1, 0).amax(dim=-1, keepdim=True)  # where the line's run begins
+        older_part = (index >= first) & (index < boundary) & line[:, None].isfinite()
+        entries.masked_fill_(older_part, WINDOW_LINE)
+        stored.copy_(entries[:, : stored.shape[-1]])
+        scores.copy_(entries[:, stored.shape[-1] :])
+        state["window_line"] = line

@@ -130,6 +130,7 @@ class SegmentMeanScorer(ChunkRescorer):
             if count:  # the newest stored entries: tokens start - count .. start - 1 (sinks stay +inf)
                 tail = stored[row, stored.shape[-1] - count :]
                 tail.masked_fill_(tail.isfinite(), mean)
+        self.adjust_scores(cache, stored, scores)
         if self.surprising_share is not None:
             still_open = [state["open"][row][1] for row in range(input_ids.shape[0])]
             capped = self._cap_surprising(
@@ -142,6 +143,10 @@ class SegmentMeanScorer(ChunkRescorer):
         for layer in cache.layers:
             layer.scores.copy_(stored[:, None].expand_as(layer.scores))
             layer.supply_pending_scores(scores[:, None].expand(-1, layer.keys.shape[1], -1))
+
+    def adjust_scores(self, cache, stored: torch.Tensor, scores: torch.Tensor) -> None:
+        """A subclass's last change, in place, to the stored entries' scores ``[B, S]`` and the chunk's
+        ``[B, T]`` before eviction ranks them; here none."""
 
     def _cap_surprising(
         self, scores: torch.Tensor, positions: torch.Tensor, still_open: list[int], surprising: int
