@@ -2,13 +2,11 @@
 
 Why: the heads' own picks are short pieces of text scattered over the input, one set per layer and head, and
 on documents those pieces break SmolLM2's reading (``benchmark/results/natural_val_smollm2/recency_share/``).
-Kept as whole lines (a ``multidoc_qa`` document, a line of a book), the heads' choice found 18 of 25 prose
-needles at 4K on validation and 16 on a second draw, against the shipped heads' 4 and 5 and the full cache's
-13 and 17, but 6 of 25 at 8K, as the heads (the needle oracle 16), and answered 19 of 300 ``multidoc_qa``
-questions, where the same heads' lines chosen after a plain prefill answered 27
-(``benchmark/results/natural_val_smollm2/passage_selection/``).
-Not a default: an option to measure.
-"""
+Kept as whole lines (a ``multidoc_qa`` document, a line of a book), the heads' choice found 18 and 17 of 25
+prose needles at 4K on two validation draws, against the shipped heads' 4 and 5 and the full cache's 13 and
+17, but 6 of 25 at 8K, as the heads (the needle oracle 16), and answered 22 of 300 ``multidoc_qa`` questions
+(StreamingLLM 30, the full cache 32; ``benchmark/results/natural_val_smollm2/window_line/``).
+Not a default: an option to measure."""
 
 from __future__ import annotations
 
@@ -41,7 +39,9 @@ class LineScorer(SegmentMeanScorer):
     the input so far (heads differ in scale, and eviction compares entries across chunks) and averages them
     into one value per token; ``SegmentMeanScorer`` averages those per line and gives every layer the same
     scores, so whole lines are kept or dropped together everywhere. The newest ``n_stabilizers`` entries stay
-    anyway (``n_stabilizers >= max_line``). Needs retaining heads, ``score_pooling=1``,
+    anyway (``n_stabilizers >= max_line``); with ``keep_window_line`` (default) so does the rest of the line
+    they start in, which would otherwise be cut there (on validation 22 ``multidoc_qa`` answers of 300 against
+    19, the same needles). Needs retaining heads, ``score_pooling=1``,
     ``budget_allocation="uniform"`` and ``decode_budget=None``. ``tokenizer`` finds the line breaks; None: the
     model's own (``model.config.name_or_path``).
     """
