@@ -10,7 +10,6 @@ Not a default: an option to measure."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -55,7 +54,6 @@ class LineScorer(SegmentMeanScorer):
     tokenizer: Any = field(default=None, repr=False, compare=False)
     max_line: int = 256
     keep_window_line: bool = True
-    keep_template_lines: bool = False
 
     def __post_init__(self) -> None:
         self.check_segment_settings()
@@ -97,11 +95,7 @@ class LineScorer(SegmentMeanScorer):
             return raw.new_zeros(raw.shape[0], raw.shape[-1])
         mean = total / count
         std = (squares / count - mean.square()).clamp_min(STD_FLOOR**2).sqrt()
-        values = ((raw - mean[..., None]) / std[..., None]).mean(dim=(1, 2))
-        if self.keep_template_lines:
-            special = torch.tensor(self.text_tokenizer(model).all_special_ids, device=input_ids.device)
-            values.masked_fill_(torch.isin(input_ids[:, start:end], special), math.inf)
-        return values
+        return ((raw - mean[..., None]) / std[..., None]).mean(dim=(1, 2))
 
     def adjust_scores(self, cache, stored: torch.Tensor, scores: torch.Tensor) -> None:
         """With ``keep_window_line``: the older part of the line the newest ``n_stabilizers`` entries start in

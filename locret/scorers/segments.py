@@ -193,8 +193,7 @@ class SegmentMeanScorer(ChunkRescorer):
             input_sum += value
             input_count += 1
             if closing or open_count >= self.segment_limit or index == len(values) - 1:
-                shrink = prior * input_sum / input_count if prior else 0.0  # 0 * inf would be nan
-                mean = (total + shrink) / (open_count + prior)
+                mean = (total + prior * input_sum / input_count) / (open_count + prior)
                 scores[first : index + 1] = mean
                 if stored_open:
                     continued, stored_open = (stored_open, mean), 0
