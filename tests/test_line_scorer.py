@@ -13,6 +13,7 @@ from locret.generation import new_cache
 from locret.scorers import SCORERS, LineScorer
 from locret.scorers.lines import WINDOW_LINE, line_end_tokens
 from locret.scorers.segments import N_SINKS
+from locret.scorers.surprisal import token_surprisal
 
 BREAKS = set(range(0, 97, 11))  # ids that decode to a line break
 CONFIG = LocretConfig(budget=40, chunk_size=16, n_stabilizers=12, n_local=4)
@@ -97,6 +98,44 @@ def test_token_values_standardize_each_head_by_the_input_so_far_and_average_them
     mean, std = seen.mean(-1, keepdim=True), seen.std(-1, unbiased=False, keepdim=True)
     torch.testing.assert_close(values[1], ((chunks[1] - mean) / std).mean(dim=(1, 2)))
     assert scorer._chunk == {}
+
+
+def test_surprisal_weight_adds_the_standardized_surprisal_to_the_standardized_head_average():
+    """Two chunks: the value is z(head average) + weight * z(surprisal), each z by the moments of the input so
+    far, the surprisal that of ``token_surprisal`` over the whole input (the chunk boundary changes nothing)."""
+    model = tiny_locret("llama")
+    weight = 0.5
+    scorer = LineScorer(tokenizer=LineTokenizer(BREAKS), surprisal_weight=weight)
+    plain = LineScorer(tokenizer=LineTokenizer(BREAKS))
+
+    class Cache:
+        layers = [None, None]
+        scorer_state: dict = {}
+
+    class PlainCache(Cache):
+        scorer_state: dict = {}
+
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 97, (1, 17), generator=generator)
+    hidden = torch.randn(1, 16, model.config.hidden_size, generator=generator)
+    chunks = [torch.randn(1, 2, 3, 8, generator=generator) for _ in range(2)]
+    values, heads = [], []
+    for index, chunk in enumerate(chunks):
+        start, end = index * 8, index * 8 + 8
+        for each, cache, out in ((scorer, Cache, values), (plain, PlainCache, heads)):
+            each._chunk = {layer: chunk[:, layer] for layer in range(2)}
+            out.append(each.token_values(model, cache, ids, start, end, hidden[:, start:end]))
+    surprisal = torch.cat([torch.zeros(1, 1), token_surprisal(model, hidden[:, :15], ids[:, 1:16], 8192)], 1)
+
+    def z_last(values: torch.Tensor) -> torch.Tensor:
+        seen = values[:, N_SINKS:]
+        return (values[:, 8:] - seen.mean()) / seen.std(unbiased=False)
+
+    expected = z_last(torch.cat(heads, 1)) + weight * z_last(surprisal)
+    torch.testing.assert_close(values[1], expected, atol=1e-4, rtol=1e-3)  # moments from sums of squares
+    assert not torch.allclose(values[1], heads[1]), "the weight should change the values"
+    with pytest.raises(ValueError, match="surprisal_weight must be >= 0"):
+        LineScorer(surprisal_weight=-1)
 
 
 def test_a_line_open_at_a_chunks_end_is_rescored_when_it_closes():

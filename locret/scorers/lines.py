@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from .segments import N_SINKS, SegmentMeanScorer, token_text_flags
+from .surprisal import SurprisalScorer, chunk_surprisal
 
 STD_FLOOR = 1e-6  # a head whose scores never varied yet is not divided by zero
 # The line the protected window starts in scores this until the next chunk, so that it is kept whole: finite,
@@ -54,9 +55,12 @@ class LineScorer(SegmentMeanScorer):
     tokenizer: Any = field(default=None, repr=False, compare=False)
     max_line: int = 256
     keep_window_line: bool = True
+    surprisal_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.check_segment_settings()
+        if not self.surprisal_weight >= 0:
+            raise ValueError(f"surprisal_weight must be >= 0, got {self.surprisal_weight}")
         self._chunk: dict[int, torch.Tensor] = {}  # layer -> the heads' scores [B, Hkv, T] of this chunk
 
     @property
@@ -77,25 +81,24 @@ class LineScorer(SegmentMeanScorer):
         self, model, cache, input_ids: torch.Tensor, start: int, end: int, hidden_states: torch.Tensor
     ) -> torch.Tensor:
         """The chunk's head scores ``[B, layers, Hkv, T]``, standardized per layer and head by the moments of
-        the input so far (the sinks left out), averaged over layers and heads: ``[B, T]``."""
+        the input so far (the sinks left out), averaged over layers and heads: ``[B, T]``. With a
+        ``surprisal_weight``, that average and the tokens' surprisal are each standardized again the same way
+        and added, the surprisal times the weight."""
         if len(self._chunk) != len(cache.layers):
             raise RuntimeError(
                 f"the heads scored {len(self._chunk)} of {len(cache.layers)} layers in this chunk"
             )
         raw = torch.stack([self._chunk[layer] for layer in range(len(cache.layers))], dim=1)
         self._chunk.clear()
-        counted = raw[..., max(N_SINKS - start, 0) :]
         state = cache.scorer_state
-        count, total, squares = state.get("moments", (0, 0.0, 0.0))
-        count = count + counted.shape[-1]
-        total = total + counted.sum(-1)
-        squares = squares + counted.square().sum(-1)
-        state["moments"] = (count, total, squares)
-        if count == 0:  # a chunk of sinks only: their scores are +inf anyway
-            return raw.new_zeros(raw.shape[0], raw.shape[-1])
-        mean = total / count
-        std = (squares / count - mean.square()).clamp_min(STD_FLOOR**2).sqrt()
-        return ((raw - mean[..., None]) / std[..., None]).mean(dim=(1, 2))
+        heads = standardized(state, "moments", raw, start).mean(dim=(1, 2))
+        if not self.surprisal_weight:
+            return heads
+        softmax_tokens = SurprisalScorer.softmax_tokens
+        surprisal = chunk_surprisal(model, state, input_ids, start, end, hidden_states, softmax_tokens)
+        return standardized(state, "heads_moments", heads, start) + self.surprisal_weight * standardized(
+            state, "surprisal_moments", surprisal, start
+        )
 
     def adjust_scores(self, cache, stored: torch.Tensor, scores: torch.Tensor) -> None:
         """With ``keep_window_line``: the older part of the line the newest ``n_stabilizers`` entries start in
@@ -120,3 +123,20 @@ class LineScorer(SegmentMeanScorer):
         stored.copy_(entries[:, : stored.shape[-1]])
         scores.copy_(entries[:, stored.shape[-1] :])
         state["window_line"] = line
+
+
+def standardized(state: dict, key: str, values: torch.Tensor, start: int) -> torch.Tensor:
+    """``values`` ``[..., T]`` of the chunk starting at token ``start``, less the mean and over the spread, per
+    leading index, of all such values of the input so far (this chunk's included; the first ``N_SINKS`` tokens
+    left out), kept in ``state[key]``. Zeros for a chunk of sinks only: their scores are +inf anyway."""
+    counted = values[..., max(N_SINKS - start, 0) :]
+    count, total, squares = state.get(key, (0, 0.0, 0.0))
+    count = count + counted.shape[-1]
+    total = total + counted.sum(-1)
+    squares = squares + counted.square().sum(-1)
+    state[key] = (count, total, squares)
+    if count == 0:
+        return torch.zeros_like(values)
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(STD_FLOOR**2).sqrt()
+    return (values - mean[..., None]) / std[..., None]

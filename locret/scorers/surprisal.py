@@ -74,6 +74,29 @@ def token_surprisal(
     return torch.cat(parts, dim=1)
 
 
+def chunk_surprisal(
+    model,
+    state: dict,
+    input_ids: torch.Tensor,
+    start: int,
+    end: int,
+    hidden_states: torch.Tensor,
+    softmax_tokens: int | None,
+) -> torch.Tensor:
+    """The surprisal ``[B, end - start]`` of the prefill chunk ``input_ids[:, start:end]`` from its final
+    ``hidden_states``: each state scores the token after it, so the chunk's last state scores the next chunk's
+    first token (kept in ``state["next_surprisal"]``) and a chunk boundary by itself changes no score; the
+    input's first token scores 0."""
+    following = input_ids[:, start + 1 : end + 1]  # the token each hidden state predicts
+    predicted = token_surprisal(model, hidden_states[:, : following.shape[1]], following, softmax_tokens)
+    carried = state.get("next_surprisal")
+    if carried is None:  # the input's first token: nothing predicts it (a sink)
+        carried = predicted.new_zeros(input_ids.shape[0], 1)
+    surprisal = torch.cat([carried, predicted], dim=1)[:, : end - start]
+    state["next_surprisal"] = predicted[:, end - start - 1 :] if following.shape[1] == end - start else None
+    return surprisal
+
+
 @dataclass
 class SurprisalScorer(SegmentMeanScorer):
     """Sentence surprisal: mean -log p of an entry's sentence under the model itself, in every layer and head.
@@ -140,17 +163,7 @@ class SurprisalScorer(SegmentMeanScorer):
     def token_values(
         self, model, cache, input_ids: torch.Tensor, start: int, end: int, hidden_states: torch.Tensor
     ) -> torch.Tensor:
-        """Each token's surprisal; the chunk's last hidden state scores the next chunk's first token."""
-        state = cache.scorer_state
-        following = input_ids[:, start + 1 : end + 1]  # the token each hidden state predicts
-        predicted = token_surprisal(
-            model, hidden_states[:, : following.shape[1]], following, self.softmax_tokens
+        """Each token's surprisal (``chunk_surprisal``)."""
+        return chunk_surprisal(
+            model, cache.scorer_state, input_ids, start, end, hidden_states, self.softmax_tokens
         )
-        carried = state.get("next_surprisal")
-        if carried is None:  # the input's first token: nothing predicts it (a sink)
-            carried = predicted.new_zeros(input_ids.shape[0], 1)
-        surprisal = torch.cat([carried, predicted], dim=1)[:, : end - start]
-        state["next_surprisal"] = (
-            predicted[:, end - start - 1 :] if following.shape[1] == end - start else None
-        )
-        return surprisal

@@ -1,9 +1,11 @@
 """Prefill speed of sentence surprisal (whole vocabulary, or a softmax over the first K ids) against the
 shipped heads at their recommended settings (pooling 15), in one process, on validation haystack text;
-``--lines`` adds the lines scorer (``locret.scorers.LineScorer``, the same heads averaged per line).
+``--lines`` adds the lines scorer (``locret.scorers.LineScorer``, the same heads averaged per line),
+``--lines-surprisal-weight W`` the lines scorer with the sentence surprisal added (``surprisal_weight=W``).
 
     PYTHONPATH=. python benchmark/results/natural_val_smollm2/surprisal_defaults/prefill_speed.py \
-        --tokens 8192 --repeats 3 --threads 1 --softmax-tokens 4096 8192 [--surprising-share 0.125] [--lines]
+        --tokens 8192 --repeats 3 --threads 1 --softmax-tokens 4096 8192 [--surprising-share 0.125] [--lines] \
+        [--lines-surprisal-weight 0.5]
 
 Each round runs every variant once, in a rotating order, over the same prompt; the table gives each
 variant's median prefill tok/s and its ratio to the heads' in the same rounds.
@@ -32,6 +34,9 @@ def main() -> None:
     parser.add_argument("--softmax-tokens", type=int, nargs="*", default=[4096, 8192])
     parser.add_argument("--surprising-share", type=float, default=None, help="for every surprisal variant")
     parser.add_argument("--lines", action="store_true", help="also time the lines scorer")
+    parser.add_argument(
+        "--lines-surprisal-weight", type=float, nargs="*", default=[], help="lines + surprisal"
+    )
     parser.add_argument("--data-dir", default="../shared/data")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -54,6 +59,11 @@ def main() -> None:
         )
     if args.lines:
         variants["lines"] = (prose, lambda: LineScorer(tokenizer=tokenizer))
+    for weight in args.lines_surprisal_weight:
+        variants[f"lines, surprisal weight {weight}"] = (
+            prose,
+            lambda weight=weight: LineScorer(tokenizer=tokenizer, surprisal_weight=weight),
+        )
     seconds = {name: [] for name in variants}
     names = list(variants)
     for round_ in range(args.repeats + 1):  # round 0 warms up
