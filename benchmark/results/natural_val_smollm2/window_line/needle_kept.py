@@ -1,12 +1,12 @@
 """Whether the `lines` scorer's cache holds the needle, beside whether the model then found it (`niah_text`).
 
     PYTHONPATH=. python benchmark/results/natural_val_smollm2/window_line/needle_kept.py --length 8000 \
-        --run runs/window_line/niah_val_8k/niah_text-validation/lines
+        --run runs/window_line/niah_val_8k/niah_text-validation/lines [--surprisal-weight 0.5]
 
 For each validation prompt of the run (depths 0/25/50/75/100%, 5 each; completion style, the question as the
 un-evicted tail): the share of the needle's tokens the cache holds after Locret's chunked prefill (budget 1024,
-chunk 512, 256 stabilizers, the `lines` defaults), and the run's score for that prompt. Why: it separates a
-scorer that drops the needle from a model that misreads a cache that holds it.
+chunk 512, 256 stabilizers, the `lines` defaults but ``--surprisal-weight``), and the run's score for that
+prompt. Why: it separates a scorer that drops the needle from a model that misreads a cache that holds it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument(
         "--run", type=Path, required=True, help="the method's folder of a `benchmark.run` output"
     )
+    parser.add_argument("--surprisal-weight", type=float, default=0.0, help="LineScorer's surprisal_weight")
     args = parser.parse_args()
     torch.set_num_threads(1)
     tokenizer = load_tokenizer(MODEL)
@@ -58,7 +59,8 @@ def main() -> None:
             config = locret.LocretConfig(
                 budget=1024, chunk_size=512, n_stabilizers=256, n_local=prompt.n_question
             )
-            cache = new_cache(model, config, scorer=LineScorer(tokenizer=tokenizer), track_positions=True)
+            scorer = LineScorer(tokenizer=tokenizer, surprisal_weight=args.surprisal_weight)
+            cache = new_cache(model, config, scorer=scorer, track_positions=True)
             with torch.no_grad():
                 locret.prefill_prompt(model, torch.tensor([prompt.ids]), config, cache=cache)
             kept = set(cache.layers[0].positions[0, 0].tolist())
