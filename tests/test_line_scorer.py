@@ -82,7 +82,7 @@ def test_the_line_the_protected_window_starts_in_is_kept_whole():
 
 def test_token_values_standardize_each_head_by_the_input_so_far_and_average_them():
     """Two chunks of fake head scores: the second's values use the moments of both chunks (sinks left out)."""
-    scorer = LineScorer(tokenizer=LineTokenizer(BREAKS))
+    scorer = LineScorer(tokenizer=LineTokenizer(BREAKS), surprisal_weight=0)
 
     class Cache:
         layers = [None, None]
@@ -106,7 +106,7 @@ def test_surprisal_weight_adds_the_standardized_surprisal_to_the_standardized_he
     model = tiny_locret("llama")
     weight = 0.5
     scorer = LineScorer(tokenizer=LineTokenizer(BREAKS), surprisal_weight=weight)
-    plain = LineScorer(tokenizer=LineTokenizer(BREAKS))
+    plain = LineScorer(tokenizer=LineTokenizer(BREAKS), surprisal_weight=0)
 
     class Cache:
         layers = [None, None]
