@@ -7,8 +7,8 @@ Kept as whole lines (a ``multidoc_qa`` document, a line of a book), the heads' c
 prose needles at 4K on two validation draws, against the shipped heads' 4 and 5 and the full cache's 13 and
 17, but 6 of 25 at 8K, as the heads (the needle oracle 16), and answered 22 of 300 ``multidoc_qa`` questions
 (StreamingLLM 30, the full cache 32; ``benchmark/results/natural_val_smollm2/window_line/``). With each
-token's surprisal added (the default since), 19 and 18 needles at 4K, 10 at 8K and 8 at 16K (heads alone 6
-and 6, sentence surprisal 7 and 7) and 20 of the 300 questions
+token's surprisal added (the default since), 19 and 18 needles at 4K, 10 at 8K and 8 at 16K (there the heads
+alone 6 and 6, sentence surprisal 7 and 7) and 20 of the 300 questions
 (``benchmark/results/natural_val_smollm2/line_surprisal/``). Not the library's default scorer: an option to
 measure."""
 
