@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from .segments import N_SINKS, SegmentMeanScorer, token_text_flags
-from .surprisal import SurprisalScorer, chunk_surprisal
+from .surprisal import SOFTMAX_TOKENS, chunk_surprisal
 
 STD_FLOOR = 1e-6  # a head whose scores never varied yet is not divided by zero
 # The line the protected window starts in scores this until the next chunk, so that it is kept whole: finite,
@@ -101,8 +101,7 @@ class LineScorer(SegmentMeanScorer):
         heads = standardized(state, "moments", raw, start).mean(dim=(1, 2))
         if not self.surprisal_weight:
             return heads
-        softmax_tokens = SurprisalScorer.softmax_tokens
-        surprisal = chunk_surprisal(model, state, input_ids, start, end, hidden_states, softmax_tokens)
+        surprisal = chunk_surprisal(model, state, input_ids, start, end, hidden_states, SOFTMAX_TOKENS)
         return standardized(state, "heads_moments", heads, start) + self.surprisal_weight * standardized(
             state, "surprisal_moments", surprisal, start
         )

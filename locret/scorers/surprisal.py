@@ -23,6 +23,7 @@ from .segments import SegmentMeanScorer, token_text_flags
 LOGIT_ROWS = 128  # hidden states turned into logits at once (memory: LOGIT_ROWS x vocabulary floats)
 SENTENCE_END = ".!?"  # a token whose text ends with one of these (closing quotes aside) ends a sentence
 CLOSING = "\"')]}”’» \t\n"
+SOFTMAX_TOKENS = 8192  # the default ``softmax_tokens``: the vocabulary's first ids the softmax runs over
 
 
 def sentence_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
@@ -142,7 +143,7 @@ class SurprisalScorer(SegmentMeanScorer):
     max_sentence: int = 64
     prior_tokens: float = 0.0
     surprising_share: float | None = None
-    softmax_tokens: int | None = 8192
+    softmax_tokens: int | None = SOFTMAX_TOKENS
 
     what: ClassVar[str] = "surprisal"
     segment: ClassVar[str] = "sentence"

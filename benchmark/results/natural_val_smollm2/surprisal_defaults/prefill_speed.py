@@ -1,6 +1,7 @@
 """Prefill speed of sentence surprisal (whole vocabulary, or a softmax over the first K ids) against the
 shipped heads at their recommended settings (pooling 15), in one process, on validation haystack text;
-``--lines`` adds the lines scorer (``locret.scorers.LineScorer``, the same heads averaged per line),
+``--lines`` adds the lines scorer (``locret.scorers.LineScorer``, the same heads averaged per line, heads only:
+``surprisal_weight=0``),
 ``--lines-surprisal-weight W`` the lines scorer with the sentence surprisal added (``surprisal_weight=W``).
 
     PYTHONPATH=. python benchmark/results/natural_val_smollm2/surprisal_defaults/prefill_speed.py \
@@ -58,7 +59,7 @@ def main() -> None:
             ),
         )
     if args.lines:
-        variants["lines"] = (prose, lambda: LineScorer(tokenizer=tokenizer))
+        variants["lines"] = (prose, lambda: LineScorer(tokenizer=tokenizer, surprisal_weight=0))
     for weight in args.lines_surprisal_weight:
         variants[f"lines, surprisal weight {weight}"] = (
             prose,
