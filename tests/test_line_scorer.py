@@ -156,6 +156,9 @@ def test_settings_are_checked_and_it_needs_the_heads():
     assert SCORERS["lines"] is LineScorer and LineScorer.uses_retaining_heads and LineScorer.rescores_chunks
     with pytest.raises(ValueError, match="max_line must be >= 1"):
         LineScorer(max_line=0)
+    for top_tokens in (0, 2.5):
+        with pytest.raises(ValueError, match="top_tokens must be None or an integer >= 1"):
+            LineScorer(top_tokens=top_tokens)
     model = tiny_locret("llama")
     ids = torch.randint(1, 97, (1, 40), generator=torch.Generator().manual_seed(1))
     for config, message in [
@@ -171,3 +174,33 @@ def test_settings_are_checked_and_it_needs_the_heads():
         cache = new_cache(model, config, scorer=LineScorer(tokenizer=LineTokenizer(BREAKS), max_line=10))
         with pytest.raises(ValueError, match=message):
             locret.prefill_prompt(model, ids, config, cache=cache)
+
+
+class IdValueLineScorer(LineScorer):
+    """Each token's value is its id / 100, so a line's expected score can be computed from the ids alone."""
+
+    def token_values(self, model, cache, input_ids, start, end, hidden_states):
+        self._chunk.clear()
+        return input_ids[:, start:end].float() / 100
+
+
+@pytest.mark.parametrize("top_tokens", [None, 1, 3])
+def test_top_tokens_scores_a_line_by_the_mean_of_its_highest_values_across_chunk_boundaries(top_tokens):
+    ids = torch.randint(1, 97, (1, 120), generator=torch.Generator().manual_seed(5))
+    config = LocretConfig(budget=200, chunk_size=16, n_stabilizers=40, n_local=4)  # nothing is evicted
+    model = tiny_locret("llama")
+    scorer = IdValueLineScorer(tokenizer=LineTokenizer(BREAKS), max_line=10, top_tokens=top_tokens)
+    cache = new_cache(model, config, scorer=scorer, track_positions=True)
+    locret.prefill_prompt(model, ids, config, cache=cache)
+    scores = cache.layers[0].scores[0, 0][: ids.shape[1] - config.n_local]
+    numbers = torch.tensor(line_numbers(ids[0].tolist(), 10))[: len(scores)]
+    crossing = 0
+    for line in numbers[N_SINKS:].unique():
+        members = (numbers == line).nonzero().flatten()  # the sinks' values count in their line too
+        values = ids[0, members].float() / 100
+        k = len(values) if top_tokens is None else min(top_tokens, len(values))
+        expected = values.topk(k).values.mean()
+        members = members[members >= N_SINKS]  # the sinks themselves score +inf
+        torch.testing.assert_close(scores[members], expected.expand(len(members)))
+        crossing += (members.min() // 16 != members.max() // 16).item()
+    assert crossing, "some line should cross a chunk boundary, or this test shows less than it says"

@@ -49,7 +49,9 @@ class LineScorer(SegmentMeanScorer):
     19, the same needles). ``surprisal_weight`` (default 1) adds each token's surprisal under the model (as
     ``SurprisalScorer``'s, from the chunk's own logits), the head average and the surprisal each standardized
     by the input so far: more prose needles kept at 8K-16K on validation, at 0.91x the heads' prefill speed
-    against 0.95x without it; 0 for the heads alone. Needs retaining heads, ``score_pooling=1``,
+    against 0.95x without it; 0 for the heads alone. ``top_tokens`` (None: all) scores a line by the mean of
+    its ``top_tokens`` highest token values instead of all of them, so a fact inside an ordinary line is not
+    averaged away by the words around it. Needs retaining heads, ``score_pooling=1``,
     ``budget_allocation="uniform"`` and ``decode_budget=None``. ``tokenizer`` finds the line breaks; None: the
     model's own (``model.config.name_or_path``).
     """
@@ -63,6 +65,7 @@ class LineScorer(SegmentMeanScorer):
     max_line: int = 256
     keep_window_line: bool = True
     surprisal_weight: float = 1.0
+    top_tokens: int | None = None
 
     def __post_init__(self) -> None:
         self.check_segment_settings()

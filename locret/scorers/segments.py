@@ -9,6 +9,7 @@ segment a chunk continues, and hands the scores to every layer.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from typing import ClassVar
@@ -47,6 +48,8 @@ class SegmentMeanScorer(ChunkRescorer):
     limit_field: ClassVar[str] = "segment_limit"  # the subclass's field that sets ``segment_limit``
     prior_tokens: float = 0.0
     surprising_share: float | None = None
+    # A segment's score: the mean of its ``top_tokens`` highest values (None: of all of them).
+    top_tokens: int | None = None
     _ends: torch.Tensor | None = None  # segment_end_tokens on the model's device, built once per scorer
 
     @property
@@ -71,6 +74,8 @@ class SegmentMeanScorer(ChunkRescorer):
         """Refuse bad shared settings when the scorer is built (subclasses call it from ``__post_init__``)."""
         if self.segment_limit < 1:
             raise ValueError(f"{self.limit_field} must be >= 1, got {self.segment_limit}")
+        if self.top_tokens is not None and not (isinstance(self.top_tokens, int) and self.top_tokens >= 1):
+            raise ValueError(f"top_tokens must be None or an integer >= 1, got {self.top_tokens!r}")
         if self.prior_tokens < 0:
             raise ValueError(f"prior_tokens must be >= 0, got {self.prior_tokens}")
         if self.surprising_share is not None and not 0 < self.surprising_share < 1:
@@ -132,7 +137,7 @@ class SegmentMeanScorer(ChunkRescorer):
                 tail.masked_fill_(tail.isfinite(), mean)
         self.adjust_scores(cache, stored, scores)
         if self.surprising_share is not None:
-            still_open = [state["open"][row][1] for row in range(input_ids.shape[0])]
+            still_open = [len(state["open"][row]) for row in range(input_ids.shape[0])]
             capped = self._cap_surprising(
                 torch.cat([stored, scores], -1),
                 cache.layers[0].positions[:, 0],
@@ -174,31 +179,37 @@ class SegmentMeanScorer(ChunkRescorer):
         keep = winners | (scores == math.inf)
         return torch.where(keep, scores, positions.to(scores.dtype) - RECENCY_BASE)
 
+    def segment_score(self, values: list[float], input_mean: float) -> float:
+        """A segment's score from its tokens' ``values``: the mean of the ``top_tokens`` highest (all when
+        None), shrunk toward ``input_mean`` (the input's mean value so far) by ``prior_tokens`` pseudo-tokens."""
+        if self.top_tokens is not None and len(values) > self.top_tokens:
+            values = heapq.nlargest(self.top_tokens, values)
+        return (sum(values) + self.prior_tokens * input_mean) / (len(values) + self.prior_tokens)
+
     def _score_row(
         self, state: dict, row: int, values: torch.Tensor, ends: torch.Tensor
     ) -> tuple[torch.Tensor, tuple[int, float]]:
-        """One row's segment means ``[T]`` and, for the segment left open by the previous chunk, how many
-        of its tokens are stored and their final (or provisional) mean. Per row: segment ends differ."""
-        open_sum, open_count = state.get("open", {}).get(row, (0.0, 0))
+        """One row's segment scores ``[T]`` and, for the segment left open by the previous chunk, how many
+        of its tokens are stored and their final (or provisional) score. Per row: segment ends differ."""
+        segment = list(state.get("open", {}).get(row, []))  # the open segment's values so far
         input_sum, input_count = state.get("input", {}).get(row, (0.0, 0))
-        stored_open = open_count
+        stored_open = len(segment)
         scores = torch.empty_like(values)
         values, closes = values.tolist(), ends.tolist()
-        first, total = 0, open_sum
+        first = 0
         continued = (0, 0.0)
-        prior = self.prior_tokens
         for index, (value, closing) in enumerate(zip(values, closes, strict=True)):
-            total += value
-            open_count += 1
+            segment.append(value)
             input_sum += value
             input_count += 1
-            if closing or open_count >= self.segment_limit or index == len(values) - 1:
-                mean = (total + prior * input_sum / input_count) / (open_count + prior)
-                scores[first : index + 1] = mean
+            full = len(segment) >= self.segment_limit
+            if closing or full or index == len(values) - 1:
+                score = self.segment_score(segment, input_sum / input_count)
+                scores[first : index + 1] = score
                 if stored_open:
-                    continued, stored_open = (stored_open, mean), 0
-                if closing or open_count >= self.segment_limit:
-                    first, total, open_count = index + 1, 0.0, 0
-        state.setdefault("open", {})[row] = (total, open_count)
+                    continued, stored_open = (stored_open, score), 0
+                if closing or full:
+                    first, segment = index + 1, []
+        state.setdefault("open", {})[row] = segment
         state.setdefault("input", {})[row] = (input_sum, input_count)
         return scores, continued
