@@ -2,11 +2,12 @@
 shipped heads at their recommended settings (pooling 15), in one process, on validation haystack text;
 ``--lines`` adds the lines scorer (``locret.scorers.LineScorer``, the same heads averaged per line, heads only:
 ``surprisal_weight=0``),
-``--lines-surprisal-weight W`` the lines scorer with the sentence surprisal added (``surprisal_weight=W``).
+``--lines-surprisal-weight W`` the lines scorer with the sentence surprisal added (``surprisal_weight=W``),
+``--lines-top-tokens K`` each of those lines scorers again with ``top_tokens=K``.
 
     PYTHONPATH=. python benchmark/results/natural_val_smollm2/surprisal_defaults/prefill_speed.py \
         --tokens 8192 --repeats 3 --threads 1 --softmax-tokens 4096 8192 [--surprising-share 0.125] [--lines] \
-        [--lines-surprisal-weight 0.5]
+        [--lines-surprisal-weight 0.5] [--lines-top-tokens 8]
 
 Each round runs every variant once, in a rotating order, over the same prompt; the table gives each
 variant's median prefill tok/s and its ratio to the heads' in the same rounds.
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument(
         "--lines-surprisal-weight", type=float, nargs="*", default=[], help="lines + surprisal"
     )
+    parser.add_argument("--lines-top-tokens", type=int, nargs="*", default=[], help="lines by top tokens")
     parser.add_argument("--data-dir", default="../shared/data")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,10 +63,14 @@ def main() -> None:
     if args.lines:
         variants["lines"] = (prose, lambda: LineScorer(tokenizer=tokenizer, surprisal_weight=0))
     for weight in args.lines_surprisal_weight:
-        variants[f"lines, surprisal weight {weight}"] = (
-            prose,
-            lambda weight=weight: LineScorer(tokenizer=tokenizer, surprisal_weight=weight),
-        )
+        for top in [None, *args.lines_top_tokens]:
+            name = f"lines, surprisal weight {weight}" + ("" if top is None else f", top {top} tokens")
+            variants[name] = (
+                prose,
+                lambda weight=weight, top=top: LineScorer(
+                    tokenizer=tokenizer, surprisal_weight=weight, top_tokens=top
+                ),
+            )
     seconds = {name: [] for name in variants}
     names = list(variants)
     for round_ in range(args.repeats + 1):  # round 0 warms up
