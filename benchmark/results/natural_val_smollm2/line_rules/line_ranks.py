@@ -4,9 +4,10 @@
         --save runs/line_rules/values_16k.pt
 
 For each `niah_text` validation prompt (depths 0/25/50/75/100%, 5 each, completion style, the question as the
-un-evicted tail): Locret's chunked prefill with the `lines` scorer at its defaults (surprisal weight 1; budget
-1024, chunk 512, 256 stabilizers), recording each token's two standardized parts as the scorer used them
-(z of the heads' average, z of the surprisal, each by the input so far). Then, for each rule, the cache that
+un-evicted tail): Locret's chunked prefill with the `lines` scorer at surprisal weight 1 and line means
+(``top_tokens=None``, its defaults when this ran; budget 1024, chunk 512, 256 stabilizers), recording each
+token's two standardized parts as the scorer used them (z of the heads' average, z of the surprisal, each by
+the input so far). Then, for each rule, the cache that
 rule's fixed line scores would end with: the 4 sinks, the newest 256 entries and the line they start in,
 and the best-scoring older lines while they fit the budget (scores never change once a line closes, so online
 top-k eviction ends with the global top-k). Printed: per rule, the prompts whose needle that cache holds whole.
@@ -41,7 +42,8 @@ BUDGET, CHUNK, STABILIZERS, SINKS, MAX_LINE = 1024, 512, 256, 4, 256
 
 @dataclass
 class RecordingLineScorer(LineScorer):
-    """`LineScorer` at weight 1 that also keeps each chunk's standardized heads and surprisal parts."""
+    """`LineScorer` (built at weight 1, line means) that also keeps each chunk's standardized heads and
+    surprisal parts."""
 
     parts: list = field(default_factory=list, repr=False, compare=False)
 
@@ -168,7 +170,7 @@ def main() -> None:
                 config = locret.LocretConfig(
                     budget=BUDGET, chunk_size=CHUNK, n_stabilizers=STABILIZERS, n_local=prompt.n_question
                 )
-                scorer = RecordingLineScorer(tokenizer=tokenizer)
+                scorer = RecordingLineScorer(tokenizer=tokenizer, top_tokens=None)
                 cache = new_cache(model, config, scorer=scorer, track_positions=True)
                 ids = torch.tensor([prompt.ids])
                 with torch.no_grad():

@@ -41,7 +41,12 @@ def main() -> None:
         with torch.no_grad():
             _, scores = head_scores(model, context, config.chunk_size, 15)
         masked = passage_keep(token_scores(scores)[0, 0], lines, config.budget, config.n_stabilizers)
-        cache = new_cache(model, config, scorer=LineScorer(tokenizer=tokenizer), track_positions=True)
+        cache = new_cache(
+            model,
+            config,
+            scorer=LineScorer(tokenizer=tokenizer, surprisal_weight=0, top_tokens=None),
+            track_positions=True,
+        )
         with torch.no_grad():
             locret.prefill_prompt(model, ids, config, cache=cache)
         kept = cache.layers[0].positions[0, 0]

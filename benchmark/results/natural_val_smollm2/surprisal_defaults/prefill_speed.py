@@ -1,7 +1,7 @@
 """Prefill speed of sentence surprisal (whole vocabulary, or a softmax over the first K ids) against the
 shipped heads at their recommended settings (pooling 15), in one process, on validation haystack text;
 ``--lines`` adds the lines scorer (``locret.scorers.LineScorer``, the same heads averaged per line, heads only:
-``surprisal_weight=0``),
+``surprisal_weight=0, top_tokens=None``),
 ``--lines-surprisal-weight W`` the lines scorer with the sentence surprisal added (``surprisal_weight=W``),
 ``--lines-top-tokens K`` each of those lines scorers again with ``top_tokens=K``.
 
@@ -61,7 +61,10 @@ def main() -> None:
             ),
         )
     if args.lines:
-        variants["lines"] = (prose, lambda: LineScorer(tokenizer=tokenizer, surprisal_weight=0))
+        variants["lines"] = (
+            prose,
+            lambda: LineScorer(tokenizer=tokenizer, surprisal_weight=0, top_tokens=None),
+        )
     for weight in args.lines_surprisal_weight:
         for top in [None, *args.lines_top_tokens]:
             name = f"lines, surprisal weight {weight}" + ("" if top is None else f", top {top} tokens")

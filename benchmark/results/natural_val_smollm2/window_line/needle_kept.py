@@ -5,8 +5,9 @@
 
 For each validation prompt of the run (depths 0/25/50/75/100%, 5 each; completion style, the question as the
 un-evicted tail): the share of the needle's tokens the cache holds after Locret's chunked prefill (budget 1024,
-chunk 512, 256 stabilizers, the `lines` defaults but ``--surprisal-weight``), and the run's score for that
-prompt. Why: it separates a scorer that drops the needle from a model that misreads a cache that holds it.
+chunk 512, 256 stabilizers, the `lines` defaults but ``--surprisal-weight`` and ``--top-tokens``), and the
+run's score for that prompt. Why: it separates a scorer that drops the needle from a model that misreads a
+cache that holds it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def main() -> None:
         "--run", type=Path, required=True, help="the method's folder of a `benchmark.run` output"
     )
     parser.add_argument("--surprisal-weight", type=float, default=0.0, help="LineScorer's surprisal_weight")
+    parser.add_argument(
+        "--top-tokens", type=int, default=None, help="LineScorer's top_tokens (default: none, the line mean)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     tokenizer = load_tokenizer(MODEL)
@@ -59,7 +63,9 @@ def main() -> None:
             config = locret.LocretConfig(
                 budget=1024, chunk_size=512, n_stabilizers=256, n_local=prompt.n_question
             )
-            scorer = LineScorer(tokenizer=tokenizer, surprisal_weight=args.surprisal_weight)
+            scorer = LineScorer(
+                tokenizer=tokenizer, surprisal_weight=args.surprisal_weight, top_tokens=args.top_tokens
+            )
             cache = new_cache(model, config, scorer=scorer, track_positions=True)
             with torch.no_grad():
                 locret.prefill_prompt(model, torch.tensor([prompt.ids]), config, cache=cache)
