@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 import locret
+from benchmark.results.natural_val_smollm2.window_line.needle_kept import validation_needles
 from benchmark.run import encode_sample
-from benchmark.tasks import load_task
 from locret.acquire import load_tokenizer
 from locret.generation import new_cache
 from locret.scorers import LineScorer
@@ -155,17 +155,7 @@ def main() -> None:
     if not args.load:
         model = locret.from_pretrained(MODEL, dtype=torch.bfloat16)
         for depth in DEPTHS:
-            samples = load_task(
-                "niah_text",
-                data_dir="../shared/data",
-                tokenizer=tokenizer,
-                length=args.length,
-                depth=depth,
-                n=5,
-                split="validation",
-                style="completion",
-            )
-            for sample in samples:
+            for sample in validation_needles(tokenizer, args.length, depth):
                 prompt = encode_sample(tokenizer, sample, False)
                 config = locret.LocretConfig(
                     budget=BUDGET, chunk_size=CHUNK, n_stabilizers=STABILIZERS, n_local=prompt.n_question

@@ -28,6 +28,20 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+def validation_needles(tokenizer, length: int, depth: float) -> list:
+    """The run's 5 `niah_text` validation prompts at ``length`` and ``depth`` (completion style)."""
+    return load_task(
+        "niah_text",
+        data_dir="../shared/data",
+        tokenizer=tokenizer,
+        length=length,
+        depth=depth,
+        n=5,
+        split="validation",
+        style="completion",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--length", type=int, required=True)
@@ -48,17 +62,7 @@ def main() -> None:
     for depth in DEPTHS:
         case = args.run / f"b1024_L{args.length}_d{depth:g}"
         scores = {record["id"]: record["score"] for record in read_predictions(case / "predictions.jsonl")}
-        samples = load_task(
-            "niah_text",
-            data_dir="../shared/data",
-            tokenizer=tokenizer,
-            length=args.length,
-            depth=depth,
-            n=5,
-            split="validation",
-            style="completion",
-        )
-        for sample in samples:
+        for sample in validation_needles(tokenizer, args.length, depth):
             prompt = encode_sample(tokenizer, sample, False)
             config = locret.LocretConfig(
                 budget=1024, chunk_size=512, n_stabilizers=256, n_local=prompt.n_question
