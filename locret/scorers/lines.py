@@ -107,8 +107,25 @@ class LineScorer(SegmentMeanScorer):
         heads = standardized(state, "moments", raw, start).mean(dim=(1, 2))
         if not self.surprisal_weight:
             return heads
+        z_heads, z_surprisal = self.standardized_parts(
+            model, state, heads, input_ids, start, end, hidden_states
+        )
+        return z_heads + self.surprisal_weight * z_surprisal
+
+    def standardized_parts(
+        self,
+        model,
+        state: dict,
+        heads: torch.Tensor,
+        input_ids: torch.Tensor,
+        start: int,
+        end: int,
+        hidden_states: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chunk's head average ``heads`` ``[B, T]`` and its tokens' surprisal, each standardized by the
+        input so far: the two parts ``token_values`` weighs (analyses record them by overriding this)."""
         surprisal = chunk_surprisal(model, state, input_ids, start, end, hidden_states, SOFTMAX_TOKENS)
-        return standardized(state, "heads_moments", heads, start) + self.surprisal_weight * standardized(
+        return standardized(state, "heads_moments", heads, start), standardized(
             state, "surprisal_moments", surprisal, start
         )
 

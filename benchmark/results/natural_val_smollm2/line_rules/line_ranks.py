@@ -13,8 +13,8 @@ and the best-scoring older lines while they fit the budget (scores never change 
 top-k eviction ends with the global top-k). Printed: per rule, the prompts whose needle that cache holds whole.
 
 Why: a real run costs minutes per rule and length; this screens many rules from one prefill. It is an
-approximation for every rule but the recorded one (the heads' scores depend on what the cache held), so
-the real-run check of `--check` (the recorded cache itself) is printed beside it, and a chosen rule is then
+approximation for every rule but the recorded one (the heads' scores depend on what the cache held), so the
+recorded run's own count (what its real cache held) is printed above the table, and a chosen rule is then
 run for real.
 """
 
@@ -27,13 +27,14 @@ from pathlib import Path
 import torch
 
 import locret
+from benchmark.passages import passage_index
 from benchmark.results.natural_val_smollm2.window_line.needle_kept import validation_needles
 from benchmark.run import encode_sample
 from locret.acquire import load_tokenizer
 from locret.generation import new_cache
 from locret.scorers import LineScorer
-from locret.scorers.lines import line_end_tokens, standardized
-from locret.scorers.surprisal import SOFTMAX_TOKENS, chunk_surprisal, sentence_end_tokens
+from locret.scorers.lines import line_end_tokens
+from locret.scorers.surprisal import sentence_end_tokens
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -47,27 +48,20 @@ class RecordingLineScorer(LineScorer):
 
     parts: list = field(default_factory=list, repr=False, compare=False)
 
-    def token_values(self, model, cache, input_ids, start, end, hidden_states):
-        raw = torch.stack([self._chunk[layer] for layer in range(len(cache.layers))], dim=1)
-        self._chunk.clear()
-        state = cache.scorer_state
-        heads = standardized(state, "moments", raw, start).mean(dim=(1, 2))
-        surprisal = chunk_surprisal(model, state, input_ids, start, end, hidden_states, SOFTMAX_TOKENS)
-        z_heads = standardized(state, "heads_moments", heads, start)
-        z_surprisal = standardized(state, "surprisal_moments", surprisal, start)
+    def standardized_parts(self, model, state, heads, input_ids, start, end, hidden_states):
+        z_heads, z_surprisal = super().standardized_parts(
+            model, state, heads, input_ids, start, end, hidden_states
+        )
         self.parts.append((z_heads[0].clone(), z_surprisal[0].clone()))
-        return z_heads + self.surprisal_weight * z_surprisal
+        return z_heads, z_surprisal
 
 
-def segments(breaks: torch.Tensor, limit: int) -> list[tuple[int, int]]:
-    """``[start, end)`` spans that end after a break token or after ``limit`` tokens."""
-    spans, first = [], 0
-    flags = breaks.tolist()
-    for index, closing in enumerate(flags):
-        if closing or index - first + 1 >= limit or index == len(flags) - 1:
-            spans.append((first, index + 1))
-            first = index + 1
-    return spans
+def segments(ids: torch.Tensor, breaks: torch.Tensor, limit: int) -> list[tuple[int, int]]:
+    """``[start, end)`` spans of ``ids``' lines (``passage_index``: a line ends after a break id of ``breaks``
+    or after ``limit`` tokens)."""
+    sizes = torch.unique_consecutive(passage_index(ids, breaks, limit), return_counts=True)[1]
+    ends = sizes.cumsum(0).tolist()
+    return list(zip([0, *ends[:-1]], ends, strict=True))
 
 
 def kept_mask(spans: list[tuple[int, int]], line_scores: list[float], length: int) -> torch.Tensor:
@@ -117,7 +111,7 @@ def needle_rank(
 
 
 def line_score_rules() -> dict:
-    """Rule name -> function(z_heads, z_surprisal, span) -> the line's score."""
+    """Rule name -> function(z_heads, z_surprisal) of one line's tokens -> the line's score."""
 
     def mean_rule(weight: float):
         return lambda zh, zs: float((zh + weight * zs).mean())
@@ -198,7 +192,7 @@ def main() -> None:
             held, ranks = [], []
             for record in records:
                 ids, zh, zs = record["ids"], record["z_heads"], record["z_surprisal"]
-                spans = segments(breaks[ids], MAX_LINE)
+                spans = segments(ids, breaks, MAX_LINE)
                 scores = [rule(zh[a:b], zs[a:b]) for a, b in spans]
                 keep = kept_mask(spans, scores, len(ids))
                 start, end = record["needle"].tolist()
