@@ -64,14 +64,16 @@ def segments(ids: torch.Tensor, breaks: torch.Tensor, limit: int) -> list[tuple[
     return list(zip([0, *ends[:-1]], ends, strict=True))
 
 
-def kept_mask(spans: list[tuple[int, int]], line_scores: list[float], length: int) -> torch.Tensor:
-    """The final cache under fixed line scores: sinks, the newest ``STABILIZERS`` tokens and their first line,
+def kept_mask(
+    spans: list[tuple[int, int]], line_scores: list[float], length: int, stabilizers: int = STABILIZERS
+) -> torch.Tensor:
+    """The final cache under fixed line scores: sinks, the newest ``stabilizers`` tokens and their first line,
     then whole older lines best first while they fit the budget."""
     keep = torch.zeros(length, dtype=torch.bool)
     keep[:SINKS] = True
-    window = length - STABILIZERS
+    window = length - stabilizers
     keep[window:] = True
-    room = BUDGET - SINKS - STABILIZERS
+    room = BUDGET - SINKS - stabilizers
     candidates = []
     for (start, end), score in zip(spans, line_scores, strict=True):
         if end <= SINKS:
@@ -91,11 +93,15 @@ def kept_mask(spans: list[tuple[int, int]], line_scores: list[float], length: in
 
 
 def needle_rank(
-    spans: list[tuple[int, int]], line_scores: list[float], needle: tuple[int, int], length: int
+    spans: list[tuple[int, int]],
+    line_scores: list[float],
+    needle: tuple[int, int],
+    length: int,
+    stabilizers: int = STABILIZERS,
 ) -> int:
     """Tokens in older lines (outside sinks and window) scoring above the needle's lowest-scoring line: the
     room the needle would need beyond its own tokens (0 where it lies in the window)."""
-    window = length - STABILIZERS
+    window = length - stabilizers
     start, end = needle
     needle_scores = [
         s for (a, b), s in zip(spans, line_scores, strict=True) if a < end and b > start and a < window
@@ -140,6 +146,12 @@ def main() -> None:
     parser.add_argument("--length", type=int, required=True)
     parser.add_argument("--save", type=Path, help="write the recorded parts here (torch.save of tensors)")
     parser.add_argument("--load", type=Path, help="read recorded parts instead of prefilling")
+    parser.add_argument(
+        "--replay-stabilizers",
+        type=int,
+        default=STABILIZERS,
+        help="newest tokens the replayed caches protect (the recording always protects 256)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     tokenizer = load_tokenizer(MODEL)
@@ -180,6 +192,7 @@ def main() -> None:
     real = sum(bool(r["held"][r["needle"][0] : r["needle"][1]].all()) for r in records)
     print(
         f"\n{args.length} tokens, {len(records)} prompts; the recorded run (w=1) held the needle whole in {real}"
+        f"; replayed caches protect the newest {args.replay_stabilizers} tokens"
     )
     print(
         "| rule | lines: needle held whole | per depth 0/25/50/75/100% | median tokens ranked above the needle "
@@ -194,10 +207,10 @@ def main() -> None:
                 ids, zh, zs = record["ids"], record["z_heads"], record["z_surprisal"]
                 spans = segments(ids, breaks, MAX_LINE)
                 scores = [rule(zh[a:b], zs[a:b]) for a, b in spans]
-                keep = kept_mask(spans, scores, len(ids))
+                keep = kept_mask(spans, scores, len(ids), args.replay_stabilizers)
                 start, end = record["needle"].tolist()
                 held.append((float(record["depth"]), bool(keep[start:end].all())))
-                ranks.append(needle_rank(spans, scores, (start, end), len(ids)))
+                ranks.append(needle_rank(spans, scores, (start, end), len(ids), args.replay_stabilizers))
             row[kind] = held
             row[kind + " rank"] = int(torch.tensor(ranks).median())
         per_depth = "/".join(str(sum(h for d, h in row["lines"] if d == depth)) for depth in DEPTHS)
