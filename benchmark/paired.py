@@ -7,7 +7,8 @@ prompts both answer or both miss say nothing about which is better. So beside ea
 prints, against the first case (the reference), how many prompts only the reference answers, how many only
 the other method answers, and the exact two-sided McNemar p-value (a binomial test on those discordant
 prompts): with ten answers in 300 prompts, a lead of three is usually noise. A prompt counts as answered
-when its score is at least ``--threshold``. Cases must hold the same prompt ids.
+when its score is at least ``--threshold``. Cases must hold the same prompt ids, or, with ``--shared-prompts``
+(a stopped run beside a finished one), the comparison keeps the prompts every case ran.
 """
 
 from __future__ import annotations
@@ -51,17 +52,24 @@ def answered_ids(case_folder: Path, threshold: float) -> tuple[set[str], set[str
     return {r["id"] for r in finished}, {r["id"] for r in finished if r["score"] >= threshold}
 
 
-def compare(cases: list[tuple[str, Path]], threshold: float = 1.0) -> list[PairedRow]:
-    """Each case against the first, on the prompts they all ran (an error if their prompt ids differ)."""
+def compare(
+    cases: list[tuple[str, Path]], threshold: float = 1.0, shared_prompts: bool = False
+) -> list[PairedRow]:
+    """Each case against the first, on the prompts they all ran: an error if their prompt ids differ, unless
+    ``shared_prompts``, which keeps the ids every case ran (an error if there are none)."""
     if len(cases) < 2:
         raise ValueError("give at least two cases: a reference and one to compare with it")
     loaded = [(label, *answered_ids(folder, threshold)) for label, folder in cases]
-    reference_ids = loaded[0][1]
+    if shared_prompts:
+        shared = set.intersection(*(ran for _, ran, _ in loaded))
+        if not shared:
+            raise ValueError("the cases share no prompt ids")
+        loaded = [(label, shared, hits & shared) for label, _, hits in loaded]
     for label, ran, _ in loaded[1:]:
-        if ran != reference_ids:
+        if ran != loaded[0][1]:
             raise ValueError(
-                f"{label} ran other prompts than {loaded[0][0]} ({len(ran ^ reference_ids)} ids differ); "
-                "compare cases of the same task, split, length, seed and n"
+                f"{label} ran other prompts than {loaded[0][0]} ({len(ran ^ loaded[0][1])} ids differ); "
+                "compare cases of the same task, split, length, seed and n, or pass --shared-prompts"
             )
     reference_hits = loaded[0][2]
     rows = []
@@ -99,9 +107,14 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("cases", nargs="+", type=_labelled, help="case folders, optionally as label=folder")
     parser.add_argument("--threshold", type=float, default=1.0, help="score that counts as answered")
+    parser.add_argument(
+        "--shared-prompts",
+        action="store_true",
+        help="compare on the prompts every case ran (e.g. a stopped run) instead of refusing other prompt sets",
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
-    table = markdown(compare(args.cases, args.threshold))
+    table = markdown(compare(args.cases, args.threshold, args.shared_prompts))
     print(table, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

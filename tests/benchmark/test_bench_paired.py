@@ -37,6 +37,17 @@ def test_compare_refuses_cases_on_other_prompts(tmp_path):
         compare([("ref", ref), ("other", other)])
 
 
+def test_shared_prompts_keep_the_prompts_every_case_ran(tmp_path):
+    ref = _case(tmp_path / "ref", {"a": 1.0, "b": 1.0, "c": 0.0})
+    stopped = _case(tmp_path / "stopped", {"a": 0.0, "c": 1.0})
+    rows = compare([("ref", ref), ("stopped", stopped)], shared_prompts=True)
+    assert [(r.answered, r.n) for r in rows] == [(1, 2), (1, 2)]
+    assert (rows[1].only_reference, rows[1].only_this) == (1, 1)
+    elsewhere = _case(tmp_path / "elsewhere", {"z": 1.0})
+    with pytest.raises(ValueError, match="share no prompt"):
+        compare([("ref", ref), ("elsewhere", elsewhere)], shared_prompts=True)
+
+
 def test_main_writes_the_table(tmp_path):
     ref = _case(tmp_path / "ref", {"a": 1.0, "b": 0.0})
     other = _case(tmp_path / "other", {"a": 0.0, "b": 1.0})
