@@ -11,6 +11,7 @@ the input so far). Then, for each rule, the cache that
 rule's fixed line scores would end with: the 4 sinks, the newest 256 entries and the line they start in,
 and the best-scoring older lines while they fit the budget (scores never change once a line closes, so online
 top-k eviction ends with the global top-k). Printed: per rule, the prompts whose needle that cache holds whole.
+``--replay-stabilizers N`` replays the same recordings with the newest N tokens protected (``../window_share/``).
 
 Why: a real run costs minutes per rule and length; this screens many rules from one prefill. It is an
 approximation for every rule but the recorded one (the heads' scores depend on what the cache held), so the
