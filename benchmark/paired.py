@@ -65,12 +65,13 @@ def compare(
         if not shared:
             raise ValueError("the cases share no prompt ids")
         loaded = [(label, shared, hits & shared) for label, _, hits in loaded]
-    for label, ran, _ in loaded[1:]:
-        if ran != loaded[0][1]:
-            raise ValueError(
-                f"{label} ran other prompts than {loaded[0][0]} ({len(ran ^ loaded[0][1])} ids differ); "
-                "compare cases of the same task, split, length, seed and n, or pass --shared-prompts"
-            )
+    else:
+        for label, ran, _ in loaded[1:]:
+            if ran != loaded[0][1]:
+                raise ValueError(
+                    f"{label} ran other prompts than {loaded[0][0]} ({len(ran ^ loaded[0][1])} ids differ); "
+                    "compare cases of the same task, split, length, seed and n, or pass --shared-prompts"
+                )
     reference_hits = loaded[0][2]
     rows = []
     for label, ran, hits in loaded:
