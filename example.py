@@ -3,6 +3,7 @@
     python example.py                      # SmolLM2-135M-Instruct + shipped heads, 32K tokens, on CPU
     python example.py --context_length 65536 --depth 0.9
     python example.py --seed -1                # a random key and depth
+    python example.py --scorer locret          # the retaining heads' own scores instead of the recommended scorer
     python example.py --model_dir meta-llama/Llama-3.1-8B-Instruct --retaining_head_path PATH --device cuda
 
 Exits with status 0 only when the answer is correct.
@@ -46,6 +47,12 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="odd max-pool window over head scores (1: paper's rule)",
     )
+    parser.add_argument(
+        "--scorer",
+        choices=sorted(locret.scorers.SCORERS),
+        default=None,
+        help="what decides which entries stay (default: the scorer the heads recommend; locret: their own scores)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument(
         "--dtype", default="auto", help="auto (bf16 where native, else float32), bfloat16, float32"
@@ -58,8 +65,9 @@ def parse_args() -> argparse.Namespace:
 
 def settings_for(model, args: argparse.Namespace) -> locret.LocretConfig:
     """The settings the heads recommend (their adapter's ``inference`` block: for the shipped SmolLM2 heads
-    budget 1024, chunk 512, 256 stabilizers, 64 local tokens, score pooling 15), else the paper's settings
-    for a large model of a family it gives them for, else ``LocretConfig()``; command-line flags win."""
+    budget 1024, chunk 512, 256 stabilizers, 64 local tokens, no score pooling, for their recommended line
+    scorer), else the paper's settings for a large model of a family it gives them for, else
+    ``LocretConfig()``; command-line flags win."""
     defaults = getattr(model, "locret_inference_config", None)
     if defaults is None and model.config.hidden_size >= 3072:
         defaults = locret.PAPER_SETTINGS.get(model.config.model_type.removeprefix("locret_"))
@@ -90,12 +98,14 @@ def main() -> int:
         f"input: {input_ids.shape[1]} tokens (model window {model.config.max_position_embeddings}), "
         f"pass key {sample.key} at depth {depth:.0%} (seed {seed}: rerun with --seed {seed})"
     )
+    scorer = None if args.scorer is None else locret.scorers.SCORERS[args.scorer]()
+    cache = locret.new_cache(model, config, scorer)
     print(
         f"locret: budget {config.budget}, chunk {config.chunk_size}, stabilizers {config.n_stabilizers}, "
-        f"local {config.n_local}, score pooling {config.score_pooling}"
+        f"local {config.n_local}, score pooling {config.score_pooling}, scorer {cache.scorer}"
     )
 
-    out = locret.generate(model, input_ids, config, max_new_tokens=12, progress=True)
+    out = locret.generate(model, input_ids, config, max_new_tokens=12, cache=cache, progress=True)
     answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
     correct = is_correct(answer, sample.key)
 

@@ -36,6 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = locret.from_pretrained(args.model, dtype=torch.float32).eval()
+    model.locret_scorer_choice = None  # the heads' own scores, as recorded (lines would need 256 stabilizers)
     config = LocretConfig(budget=args.budget, chunk_size=args.chunk_size, n_stabilizers=64, n_local=64)
     generator = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size

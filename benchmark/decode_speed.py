@@ -258,6 +258,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dtype = resolve_dtype(args.dtype, "cpu")
     model = locret.from_pretrained(args.model, dtype=dtype).eval()
+    # decode steps of the heads' own scores, as recorded (the recommended line scorer cannot evict while
+    # decoding; its prefill is not what this script measures)
+    model.locret_scorer_choice = None
     recommended = getattr(model, "locret_inference_config", None) or locret.LocretConfig()
     config = dataclasses.replace(
         recommended,

@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
         **({"needle": args.needle} if args.needle != "passkey" else {}),  # passkey runs' settings as before
         "segment": args.segment,
         "config": config.to_dict(),
+        # what the heads recommend (runs before 0.4.0 had none: the heads' own scores)
+        **({"scorer": choice.to_dict()} if (choice := model.locret_scorer_choice) is not None else {}),
     }
 
     records: list[dict] = []

@@ -41,9 +41,9 @@ import locret
 from benchmark.methods.profiles import allocation_settings
 from locret.compat import CACHE_KWARG
 from locret.config import EVICTION_KERNELS, default_stabilizers
-from locret.generation import new_cache
 from locret.hardware import resolve_device, resolve_dtype, reuse_freed_memory
 from locret.models.base import EVICT_EVENT, SCORE_EVENT
+from locret.prefill import new_cache, prefill_chunk
 from locret.scorers import SCORERS
 
 try:
@@ -131,7 +131,8 @@ def whole_prefill(
 
     The prefills advance together, one chunk each in turn (which goes first rotates), so a machine whose
     speed drifts during the run (shared CPUs) slows all alike. Locret's side is the loop of
-    ``locret.prefill_prompt``: chunk forwards over its evicting cache."""
+    ``locret.prefill_prompt``: ``prefill_chunk`` over its evicting cache (a chunk forward, and for a scorer
+    that rescores each chunk, such as the shipped heads' recommended ``lines``, its scoring and eviction)."""
     ids = random_ids(model, tokens, device)
     end = tokens - max(config.n_local, 1)
     sync = synchronizer(device)
@@ -158,7 +159,7 @@ def whole_prefill(
             runs = {
                 "ceiling": partial(ceiling_chunk, ceiling_cache, chunk),
                 "grouped ceiling": partial(with_grouped_sdpa, partial(ceiling_chunk, grouped_cache, chunk)),
-                "locret": partial(model.model, input_ids=chunk, **{CACHE_KWARG: evicting_cache}),
+                "locret": partial(prefill_chunk, model, evicting_cache, ids, start, start + chunk.shape[1]),
             }
             shift = index % len(sides)
             for name in sides[shift:] + sides[:shift]:
@@ -194,9 +195,9 @@ def main() -> None:
     parser.add_argument("--eviction-kernel", choices=EVICTION_KERNELS, default="torch")
     parser.add_argument(
         "--scorer",
-        # the timed forwards are single chunk forwards: a scorer with a pass of its own per chunk cannot run
-        choices=sorted(name for name, scorer in SCORERS.items() if not scorer.rescores_chunks),
+        choices=sorted(SCORERS),
         default="locret",
+        help="a scorer that rescores each chunk (lines, surprisal, reconstruct) needs --tokens",
     )
     parser.add_argument(
         "--heads",
@@ -230,6 +231,9 @@ def main() -> None:
         parser.error(str(error))
     if args.allocator == "reuse-freed" and not reuse_freed_memory():
         parser.error("--allocator reuse-freed needs glibc (reuse_freed_memory() changed nothing here)")
+    if args.tokens is None and SCORERS[args.scorer].rescores_chunks:
+        # the steady chunk is a single chunk forward: a scorer with a pass of its own per chunk cannot run
+        parser.error(f"--scorer {args.scorer} rescores each chunk: time a whole prefill (--tokens)")
     if args.tokens is not None and args.tokens <= args.chunk_size:
         parser.error(f"--tokens must exceed --chunk-size ({args.chunk_size}), got {args.tokens}")
     repeats = args.repeats or (5 if args.tokens is None else 1)

@@ -22,6 +22,7 @@ import torch
 import locret
 from locret.acquire import load_tokenizer
 from locret.hardware import resolve_dtype
+from locret.scorers import RetainingHeadScorer
 from locret.session import chat_prompt_parts
 
 BOOK = Path(__file__).resolve().parents[1] / "../shared/data/gutenberg/pg1342_pride_and_prejudice.txt"
@@ -61,7 +62,9 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model)
     config = locret.LocretConfig(budget=1024, chunk_size=512, n_stabilizers=256, n_local=64, score_pooling=7)
     prefix, template = chat_prompt_parts(tokenizer)
-    session = locret.Session(model, config, tokenizer=tokenizer, question_template=template)
+    session = locret.Session(
+        model, config, tokenizer=tokenizer, question_template=template, scorer=RetainingHeadScorer()
+    )
     print(f"model {args.model}, {model.dtype}, threads {torch.get_num_threads()}, {config}")
 
     reading = time.perf_counter()

@@ -15,6 +15,7 @@ from .models import (
     LocretPhi3ForCausalLM,
     register_auto_classes,
 )
+from .prefill import new_cache
 from .session import Session
 from .version import __version__
 
@@ -36,6 +37,7 @@ __all__ = [
     "from_pretrained",
     "generate",
     "load_heads",
+    "new_cache",
     "prefill_prompt",
     "save_heads",
 ]

@@ -1,14 +1,17 @@
 """Retaining heads as an adapter: a small safetensors file plus a JSON config, beside an untouched base model.
 
-The JSON (``locret_heads_config.json``, format version 2) says, like a PEFT adapter config, how to use the
+The JSON (``locret_heads_config.json``, format version 3) says, like a PEFT adapter config, how to use the
 heads and where they came from::
 
-    {"format_version": 2, "locret_version": "0.2.0", "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
-     "shape": {...}, "inference": {"budget": 1024, ...}, "training": {...}}
+    {"format_version": 3, "locret_version": "0.4.0", "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+     "shape": {...}, "inference": {"budget": 1024, ...}, "scorer": {"name": "lines", "settings": {...}},
+     "training": {...}}
 
 ``shape`` fixes which models the heads fit, ``inference`` holds the ``LocretConfig`` settings the heads were
-validated with (``locret.generate`` uses them when given no config), ``training`` is free-form provenance.
-Version-1 files (shape plus training metadata at the top level) are still read.
+validated with (``locret.generate`` uses them when given no config), ``scorer`` the scorer they were
+validated with (``locret.scorers.SCORERS`` name and settings; every cache made without an explicit scorer
+uses it; null: the retaining heads' own scores), ``training`` is free-form provenance. Version-1 files (shape
+plus training metadata at the top level) and version-2 files (no ``scorer``) are still read.
 
 Loading is strict: the saved shape must equal the model's, tensor by tensor, or a ValueError names both;
 a malformed config or non-finite weights are a ValueError naming the file.
@@ -28,12 +31,13 @@ from safetensors.torch import load_file, save_file
 
 from .config import LocretConfig
 from .heads import HeadShape
+from .scorers import ScorerChoice
 from .version import __version__
 
 HEADS_WEIGHTS_NAME = "retaining_heads.safetensors"
 HEADS_CONFIG_NAME = "locret_heads_config.json"
-ADAPTER_FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
+ADAPTER_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 # LocretConfig fields that change what is kept, so the heads' recommended settings record them; the kernel
 # only changes speed (both kernels keep the same entries) and depends on the user's hardware.
 INFERENCE_FIELDS = tuple(f.name for f in dataclasses.fields(LocretConfig) if f.name != "eviction_kernel")
@@ -41,11 +45,12 @@ INFERENCE_FIELDS = tuple(f.name for f in dataclasses.fields(LocretConfig) if f.n
 
 @dataclass(frozen=True)
 class HeadsConfig:
-    """What an adapter's JSON says: the heads' shape, their recommended inference settings (None when not
-    recorded), the base model's name, the locret version that wrote them and training provenance."""
+    """What an adapter's JSON says: the heads' shape, their recommended inference settings and scorer (None
+    when not recorded), the base model's name, the locret version that wrote them and training provenance."""
 
     shape: HeadShape
     inference: LocretConfig | None = None
+    scorer: ScorerChoice | None = None
     base_model: str | None = None
     locret_version: str | None = None
     training: dict = field(default_factory=dict)
@@ -57,6 +62,7 @@ class HeadsConfig:
             "base_model": self.base_model,
             "shape": self.shape.to_dict(),
             "inference": inference_dict(self.inference),
+            "scorer": None if self.scorer is None else self.scorer.to_dict(),
             "training": self.training,
         }
 
@@ -91,14 +97,18 @@ def save_heads(
     metadata: dict | None = None,
     *,
     inference: LocretConfig | None = None,
+    scorer: ScorerChoice | None = None,
     base_model: str | None = None,
 ) -> Path:
-    """Write the heads, their shape, recommended inference settings and provenance to ``directory``.
+    """Write the heads, their shape, recommended inference settings and scorer, and provenance to
+    ``directory``.
 
     Args:
         metadata: training provenance, stored under ``"training"`` (it cannot touch the other keys).
         inference: the settings the heads were validated with (default: the model's
             ``locret_inference_config``, set by ``from_pretrained``/``load_heads``; None records none).
+        scorer: the scorer they were validated with (``ScorerChoice.of(LineScorer())``...; default: the
+            model's ``locret_scorer_choice``; None: the heads' own scores). It must serve ``inference``.
         base_model: the base model's name (default: the model config's ``name_or_path``).
     """
     directory = Path(directory)
@@ -107,17 +117,26 @@ def save_heads(
     save_file(state, directory / HEADS_WEIGHTS_NAME, metadata={"format": "pt"})
     if inference is None:
         inference = getattr(model, "locret_inference_config", None)
+    if scorer is None:
+        scorer = getattr(model, "locret_scorer_choice", None)
     if base_model is None:
         base_model = getattr(getattr(model, "config", None), "name_or_path", None) or None
     config = HeadsConfig(
         shape=model.head_shape,
         inference=inference,
+        scorer=scorer,
         base_model=None if base_model is None else str(base_model),
         locret_version=__version__,
         training=dict(metadata or {}),
     )
-    (directory / HEADS_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_heads_config(directory, config)
     return directory
+
+
+def write_heads_config(directory: str | os.PathLike, config: HeadsConfig) -> None:
+    """Write ``config`` as the adapter's JSON (``save_heads``; ``locret.train.convert recommend``)."""
+    check_recommendation(config.inference, config.scorer, "the heads' recommended settings")
+    (Path(directory) / HEADS_CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def adapter_files(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -143,7 +162,7 @@ def adapter_files(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def parse_heads_config(raw: dict, source: str | os.PathLike) -> HeadsConfig:
-    """Validate an adapter config (format 1 or 2); every problem is a ValueError naming ``source``."""
+    """Validate an adapter config (format 1, 2 or 3); every problem is a ValueError naming ``source``."""
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: expected a JSON object, got {type(raw).__name__}")
     version = raw.get("format_version")
@@ -164,7 +183,7 @@ def parse_heads_config(raw: dict, source: str | os.PathLike) -> HeadsConfig:
     if version == 1:  # shape plus free-form training metadata at the top level
         training = {k: v for k, v in raw.items() if k not in ("format_version", "shape")}
         base_model = training.get("base_model")
-        return HeadsConfig(HeadShape(**shape), None, base_model, None, training)
+        return HeadsConfig(HeadShape(**shape), None, None, base_model, None, training)
     unknown = raw.keys() - {
         "format_version",
         "locret_version",
@@ -172,19 +191,31 @@ def parse_heads_config(raw: dict, source: str | os.PathLike) -> HeadsConfig:
         "shape",
         "inference",
         "training",
+        *(("scorer",) if version >= 3 else ()),
     }
     if unknown:
         raise ValueError(f"{source}: unknown keys {sorted(unknown)}")
     training = raw.get("training") or {}
     if not isinstance(training, dict):
         raise ValueError(f"{source}: 'training' must be an object, got {type(training).__name__}")
+    inference = parse_inference(raw.get("inference"), source)
+    scorer = ScorerChoice.from_dict(raw.get("scorer"), source)
+    check_recommendation(inference, scorer, str(source))
     return HeadsConfig(
-        HeadShape(**shape),
-        parse_inference(raw.get("inference"), source),
-        raw.get("base_model"),
-        raw.get("locret_version"),
-        training,
+        HeadShape(**shape), inference, scorer, raw.get("base_model"), raw.get("locret_version"), training
     )
+
+
+def check_recommendation(inference: LocretConfig | None, scorer: ScorerChoice | None, what: str) -> None:
+    """A recommended scorer must serve the recommended settings (the lines scorer needs
+    ``score_pooling=1``...); a ValueError names ``what``."""
+    if inference is not None and scorer is not None:
+        try:
+            scorer.build().check_config(inference)
+        except ValueError as err:
+            raise ValueError(
+                f"{what}: the scorer {scorer.name!r} cannot run the 'inference' settings: {err}"
+            ) from None
 
 
 def parse_inference(block, source: str | os.PathLike) -> LocretConfig | None:
@@ -263,7 +294,10 @@ def load_heads_into(
 
 def load_heads(model, path: str | os.PathLike) -> None:
     """Load an adapter saved by ``save_heads`` into a Locret model, with its recommended inference settings
-    (``model.locret_inference_config``, None when the adapter records none)."""
+    and scorer (``model.locret_inference_config`` and ``model.locret_scorer_choice``, None when the adapter
+    records none)."""
     shape, state = read_heads(path)
     load_heads_into(model, shape, state, what=f"retaining heads at {path}")
-    model.locret_inference_config = read_heads_config(path).inference
+    recommended = read_heads_config(path)
+    model.locret_inference_config = recommended.inference
+    model.locret_scorer_choice = recommended.scorer

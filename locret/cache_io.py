@@ -14,6 +14,7 @@ import torch
 from .adapter import heads_digest, heads_state_dict
 from .cache import LocretCache, LocretLayer
 from .config import LocretConfig
+from .scorers import EntryScorer
 
 # Values sampled per backbone tensor for its digest: enough to tell fine-tunes and other seeds apart while
 # hashing a few MB at most, whatever the model's size.
@@ -48,9 +49,11 @@ def restore_cache(
     tensors: dict[str, torch.Tensor],
     layers: list[dict],
     devices: list[torch.device],
+    scorer: EntryScorer | None = None,
 ) -> LocretCache:
-    """Rebuild the cache ``cache_state`` described, layer ``i`` on ``devices[i]``."""
-    cache = LocretCache(config, len(layers))
+    """Rebuild the cache ``cache_state`` described, layer ``i`` on ``devices[i]``, evicting by ``scorer``
+    (default: the retaining heads' own scores)."""
+    cache = LocretCache(config, len(layers), scorer=scorer)
     for i, (layer, saved, device) in enumerate(zip(cache.layers, layers, devices, strict=True)):
         layer: LocretLayer
         if saved["initialized"]:
@@ -66,6 +69,39 @@ def restore_cache(
         layer.peak_length = saved["peak_length"]
         layer.protect_remaining = saved["protect_remaining"]
     return cache
+
+
+def encode_state(value, tensors: dict[str, torch.Tensor], prefix: str):
+    """A scorer's carried state (``LocretCache.scorer_state``: dicts, tuples, lists, numbers, tensors,
+    None) as JSON, its tensors moved to ``tensors`` under ``prefix``-numbered keys; ``decode_state`` inverts
+    it exactly (tuples stay tuples, integer keys stay integers), with no pickling."""
+    if isinstance(value, torch.Tensor):
+        key = f"{prefix}{len(tensors)}"
+        tensors[key] = value.detach().contiguous().cpu()
+        return {"tensor": key}
+    if isinstance(value, dict):
+        pairs = [
+            [encode_state(k, tensors, prefix), encode_state(v, tensors, prefix)] for k, v in value.items()
+        ]
+        return {"dict": pairs}
+    if isinstance(value, tuple | list):
+        return {type(value).__name__: [encode_state(item, tensors, prefix) for item in value]}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise ValueError(f"a scorer's state holds a {type(value).__name__}, which a saved cache cannot hold")
+
+
+def decode_state(encoded, tensors: dict[str, torch.Tensor], device: torch.device):
+    """The value ``encode_state`` encoded, its tensors on ``device``."""
+    if not isinstance(encoded, dict):
+        return encoded
+    ((kind, body),) = encoded.items()
+    if kind == "tensor":
+        return tensors[body].to(device)
+    if kind == "dict":
+        return {decode_state(k, tensors, device): decode_state(v, tensors, device) for k, v in body}
+    items = [decode_state(item, tensors, device) for item in body]
+    return tuple(items) if kind == "tuple" else items
 
 
 def _backbone_digest(model) -> str:

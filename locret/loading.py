@@ -99,13 +99,15 @@ def from_pretrained(
 
     The adapter's recommended inference settings (``LocretConfig``, or None) become
     ``model.locret_inference_config``, which ``locret.generate`` and ``model.generate`` use when given no
-    config.
+    config; its recommended scorer (``ScorerChoice``, or None for the heads' own scores) becomes
+    ``model.locret_scorer_choice``, which every cache made without an explicit scorer uses.
     """
     adapter = None if random_heads else default_heads_for(model_or_path, heads)
-    inference = None
+    inference = scorer = None
     if adapter is not None:
         shape, state = read_heads(adapter)
-        inference = read_heads_config(adapter).inference
+        recommended = read_heads_config(adapter)
+        inference, scorer = recommended.inference, recommended.scorer
         retaining_head_size = shape.hidden_size
     if isinstance(model_or_path, PreTrainedModel):
         had_heads = isinstance(model_or_path, locret_class_for(model_or_path.config.model_type))
@@ -131,6 +133,7 @@ def from_pretrained(
         )
     if adapter is not None or random_heads or not hasattr(model, "locret_inference_config"):
         model.locret_inference_config = inference
+        model.locret_scorer_choice = scorer
     return model
 
 

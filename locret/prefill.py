@@ -13,7 +13,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from .cache import LocretCache
 from .compat import CACHE_KWARG
 from .config import LocretConfig
-from .scorers import EntryScorer
+from .scorers import EntryScorer, RetainingHeadScorer
 
 
 def supported_families() -> list[str]:
@@ -53,8 +53,31 @@ def pad_lengths(attention_mask: torch.Tensor | None) -> list[int] | None:
 def new_cache(
     model, config: LocretConfig, scorer: EntryScorer | None = None, track_positions: bool = False
 ) -> LocretCache:
-    """An empty cache for ``model`` (one layer per decoder layer) that evicts as ``config`` says."""
+    """An empty cache for ``model`` (one layer per decoder layer) that evicts as ``config`` says, by
+    ``scorer``, else by the scorer the model's heads recommend (``recommended_scorer``)."""
+    if scorer is None:
+        scorer = recommended_scorer(model, config)
     return LocretCache(config, model.config.num_hidden_layers, scorer=scorer, track_positions=track_positions)
+
+
+def recommended_scorer(model, config: LocretConfig) -> EntryScorer:
+    """A fresh scorer of the kind the model's heads adapter recommends (``model.locret_scorer_choice``),
+    else the retaining heads' own scores. A recommended scorer that cannot run ``config`` is a ValueError
+    that says how to run these settings anyway: silently scoring another way would change what is kept."""
+    choice = getattr(model, "locret_scorer_choice", None)
+    if choice is None:
+        return RetainingHeadScorer()
+    scorer = choice.build()
+    try:
+        scorer.check_config(config)
+    except ValueError as err:
+        raise ValueError(
+            f"the retaining heads recommend the {choice.name!r} scorer {choice.settings}, which cannot run "
+            f"these settings: {err}. Start from their settings (dataclasses.replace(model.locret_inference_"
+            "config, ...)), or pass a cache with another scorer (locret.new_cache(model, config, "
+            "locret.scorers.RetainingHeadScorer()) for the heads' own scores)"
+        ) from None
+    return scorer
 
 
 def resolve_config(model, config: LocretConfig | None, cache: LocretCache | None = None) -> LocretConfig:
@@ -109,29 +132,33 @@ def prefill_prompt(
             "or one prefilled with this prompt's beginning"
         )
     starts = range(seen, end, config.chunk_size)
-    rescores = cache.scorer.rescores_chunks
-    if rescores:
-        cache.scorer.check_config(config)
+    cache.scorer.check_config(config)
     cache.prefilling = True
     try:
         for start in tqdm(
             starts, desc="locret prefill", unit="chunk", disable=not progress or len(starts) < 2
         ):
-            stop = min(start + config.chunk_size, end)
-            chunk = input_ids[:, start:stop]
-            if not rescores:
-                model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
-                continue
-            # A scorer that scores the chunk from its forward's output or a pass of its own over it
-            # (``SurprisalScorer``, ``ReconstructionScorer``) does so between the forward and the eviction.
-            with cache.hold_eviction(), cache.scorer.chunk_pass():
-                output = model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
-            cache.scorer.rescore_chunk(model, cache, input_ids, start, stop, output.last_hidden_state)
-            cache.evict_together(config.budget)
+            prefill_chunk(model, cache, input_ids, start, min(start + config.chunk_size, end))
     finally:
         cache.prefilling = False
     cache.protect_next(config.n_local)
     return cache
+
+
+def prefill_chunk(model, cache: LocretCache, input_ids: torch.Tensor, start: int, stop: int) -> None:
+    """Run the chunk ``input_ids[:, start:stop]`` into ``cache`` (which holds tokens ``:start``) and evict.
+
+    A scorer that scores the chunk from its forward's output or a pass of its own over it
+    (``SurprisalScorer``, ``LineScorer``, ``ReconstructionScorer``) does so between the forward and the
+    eviction; it may read the chunk's neighbours in ``input_ids`` (the token after it, a few before it)."""
+    chunk = input_ids[:, start:stop]
+    if not cache.scorer.rescores_chunks:
+        model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
+        return
+    with cache.hold_eviction(), cache.scorer.chunk_pass():
+        output = model.model(input_ids=chunk, use_cache=True, **{CACHE_KWARG: cache})
+    cache.scorer.rescore_chunk(model, cache, input_ids, start, stop, output.last_hidden_state)
+    cache.evict_together(cache.config.budget)
 
 
 def prefill_padded(

@@ -5,7 +5,9 @@ Feeding is exactly Locret's chunked prefill of one long prompt: the session runs
 sure that chunk would be a full chunk of *every* prompt "everything fed so far + a question", i.e. once at
 least ``max(n_local, 1)`` tokens follow it. What is not yet run (fewer than ``chunk_size + max(n_local, 1)``
 tokens) stays pending. ``ask(q)`` therefore returns exactly what ``locret.generate`` returns for the whole
-input followed by ``q`` in one call, whatever pieces the input came in.
+input followed by ``q`` in one call, whatever pieces the input came in: the same settings and the same
+scorer (by default those the model's heads recommend), including a scorer that rescores each chunk and
+carries state from one chunk to the next (``LineScorer``), which a saved session keeps too.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .cache import LocretCache
-from .cache_io import cache_state, check_identity, model_identity, restore_cache
-from .compat import CACHE_KWARG
+from .cache_io import cache_state, check_identity, decode_state, encode_state, model_identity, restore_cache
 from .config import LocretConfig
 from .generation import generate
 from .models.base import LocretForCausalLMMixin
+from .prefill import new_cache, prefill_chunk, resolve_config
+from .scorers import EntryScorer, ScorerChoice
 
-SESSION_FORMAT_VERSION = 1
+SESSION_FORMAT_VERSION = 2
+READABLE_SESSION_FORMATS = (1, 2)  # 1: before scorers were recorded (the retaining heads' own scores)
 METADATA_KEY = "locret_session"
 QUESTION_FIELD = "{question}"
 
@@ -68,7 +71,9 @@ class Session:
     it where the tokenizer splits anyway (a line break) and feed a BOS or chat header yourself if the model
     wants one (``chat_prompt_parts``); token ids are always exact. ``ask`` appends the question's tokens, a
     text question first formatted by ``question_template`` (its ``{question}`` replaced), after everything fed.
-    One input per session (batch 1).
+    One input per session (batch 1). ``config`` and ``scorer`` None take what the model's heads recommend
+    (``locret.prefill.resolve_config``, ``recommended_scorer``), as ``locret.generate`` does; a scorer is
+    saved by its registry name and settings (``ScorerChoice``), so only registered scorers can be saved.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class Session:
         *,
         tokenizer=None,
         question_template: str = QUESTION_FIELD,
+        scorer: EntryScorer | None = None,
     ) -> None:
         if not isinstance(model, LocretForCausalLMMixin):
             raise ValueError(
@@ -86,12 +92,15 @@ class Session:
         if QUESTION_FIELD not in question_template:
             raise ValueError(f"question_template must contain {QUESTION_FIELD}, got {question_template!r}")
         self.model = model
-        self.config = config or LocretConfig()
+        self.config = resolve_config(model, config)
         self.tokenizer = tokenizer
         self.question_template = question_template
-        self.cache = LocretCache(self.config, model.config.num_hidden_layers)
+        self.cache = new_cache(model, self.config, scorer)
+        self.cache.scorer.check_config(self.config)
         self.device = model.get_input_embeddings().weight.device
         self.pending = torch.empty(1, 0, dtype=torch.long, device=self.device)
+        # The last tokens already in the cache: a rescoring scorer may read a few tokens before a chunk.
+        self.recent = torch.empty(1, 0, dtype=torch.long, device=self.device)
 
     @property
     def tokens_read(self) -> int:
@@ -131,13 +140,20 @@ class Session:
         self.cache.prefilling = True
         try:
             for _ in tqdm(range(ready), desc="locret feed", unit="chunk", disable=not progress or ready < 2):
-                self.model.model(
-                    input_ids=self.pending[:, :chunk], use_cache=True, **{CACHE_KWARG: self.cache}
-                )
+                known = torch.cat([self.recent, self.pending], dim=1)
+                seen = self.cache.get_seq_length()
+                prefill_chunk(self.model, self.cache, self._as_prompt(known), seen, seen + chunk)
+                self.recent = known[:, : self.recent.shape[1] + chunk][:, -chunk:]
                 self.pending = self.pending[:, chunk:]
         finally:
             self.cache.prefilling = False
         return ids.shape[1]
+
+    def _as_prompt(self, known: torch.Tensor) -> torch.Tensor:
+        """``known`` (the recent tokens and what follows) placed at its true offset in the whole input; the
+        tokens before it are in the cache already and stand in as zeros (nothing reads them)."""
+        before = self.cache.get_seq_length() - self.recent.shape[1]
+        return torch.cat([known.new_zeros(1, before), known], dim=1)
 
     def ask(self, question: str | Sequence[int] | torch.Tensor, **generate_kwargs) -> Answer:
         """Answer with ``locret.generate`` (``generate_kwargs``: ``max_new_tokens``, ``eos_token_id``,
@@ -148,9 +164,8 @@ class Session:
         if isinstance(question, str):
             question = self.question_template.replace(QUESTION_FIELD, question)
         ids = self._ids(question, "the question")
-        # generate reads a prompt from cache.get_seq_length() on; the tokens before are in the cache already
-        # and stand in as zeros.
-        prompt = torch.cat([ids.new_zeros(1, self.cache.get_seq_length()), self.pending, ids], dim=1)
+        # generate reads a prompt from cache.get_seq_length() on (and a rescoring scorer a few tokens before)
+        prompt = self._as_prompt(torch.cat([self.recent, self.pending, ids], dim=1))
         out = generate(self.model, prompt, self.config, cache=copy.deepcopy(self.cache), **generate_kwargs)
         tokens = out.new_tokens[0]
         text = self.tokenizer.decode(tokens, skip_special_tokens=True) if self.tokenizer is not None else None
@@ -162,10 +177,13 @@ class Session:
 
         tensors, layers = cache_state(self.cache)
         tensors["pending"] = self.pending[0].contiguous().cpu()
+        tensors["recent"] = self.recent[0].contiguous().cpu()
         metadata = {
             "format_version": SESSION_FORMAT_VERSION,
             "locret_version": __version__,
             "config": self.config.to_dict(),
+            "scorer": ScorerChoice.of(self.cache.scorer).to_dict(),
+            "scorer_state": encode_state(self.cache.scorer_state, tensors, "scorer_state."),
             "model": model_identity(self.model),
             "layers": layers,
             "question_template": self.question_template,
@@ -175,24 +193,42 @@ class Session:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model, *, tokenizer=None) -> Session:
+    def load(
+        cls, path: str | os.PathLike, model, *, tokenizer=None, scorer: EntryScorer | None = None
+    ) -> Session:
         """A session saved by ``save``, for the same model (architecture, shapes, dtype, weights and heads);
-        any other model is refused with a ValueError naming what differs."""
+        any other model is refused with a ValueError naming what differs. The saved scorer is rebuilt from
+        its name and settings; ``scorer`` gives it instead (e.g. with a ``tokenizer`` of its own), and must
+        have the saved settings (else a ValueError)."""
         with safe_open(str(path), framework="pt") as file:
             raw = (file.metadata() or {}).get(METADATA_KEY)
             tensors = {key: file.get_tensor(key) for key in file.keys()}
         if raw is None:
             raise ValueError(f"{path} is not a locret session file (no {METADATA_KEY!r} metadata)")
         metadata = json.loads(raw)
-        if metadata.get("format_version") != SESSION_FORMAT_VERSION:
+        if metadata.get("format_version") not in READABLE_SESSION_FORMATS:
             raise ValueError(
                 f"{path} has session format {metadata.get('format_version')!r}; this locret reads "
-                f"{SESSION_FORMAT_VERSION}"
+                f"{', '.join(map(str, READABLE_SESSION_FORMATS))}"
             )
         check_identity(metadata["model"], model, f"the session {path}")
         config = LocretConfig(**metadata["config"])
-        session = cls(model, config, tokenizer=tokenizer, question_template=metadata["question_template"])
+        choice = ScorerChoice.from_dict(metadata.get("scorer", {"name": "locret", "settings": {}}), path)
+        if scorer is not None and ScorerChoice.of(scorer) != choice:
+            raise ValueError(f"{path} was read with the scorer {choice}; the given scorer is {scorer}")
+        session = cls(
+            model,
+            config,
+            tokenizer=tokenizer,
+            question_template=metadata["question_template"],
+            scorer=scorer if scorer is not None else choice.build(),
+        )
         devices = [next(layer.parameters()).device for layer in model.model.layers]
-        session.cache = restore_cache(config, tensors, metadata["layers"], devices)
+        session.cache = restore_cache(config, tensors, metadata["layers"], devices, session.cache.scorer)
+        session.cache.scorer_state = decode_state(
+            metadata.get("scorer_state", {"dict": []}), tensors, session.device
+        )
         session.pending = tensors["pending"][None].to(session.device)
+        if "recent" in tensors:
+            session.recent = tensors["recent"][None].to(session.device)
         return session

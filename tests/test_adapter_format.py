@@ -15,6 +15,7 @@ from locret.adapter import (
     read_heads_config,
 )
 from locret.loading import SHIPPED_HEADS_DIR
+from locret.scorers import LineScorer, ScorerChoice
 
 SETTINGS = locret.LocretConfig(budget=24, chunk_size=8, n_stabilizers=4, n_local=4, score_pooling=3)
 
@@ -33,7 +34,7 @@ def test_the_config_carries_inference_settings_base_model_version_and_training(t
     metadata = {"shape": "bogus", "format_version": 99, "steps": 3}
     locret.save_heads(model, tmp_path / "heads", metadata=metadata, inference=SETTINGS)
     raw = json.loads((tmp_path / "heads" / HEADS_CONFIG_NAME).read_text())
-    assert raw["format_version"] == 2 and raw["locret_version"] == locret.__version__
+    assert raw["format_version"] == 3 and raw["locret_version"] == locret.__version__
     assert raw["base_model"] == "org/base" and raw["shape"] == shape_before
     assert raw["training"] == metadata
     assert raw["inference"]["budget"] == 24 and "eviction_kernel" not in raw["inference"]
@@ -64,11 +65,10 @@ def test_version_1_files_are_still_read(tmp_path, adapter):
     assert model.locret_inference_config is None
 
 
-def test_the_shipped_smollm2_heads_carry_their_recommended_settings():
+def test_the_shipped_smollm2_heads_carry_their_recommended_settings_and_scorer():
     config = read_heads_config(SHIPPED_HEADS_DIR / "smollm2-135m-instruct")
-    assert config.inference == locret.LocretConfig(
-        budget=1024, chunk_size=512, n_stabilizers=256, n_local=64, score_pooling=15
-    )
+    assert config.inference == locret.LocretConfig(budget=1024, chunk_size=512, n_stabilizers=256, n_local=64)
+    assert config.scorer == ScorerChoice.of(LineScorer()) and config.scorer.settings["top_tokens"] == 8
     assert config.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert config.shape.hidden_size == 32 and len(config.training["ensemble_of"]) == 1
 

@@ -14,6 +14,7 @@ import locret
 from locret.acquire import load_tokenizer
 from locret.demo import is_correct, passkey_prompt
 from locret.loading import shipped_heads_for
+from locret.scorers import LineScorer
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,8 @@ def test_shipped_heads_load_for_the_real_model(smollm2, smollm2_dir):
 def test_no_eviction_matches_transformers_on_the_real_model(smollm2, smollm2_dir):
     vanilla = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     ids = torch.randint(100, 40000, (1, 300), generator=torch.Generator().manual_seed(0))
-    config = locret.LocretConfig(budget=512, chunk_size=128, n_stabilizers=32, n_local=20)
+    # the shipped heads' recommended line scorer needs n_stabilizers >= 256 (its longest line)
+    config = locret.LocretConfig(budget=512, chunk_size=128, n_stabilizers=256, n_local=20)
     with torch.no_grad():
         expected = vanilla(ids).logits[:, -1]
         cache = locret.prefill_prompt(smollm2, ids, config)
@@ -43,23 +45,22 @@ def test_no_eviction_matches_transformers_on_the_real_model(smollm2, smollm2_dir
 
 def test_reads_past_its_window_with_a_bounded_cache(smollm2):
     ids = torch.randint(100, 40000, (1, 8192 + 600), generator=torch.Generator().manual_seed(1))
-    config = locret.LocretConfig(budget=256, chunk_size=1024, n_stabilizers=64, n_local=16)
+    config = locret.LocretConfig(budget=512, chunk_size=1024, n_stabilizers=256, n_local=16)
     out = locret.generate(smollm2, ids, config, max_new_tokens=2)
-    assert out.cache_length_after_prefill == 256 + 16
+    assert out.cache_length_after_prefill == 512 + 16
     assert out.new_tokens.shape == (1, 2)
 
 
 def test_shipped_heads_find_a_pass_key_past_the_window_with_their_own_settings(smollm2, smollm2_dir):
     """The demo's claim in small: a key in the middle of 8.7K tokens (past the 8K window), 1024-entry cache,
-    with no config given: the shipped heads' recommended settings run."""
+    with no config given: the shipped heads' recommended settings and scorer (whole lines) run."""
     tokenizer = load_tokenizer(smollm2_dir)
     sample = passkey_prompt(tokenizer, 8704, 0.5, random.Random(3))
     ids = tokenizer(sample.prompt, return_tensors="pt", add_special_tokens=False).input_ids
     assert ids.shape[1] > smollm2.config.max_position_embeddings
     out = locret.generate(smollm2, ids, max_new_tokens=8)
-    assert out.config == locret.LocretConfig(
-        budget=1024, chunk_size=512, n_stabilizers=256, n_local=64, score_pooling=15
-    )
+    assert out.config == locret.LocretConfig(budget=1024, chunk_size=512, n_stabilizers=256, n_local=64)
+    assert locret.new_cache(smollm2, out.config).scorer == LineScorer()
     answer = tokenizer.decode(out.new_tokens[0], skip_special_tokens=True)
     assert is_correct(answer, sample.key) and answer.strip().startswith(sample.key), (answer, sample.key)
     assert out.cache_length_after_prefill == 1024 + 64

@@ -6,6 +6,7 @@ own file with the same two hooks (see ``EntryScorer``); adding a method is one n
 """
 
 from .base import EntryScorer
+from .choice import ScorerChoice
 from .h2o import H2OScorer
 from .lines import LineScorer
 from .reconstruction import ReconstructionScorer
@@ -27,6 +28,7 @@ SCORERS: dict[str, type[EntryScorer]] = {
 __all__ = [
     "SCORERS",
     "EntryScorer",
+    "ScorerChoice",
     "H2OScorer",
     "LineScorer",
     "ReconstructionScorer",

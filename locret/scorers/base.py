@@ -45,6 +45,9 @@ class EntryScorer:
     def after_attention(self, layer, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
         """Optionally rescore ``layer.scores`` from ``query`` ``[B, H, T, D]`` and all keys ``[B, Hkv, S, D]``."""
 
+    def check_config(self, config) -> None:
+        """Refuse, with a ValueError, the ``LocretConfig`` settings this scorer cannot serve; most serve any."""
+
 
 class ChunkRescorer(EntryScorer):
     """A scorer that scores each prefill chunk after its forward (``rescore_chunk``, called by

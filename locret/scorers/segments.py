@@ -33,6 +33,11 @@ def token_text_flags(tokenizer, vocab_size: int, ends_segment: Callable[[str], b
     return flags
 
 
+# Segment ends of a model's own tokenizer by (scorer class, model name, vocabulary size): building them decodes
+# the whole vocabulary (0.6 s for SmolLM2's), which every cache of a recommended scorer would repeat.
+OWN_TOKENIZER_ENDS: dict[tuple[str, str, int], torch.Tensor] = {}
+
+
 class SegmentMeanScorer(ChunkRescorer):
     """Scores each prefill chunk after its forward: the mean of ``token_values`` over each segment (segments end
     at the ids ``segment_end_tokens`` marks, or after ``segment_limit`` tokens). A segment still open at a
@@ -110,7 +115,13 @@ class SegmentMeanScorer(ChunkRescorer):
         return None if self.surprising_share is None else int(self.surprising_share * budget)
 
     def segment_ends(self, model, device: torch.device) -> torch.Tensor:
-        """``segment_end_tokens`` of the model's tokenizer on ``device``, built once (not per chunk)."""
+        """``segment_end_tokens`` of the model's tokenizer on ``device``, built once (not per chunk); for the
+        model's own tokenizer once per process (``OWN_TOKENIZER_ENDS``)."""
+        if self._ends is None and self.tokenizer is None:
+            key = (type(self).__name__, str(model.config.name_or_path), model.config.vocab_size)
+            if key not in OWN_TOKENIZER_ENDS:
+                OWN_TOKENIZER_ENDS[key] = self.segment_end_tokens(self.text_tokenizer(model), key[2])
+            self._ends = OWN_TOKENIZER_ENDS[key]
         if self._ends is None:
             self._ends = self.segment_end_tokens(self.text_tokenizer(model), model.config.vocab_size)
         if self._ends.device != device:

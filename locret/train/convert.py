@@ -6,7 +6,9 @@
 - ``from-official``: the official Locret release (``model.layers.{i}.self_attn.fc1.weight`` / ``fc2``,
   ``.bin`` or ``.safetensors``) plus the base model's config -> our adapter; ``to-official`` goes back;
 - ``ensemble``: several adapters for one model -> one adapter whose scores are their mean (``--inference``
-  records the settings it was validated with; one adapter: a copy with those settings).
+  and ``--scorer`` record the settings and scorer it was validated with; one adapter: a copy with those);
+- ``recommend``: rewrite an adapter's recommended settings and scorer in place (weights and training
+  provenance unchanged).
 
 Every conversion into an adapter checks the heads' shape against the model config and names both shapes
 when they differ (the reference loaded heads with ``strict=False`` and silently kept random ones).
@@ -29,6 +31,7 @@ from transformers import AutoConfig
 
 import locret  # noqa: F401  (registers the Locret configs with AutoConfig)
 from locret.adapter import (
+    adapter_files,
     check_shape,
     heads_state_dict,
     load_heads_into,
@@ -36,9 +39,11 @@ from locret.adapter import (
     read_heads,
     read_heads_config,
     save_heads,
+    write_heads_config,
 )
 from locret.config import PAPER_SETTINGS, LocretConfig
 from locret.heads import HeadShape, RetainingHead
+from locret.scorers import ScorerChoice
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +169,7 @@ def ensemble(
     out: str | Path,
     dtype: torch.dtype = torch.float32,
     inference: LocretConfig | None = None,
+    scorer: ScorerChoice | None = None,
 ) -> Path:
     """One adapter scoring the mean of ``adapters``' scores (e.g. heads trained with different seeds).
 
@@ -173,7 +179,8 @@ def ensemble(
     exactly the mean of the rounded members). float16 keeps three more mantissa bits than bfloat16 at the
     same size, which matters for a key whose tokens score near the eviction threshold. One adapter is an
     ensemble of one: a copy in ``dtype`` (exact in float32) with ``inference`` recorded, for shipping a single
-    trained head with the settings it was validated with.
+    trained head with the settings it was validated with. ``inference`` and ``scorer`` default to the
+    members' own where they all agree, else none is recorded.
     """
     if not adapters:
         raise ValueError("an ensemble needs at least one adapter")
@@ -201,8 +208,31 @@ def ensemble(
         out,
         metadata=metadata,
         inference=inference or _common({config.inference for config in configs}),
+        scorer=scorer or _common({config.scorer for config in configs}),
         base_model=_common({config.base_model for config in configs}),
     )
+
+
+def recommend(
+    adapter: str | Path,
+    inference: LocretConfig | None = None,
+    scorer: ScorerChoice | None = None,
+    heads_scorer: bool = False,
+) -> Path:
+    """Record new recommended ``inference`` settings and/or ``scorer`` (``heads_scorer``: none, the heads'
+    own scores) in ``adapter``'s JSON; what is not given stays. The weights are not touched."""
+    if scorer is not None and heads_scorer:
+        raise ValueError("give a scorer or heads_scorer=True, not both")
+    config = read_heads_config(adapter)
+    config = replace(
+        config,
+        inference=inference or config.inference,
+        scorer=None if heads_scorer else scorer or config.scorer,
+        locret_version=locret.__version__,
+    )
+    directory = adapter_files(adapter)[0].parent
+    write_heads_config(directory, config)
+    return directory
 
 
 def _inference_settings(text: str) -> LocretConfig:
@@ -210,8 +240,13 @@ def _inference_settings(text: str) -> LocretConfig:
     return parse_inference(json.loads(text), "--inference")
 
 
+def _scorer_choice(text: str) -> ScorerChoice:
+    """``--scorer`` JSON -> ScorerChoice (argparse reports a ValueError as a usage error)."""
+    return ScorerChoice.from_dict(json.loads(text), "--scorer")
+
+
 def _common(values: set):
-    """The members' shared setting (inference settings, base model); None when they disagree."""
+    """The members' shared setting (inference settings, scorer, base model); None when they disagree."""
     return next(iter(values)) if len(values) == 1 else None
 
 
@@ -251,6 +286,19 @@ def main(argv: list[str] | None = None) -> None:
         help='recommended LocretConfig settings as JSON, e.g. \'{"budget": 1024, "score_pooling": 7}\' '
         "(default: the members' own when they agree)",
     )
+    command.add_argument(
+        "--scorer",
+        type=_scorer_choice,
+        default=None,
+        help='recommended scorer as JSON, e.g. \'{"name": "lines", "settings": {"top_tokens": 8}}\' '
+        "(default: the members' own when they agree)",
+    )
+    command = commands.add_parser("recommend", help="rewrite an adapter's recommended settings and scorer")
+    command.add_argument("adapter")
+    command.add_argument("--inference", type=_inference_settings, default=None, help="LocretConfig JSON")
+    choice = command.add_mutually_exclusive_group()
+    choice.add_argument("--scorer", type=_scorer_choice, default=None, help="scorer JSON (name, settings)")
+    choice.add_argument("--heads-scorer", action="store_true", help="recommend the heads' own scores")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command in ("to-bin", "to-safetensors"):
@@ -261,7 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "from-official":
         written = from_official(args.checkpoint, args.base_model, args.out)
     elif args.command == "ensemble":
-        written = ensemble(args.adapters, args.out, getattr(torch, args.dtype), args.inference)
+        written = ensemble(args.adapters, args.out, getattr(torch, args.dtype), args.inference, args.scorer)
+    elif args.command == "recommend":
+        written = recommend(args.adapter, args.inference, args.scorer, args.heads_scorer)
     else:
         to_official(args.adapter, args.target)
         written = args.target

@@ -6,11 +6,12 @@ import os
 
 import pytest
 import torch
-from tiny import tiny_locret
+from tiny import LineTokenizer, tiny_locret
 
 import locret
 from benchmark import overhead
 from benchmark.methods.profiles import allocation_settings
+from locret.scorers import LineScorer
 
 
 def test_whole_prefill_times_the_same_chunks_on_both_sides():
@@ -46,3 +47,25 @@ def test_allocation_settings_name_the_config():
     for bad in ("profile", "uniform:x", "global"):
         with pytest.raises(ValueError, match="--allocation"):
             allocation_settings(bad)
+
+
+def test_a_scorer_that_rescores_chunks_is_timed_over_a_whole_prefill_only(monkeypatch):
+    """``lines`` (the shipped heads' recommended scorer) scores each chunk after its forward: its side of a
+    whole prefill runs ``prefill_chunk``, as ``prefill_prompt`` does; a steady chunk (one bare forward)
+    cannot time it, so that is a usage error."""
+    monkeypatch.setattr("sys.argv", ["overhead", "--scorer", "lines"])
+    with pytest.raises(SystemExit):
+        overhead.main()
+    model = tiny_locret("llama", vocab_size=512).eval()
+    config = locret.LocretConfig(budget=32, chunk_size=16, n_stabilizers=8, n_local=8)
+    made = []
+
+    def scorer():
+        made.append(LineScorer(tokenizer=LineTokenizer({11, 22}), max_line=8))
+        return made[-1]
+
+    monkeypatch.setitem(overhead.SCORERS, "lines", scorer)
+    with torch.no_grad():
+        times, tokens, _ = overhead.whole_prefill(model, config, "lines", 120, 1, torch.device("cpu"))
+    assert len(times["locret"][0]) == -(-tokens // config.chunk_size)
+    assert len(made) == 1 and made[0]._ends is not None  # its rescore_chunk ran (it builds the line ends)
