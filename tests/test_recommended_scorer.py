@@ -233,3 +233,26 @@ def test_a_session_file_of_format_1_loads_with_the_heads_own_scores(tmp_path):
     assert torch.equal(
         restored.ask(question, max_new_tokens=6).token_ids, session.ask(question, max_new_tokens=6).token_ids
     )
+
+
+def test_a_saved_locret_checkpoint_keeps_the_recommended_settings_and_scorer(tmp_path):
+    """``save_pretrained`` of a Locret model writes the recommendation into config.json; loading the
+    checkpoint attaches it again, so the reloaded model keeps running as the saved one did."""
+    model, vanilla = tiny_pair("llama")
+    locret.save_heads(model, tmp_path / "heads", inference=CONFIG, scorer=SNAPKV)
+    loaded = locret.from_pretrained(vanilla, heads=tmp_path / "heads")
+    loaded.save_pretrained(tmp_path / "checkpoint")
+    raw = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
+    assert raw["locret_scorer"] == SNAPKV.to_dict() and raw["locret_inference"]["budget"] == CONFIG.budget
+    again = locret.from_pretrained(tmp_path / "checkpoint")
+    assert again.locret_scorer_choice == SNAPKV and again.locret_inference_config == CONFIG
+    ids = random_ids(150)
+    assert torch.equal(
+        locret.generate(again, ids, max_new_tokens=6).sequences,
+        locret.generate(loaded, ids, max_new_tokens=6).sequences,
+    )
+    raw["locret_scorer"] = {"name": "lines", "settings": {"max_line": 10}}
+    raw["locret_inference"]["score_pooling"] = 3
+    (tmp_path / "checkpoint" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="config.json of .*cannot run the 'inference' settings"):
+        locret.from_pretrained(tmp_path / "checkpoint")

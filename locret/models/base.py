@@ -327,6 +327,18 @@ class LocretForCausalLMMixin:
     def retaining_heads(self) -> list[RetainingHead]:
         return [layer.self_attn.retaining_head for layer in self.model.layers]
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' ``save_pretrained``, with the heads' recommended settings and scorer
+        (``locret_inference_config``, ``locret_scorer_choice``) written into ``config.json`` as
+        ``locret_inference`` and ``locret_scorer``, so that ``locret.from_pretrained`` of the checkpoint runs
+        as this model does (an adapter carries them in its own JSON)."""
+        from ..adapter import inference_dict  # the adapter module reads models' configs, not the reverse
+
+        choice = getattr(self, "locret_scorer_choice", None)
+        self.config.locret_inference = inference_dict(getattr(self, "locret_inference_config", None))
+        self.config.locret_scorer = None if choice is None else choice.to_dict()
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @property
     def head_shape(self) -> HeadShape:
         return HeadShape.from_config(self.config)
