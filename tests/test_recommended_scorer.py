@@ -17,6 +17,8 @@ from locret import LocretConfig, Session
 from locret.adapter import HEADS_CONFIG_NAME, HEADS_WEIGHTS_NAME, read_heads_config
 from locret.cache_io import decode_state, encode_state
 from locret.scorers import LineScorer, RetainingHeadScorer, ScorerChoice, SnapKVScorer, StreamingLLMScorer
+from locret.scorers.lines import line_end_tokens
+from locret.scorers.segments import OWN_TOKENIZER_ENDS
 from locret.train import convert
 
 CONFIG = LocretConfig(budget=40, chunk_size=16, n_stabilizers=12, n_local=4)
@@ -256,3 +258,33 @@ def test_a_saved_locret_checkpoint_keeps_the_recommended_settings_and_scorer(tmp
     (tmp_path / "checkpoint" / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="config.json of .*cannot run the 'inference' settings"):
         locret.from_pretrained(tmp_path / "checkpoint")
+
+
+def test_a_padded_batch_runs_the_recommended_line_scorer_row_by_row(monkeypatch):
+    """Each row of a left-padded batch is prefilled alone with a fresh recommended scorer, so its tokens are
+    its batch-1 run's; the model's own line ends are built once per process, not per cache."""
+    model = tiny_locret("llama")
+    model.config.name_or_path = "tiny-with-line-breaks"
+    model.locret_scorer_choice = ScorerChoice("lines", {"max_line": 10})
+    key = ("LineScorer", "tiny-with-line-breaks", model.config.vocab_size)
+    monkeypatch.setitem(
+        OWN_TOKENIZER_ENDS, key, line_end_tokens(LineTokenizer(BREAKS), model.config.vocab_size)
+    )
+    rows = [random_ids(length, seed=length) for length in (90, 130, 70)]
+    width = max(row.shape[1] for row in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for index, row in enumerate(rows):
+        ids[index, width - row.shape[1] :], mask[index, width - row.shape[1] :] = row[0], 1
+    alone = [locret.generate(model, row, CONFIG, 10, eos_token_id=[]).new_tokens[0] for row in rows]
+    batched = locret.generate(model, ids, CONFIG, 10, eos_token_id=[], attention_mask=mask).new_tokens
+    assert all(torch.equal(batched[index], tokens) for index, tokens in enumerate(alone))
+    heads_alone = locret.generate(
+        model,
+        rows[1],
+        CONFIG,
+        10,
+        eos_token_id=[],
+        cache=locret.new_cache(model, CONFIG, RetainingHeadScorer()),
+    )
+    assert not torch.equal(heads_alone.new_tokens[0], alone[1])  # the line scorer ran, not the heads alone
