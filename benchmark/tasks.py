@@ -9,7 +9,8 @@ Names:
 - ``leval_<task>``: L-Eval closed-ended tasks, head-truncated to ``length``.
 - ``litm_kv`` (75 keys), ``litm_kv_140``, ``longchat_lines_200``, ``longchat_lines_600``:
   released retrieval cases from ``data_dir`` (never truncated: that could cut the needle).
-- ``niah_text``, ``niah_text_multi``, ``niah_text_multi_all``: needles in Gutenberg prose, and
+- ``niah_text``, ``niah_text_multi``, ``niah_text_multi_all``, ``niah_text_paragraphs``: needles in
+  Gutenberg prose (the last with every paragraph on one line), and
   ``multidoc_qa``: Natural Questions among distractor passages; built from ``data_dir`` at ``length``
   tokens on a ``split`` ("validation" by default, or "test"; ``benchmark.natural``).
 """
@@ -219,6 +220,7 @@ def _registry() -> dict[str, Task]:
     tasks["niah_text"] = NiahTextTask(natural_scoring.score_needle, "single")
     tasks["niah_text_multi"] = NiahTextTask(natural_scoring.score_needle, "multi")
     tasks["niah_text_multi_all"] = NiahTextTask(natural_scoring.score_all_needles, "multi_all")
+    tasks["niah_text_paragraphs"] = NiahTextTask(natural_scoring.score_needle, "paragraphs")
     tasks["multidoc_qa"] = MultiDocQATask(natural_scoring.best_subspan_em)
     return tasks
 

@@ -9,7 +9,10 @@ characters). Everything drawn for sample ``i`` (start paragraph, templates, valu
 depths) depends only on ``(split, seed, i)``, so the same needles appear at every length and depth.
 
 Variants: ``single`` (one needle), ``multi`` (``NEEDLES_PER_PROMPT`` needles, the one at ``depth`` is
-asked, the others sit at random depths) and ``multi_all`` (the needles at random depths, all asked).
+asked, the others sit at random depths), ``multi_all`` (the needles at random depths, all asked) and
+``paragraphs`` (``single`` with the books' hard line wraps joined, so every paragraph is one line, as in web
+text; the same needles, values and start paragraphs as ``single``). The Gutenberg books wrap every ~70
+characters (a median line of 15 SmolLM2 tokens), which a scorer that works by lines may depend on.
 """
 
 import bisect
@@ -25,13 +28,14 @@ from benchmark.sample import Sample
 from benchmark.text import Counter, Tokenizer, make_counter
 from locret.demo import check_length, fit_length
 
-Variant = Literal["single", "multi", "multi_all"]
+Variant = Literal["single", "multi", "multi_all", "paragraphs"]
 NEEDLES_PER_PROMPT = 4
 MAX_NEW_TOKENS = 16  # per asked needle
 PREFIX = "Read the following text carefully. Questions about it follow the text.\n\n"
 _CHARS_PER_TOKEN_BOUND = 8  # a haystack window this many characters per target token always suffices
 _SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z])|\n\s*\n\s*")
 _PARAGRAPH = re.compile(r"\n\s*\n")
+_WRAP = re.compile(r"(?<=\S)[ \t]*\n[ \t]*(?=\S)")  # a line break inside a paragraph
 
 
 def _question(needles: list[tuple[NeedleTemplate, str]], variant: Variant, style: Style) -> str:
@@ -100,10 +104,12 @@ def niah_sample(
     """Sample ``index`` of a niah_text variant (see the module) at ``length`` tokens."""
     count = make_counter(tokenizer)
     text = split_text(data_dir, split)
+    if variant == "paragraphs":
+        text = _WRAP.sub(" ", text)
     rng = random.Random(f"niah_text:{split}:{seed}:{index}")
     starts = [0] + [m.end() for m in _PARAGRAPH.finditer(text)]
     start = rng.choice(starts)
-    k = 1 if variant == "single" else NEEDLES_PER_PROMPT
+    k = NEEDLES_PER_PROMPT if variant in ("multi", "multi_all") else 1
     needles = _draw_needles(rng, split, k, text)
     random_depths = [rng.random() for _ in range(k)]
     depths = random_depths if variant == "multi_all" else [depth, *random_depths[1:]]

@@ -189,3 +189,20 @@ def test_multidoc_lengths_and_randomised_gold(shared_data: Path, smollm2_tokeniz
                 "multidoc_qa", data_dir=str(shared_data), tokenizer=smollm2_tokenizer, length=length, n=4
             )
             assert [s.prompt for s in again] == [s.prompt for s in samples]
+
+
+def test_niah_paragraphs_joins_the_books_line_wraps_and_keeps_the_needles(
+    shared_data: Path, ws_tokenizer
+) -> None:
+    wrapped = _niah(shared_data, ws_tokenizer, length=3000)
+    joined = _niah(shared_data, ws_tokenizer, "niah_text_paragraphs", length=3000)
+    assert [s.answers for s in joined] == [s.answers for s in wrapped]
+    for s_wrapped, s_joined in zip(wrapped, joined, strict=True):
+        assert s_joined.task == "niah_text_paragraphs" and s_joined.id.startswith("niah_text_paragraphs_")
+        inside = re.findall(r"\S[ \t]*\n[ \t]*\S", s_joined.context)  # a line break inside a paragraph
+        assert not inside and re.findall(r"\S[ \t]*\n[ \t]*\S", s_wrapped.context)
+        assert "\n\n" in s_joined.context  # paragraph breaks stay
+        (start, end) = s_joined.meta["needle_char_spans"][0]
+        assert s_joined.prompt[start:end] == s_joined.meta["needles"][0]["statement"].format(
+            value=s_joined.answers[0]
+        )
