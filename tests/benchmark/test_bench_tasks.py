@@ -14,7 +14,7 @@ def test_expected_names_registered() -> None:
         "longdialogue_qa_eng", "code_debug", "math_find", "leval_coursera", "leval_gsm100",
         "leval_quality", "leval_sci_fi", "leval_topic_retrieval_longchat", "leval_tpo",
         "litm_kv", "litm_kv_140", "longchat_lines_200", "longchat_lines_600",
-        "niah_text", "niah_text_multi", "niah_text_multi_all", "multidoc_qa",
+        "niah_text", "niah_text_multi", "niah_text_multi_all", "niah_text_paragraphs", "multidoc_qa",
     }  # fmt: skip
     assert set(TASKS) == expected
 
