@@ -198,12 +198,21 @@ def parse_heads_config(raw: dict, source: str | os.PathLike) -> HeadsConfig:
     training = raw.get("training") or {}
     if not isinstance(training, dict):
         raise ValueError(f"{source}: 'training' must be an object, got {type(training).__name__}")
-    inference = parse_inference(raw.get("inference"), source)
-    scorer = ScorerChoice.from_dict(raw.get("scorer"), source)
-    check_recommendation(inference, scorer, str(source))
+    inference, scorer = parse_recommendation(raw.get("inference"), raw.get("scorer"), source)
     return HeadsConfig(
         HeadShape(**shape), inference, scorer, raw.get("base_model"), raw.get("locret_version"), training
     )
+
+
+def parse_recommendation(
+    inference_block, scorer_block, source: str | os.PathLike
+) -> tuple[LocretConfig | None, ScorerChoice | None]:
+    """Recommended settings and scorer from their JSON blocks (an adapter's, or a saved Locret checkpoint's
+    ``config.json``), the scorer checked against the settings; a ValueError names ``source``."""
+    inference = parse_inference(inference_block, source)
+    scorer = ScorerChoice.from_dict(scorer_block, source)
+    check_recommendation(inference, scorer, str(source))
+    return inference, scorer
 
 
 def check_recommendation(inference: LocretConfig | None, scorer: ScorerChoice | None, what: str) -> None:

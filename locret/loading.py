@@ -14,9 +14,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig, PreTrainedModel
 
-from .adapter import check_recommendation, load_heads_into, parse_inference, read_heads, read_heads_config
+from .adapter import load_heads_into, parse_recommendation, read_heads, read_heads_config
 from .models import LOCRET_MODEL_TYPES, locret_class_for
-from .scorers import ScorerChoice
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +132,11 @@ def from_pretrained(
             stacklevel=2,
         )
     if adapter is None and not random_heads and not missing_heads:  # a Locret checkpoint's own heads
-        source = f"config.json of {_describe(model_or_path)}"
-        inference = parse_inference(getattr(model.config, "locret_inference", None), source)
-        scorer = ScorerChoice.from_dict(getattr(model.config, "locret_scorer", None), source)
-        check_recommendation(inference, scorer, source)
+        inference, scorer = parse_recommendation(
+            getattr(model.config, "locret_inference", None),
+            getattr(model.config, "locret_scorer", None),
+            f"config.json of {_describe(model_or_path)}",
+        )
     if adapter is not None or random_heads or not hasattr(model, "locret_inference_config"):
         model.locret_inference_config = inference
         model.locret_scorer_choice = scorer

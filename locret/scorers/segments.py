@@ -117,13 +117,13 @@ class SegmentMeanScorer(ChunkRescorer):
     def segment_ends(self, model, device: torch.device) -> torch.Tensor:
         """``segment_end_tokens`` of the model's tokenizer on ``device``, built once (not per chunk); for the
         model's own tokenizer once per process (``OWN_TOKENIZER_ENDS``)."""
-        if self._ends is None and self.tokenizer is None:
+        if self._ends is None and self.tokenizer is not None:
+            self._ends = self.segment_end_tokens(self.tokenizer, model.config.vocab_size)
+        elif self._ends is None:
             key = (type(self).__name__, str(model.config.name_or_path), model.config.vocab_size)
             if key not in OWN_TOKENIZER_ENDS:
                 OWN_TOKENIZER_ENDS[key] = self.segment_end_tokens(self.text_tokenizer(model), key[2])
             self._ends = OWN_TOKENIZER_ENDS[key]
-        if self._ends is None:
-            self._ends = self.segment_end_tokens(self.text_tokenizer(model), model.config.vocab_size)
         if self._ends.device != device:
             self._ends = self._ends.to(device)
         return self._ends
