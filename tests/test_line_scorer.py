@@ -16,25 +16,35 @@ from locret.scorers.segments import N_SINKS
 from locret.scorers.surprisal import token_surprisal
 
 BREAKS = set(range(0, 97, 11))  # ids that decode to a line break
+STOPS = frozenset(range(5, 97, 13))  # ids that decode to a word ending a sentence
 CONFIG = LocretConfig(budget=40, chunk_size=16, n_stabilizers=12, n_local=4)
 
 
-def line_numbers(ids: list[int], max_line: int) -> list[int]:
-    """Each token's line: a line ends with a break id or after ``max_line`` tokens."""
+def line_numbers(ids: list[int], max_line: int, ends: frozenset[int] | set[int] = BREAKS) -> list[int]:
+    """Each token's line: a line ends with an id of ``ends`` or after ``max_line`` tokens."""
     numbers, line, length = [], 0, 0
     for token in ids:
         numbers.append(line)
         length += 1
-        if token in BREAKS or length >= max_line:
+        if token in ends or length >= max_line:
             line, length = line + 1, 0
     return numbers
 
 
 def prefilled(
-    ids: torch.Tensor, config: LocretConfig = CONFIG, max_line: int = 10, keep_window_line: bool = True
+    ids: torch.Tensor,
+    config: LocretConfig = CONFIG,
+    max_line: int = 10,
+    keep_window_line: bool = True,
+    split_sentences: bool = False,
 ):
     model = tiny_locret("llama")
-    scorer = LineScorer(tokenizer=LineTokenizer(BREAKS), max_line=max_line, keep_window_line=keep_window_line)
+    scorer = LineScorer(
+        tokenizer=LineTokenizer(BREAKS, STOPS),
+        max_line=max_line,
+        keep_window_line=keep_window_line,
+        split_sentences=split_sentences,
+    )
     cache = new_cache(model, config, scorer=scorer, track_positions=True)
     locret.prefill_prompt(model, ids, config, cache=cache)
     return cache
@@ -45,21 +55,40 @@ def test_line_end_tokens_mark_the_ids_that_decode_to_a_line_break():
     assert ends.shape == (100,) and set(ends.nonzero().flatten().tolist()) == BREAKS
 
 
-def test_every_layer_and_head_keeps_the_same_entries_and_a_line_shares_one_score():
+@pytest.mark.parametrize("split_sentences", [False, True])
+def test_every_layer_and_head_keeps_the_same_entries_and_a_line_shares_one_score(split_sentences: bool):
+    """A segment is a line (ended by a break or ``max_line``); with ``split_sentences`` a sentence's end
+    (a word ending in ``.``) ends one too."""
     ids = torch.randint(1, 97, (1, 200), generator=torch.Generator().manual_seed(3))
-    cache = prefilled(ids)
+    cache = prefilled(ids, split_sentences=split_sentences)
     first = cache.layers[0]
     kept = first.positions[0, 0]
     assert len(kept) == CONFIG.budget
     for layer in cache.layers:
         assert all(torch.equal(layer.positions[0, h], kept) for h in range(layer.positions.shape[1]))
         torch.testing.assert_close(layer.scores, first.scores)
-    lines = torch.tensor(line_numbers(ids[0].tolist(), 10))[kept]
+    ends = BREAKS | STOPS if split_sentences else BREAKS
+    lines = torch.tensor(line_numbers(ids[0].tolist(), 10, ends))[kept]
     scores = first.scores[0, 0]
     assert torch.isinf(scores[:N_SINKS]).all()
     for line in lines[N_SINKS:].unique():
         same = (lines == line) & torch.isfinite(scores) & (scores != WINDOW_LINE)
         assert torch.allclose(scores[same], scores[same][0]), f"line {line.item()} holds different scores"
+    if split_sentences:  # a line that a sentence's end splits holds two scores: the split is real
+        whole_lines = torch.tensor(line_numbers(ids[0].tolist(), 10))[kept]
+        finite = torch.isfinite(scores) & (scores != WINDOW_LINE)
+        assert any(
+            len(scores[(whole_lines == line) & finite].unique()) > 1
+            for line in whole_lines[N_SINKS:].unique()
+        )
+
+
+def test_sentence_ends_are_line_ends_plus_the_ids_ending_a_sentence():
+    scorer = LineScorer(tokenizer=LineTokenizer(BREAKS, STOPS), split_sentences=True)
+    model = tiny_locret("llama")
+    ends = scorer.segment_ends(model, torch.device("cpu"))
+    assert set(ends.nonzero().flatten().tolist()) == BREAKS | STOPS
+    assert scorer.ends_kind != LineScorer().ends_kind  # the per-process cache of ends tells them apart
 
 
 def window_line_kept_whole(seed: int, keep_window_line: bool) -> bool:

@@ -161,13 +161,18 @@ class SentenceEndTokenizer:
 
 class LineTokenizer:
     """Stands in for a tokenizer of the tiny vocabulary (97 ids) where a line-reading scorer needs one: the ids in
-    ``breaks`` decode to a line break, every other id to a word."""
+    ``breaks`` decode to a line break, those in ``stops`` to a word that ends a sentence, every other id to a
+    word."""
 
-    def __init__(self, breaks: set[int]) -> None:
+    def __init__(self, breaks: set[int], stops: frozenset[int] = frozenset()) -> None:
         self.breaks = breaks
+        self.stops = stops
 
     def __len__(self) -> int:
         return 97
 
     def batch_decode(self, ids: list[list[int]]) -> list[str]:
-        return ["\n" if index in self.breaks else f" w{index}" for [index] in ids]
+        return [
+            "\n" if index in self.breaks else f" w{index}." if index in self.stops else f" w{index}"
+            for [index] in ids
+        ]

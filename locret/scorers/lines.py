@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from .segments import N_SINKS, SegmentMeanScorer, token_text_flags
-from .surprisal import SOFTMAX_TOKENS, chunk_surprisal
+from .surprisal import SOFTMAX_TOKENS, chunk_surprisal, sentence_end_tokens
 
 STD_FLOOR = 1e-6  # a head whose scores never varied yet is not divided by zero
 # The line the protected window starts in scores this until the next chunk, so that it is kept whole: finite,
@@ -54,7 +54,9 @@ class LineScorer(SegmentMeanScorer):
     against 0.95x without it; 0 for the heads alone. ``top_tokens`` (default 8; None: all) scores a line by the
     mean of its ``top_tokens`` highest token values, so a fact inside an ordinary line is not averaged away by
     the words around it: on validation it kept the prose needle in nearly every prompt up to 32K and found 13
-    and 14 of 25 at 8K and 16K, against 10 and 8 for the line mean. Needs retaining heads, ``score_pooling=1``,
+    and 14 of 25 at 8K and 16K, against 10 and 8 for the line mean. ``split_sentences`` (default False) also
+    ends a segment at a sentence's end (as ``SurprisalScorer``'s sentences), so text with a whole paragraph on
+    one line is kept by sentence, not by paragraph. Needs retaining heads, ``score_pooling=1``,
     ``budget_allocation="uniform"`` and ``decode_budget=None``. ``tokenizer`` finds the line breaks; None: the
     model's own (``model.config.name_or_path``).
     """
@@ -69,6 +71,7 @@ class LineScorer(SegmentMeanScorer):
     keep_window_line: bool = True
     surprisal_weight: float = 1.0
     top_tokens: int | None = 8
+    split_sentences: bool = False
 
     def __post_init__(self) -> None:
         self.check_segment_settings()
@@ -80,8 +83,15 @@ class LineScorer(SegmentMeanScorer):
     def segment_limit(self) -> int:
         return self.max_line
 
+    @property
+    def ends_kind(self) -> str:
+        return "LineScorer+sentences" if self.split_sentences else "LineScorer"
+
     def segment_end_tokens(self, tokenizer, vocab_size: int) -> torch.Tensor:
-        return line_end_tokens(tokenizer, vocab_size)
+        ends = line_end_tokens(tokenizer, vocab_size)
+        if self.split_sentences:
+            ends |= sentence_end_tokens(tokenizer, vocab_size)
+        return ends
 
     def score_new(self, attention, head_input, query, key, positions) -> torch.Tensor:
         """During the chunk's forward: keep the layer's head scores for ``token_values`` (the entries' own

@@ -33,7 +33,7 @@ def token_text_flags(tokenizer, vocab_size: int, ends_segment: Callable[[str], b
     return flags
 
 
-# Segment ends of a model's own tokenizer by (scorer class, model name, vocabulary size): building them decodes
+# Segment ends of a model's own tokenizer by (``ends_kind``, model name, vocabulary size): building them decodes
 # the whole vocabulary (49K entries for SmolLM2), which every cache of a recommended scorer would repeat.
 OWN_TOKENIZER_ENDS: dict[tuple[str, str, int], torch.Tensor] = {}
 
@@ -70,6 +70,12 @@ class SegmentMeanScorer(ChunkRescorer):
     ) -> torch.Tensor:
         """The chunk ``input_ids[:, start:end]``'s per-token values ``[B, end - start]`` (float32)."""
         raise NotImplementedError
+
+    @property
+    def ends_kind(self) -> str:
+        """Which token ids end a segment, as a key of ``OWN_TOKENIZER_ENDS`` (settings that change
+        ``segment_end_tokens`` must change it too)."""
+        return type(self).__name__
 
     @property
     def needs_positions(self) -> bool:
@@ -120,7 +126,7 @@ class SegmentMeanScorer(ChunkRescorer):
         if self._ends is None and self.tokenizer is not None:
             self._ends = self.segment_end_tokens(self.tokenizer, model.config.vocab_size)
         elif self._ends is None:
-            key = (type(self).__name__, str(model.config.name_or_path), model.config.vocab_size)
+            key = (self.ends_kind, str(model.config.name_or_path), model.config.vocab_size)
             if key not in OWN_TOKENIZER_ENDS:
                 OWN_TOKENIZER_ENDS[key] = self.segment_end_tokens(self.text_tokenizer(model), key[2])
             self._ends = OWN_TOKENIZER_ENDS[key]
