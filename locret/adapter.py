@@ -3,7 +3,7 @@
 The JSON (``locret_heads_config.json``, format version 3) says, like a PEFT adapter config, how to use the
 heads and where they came from::
 
-    {"format_version": 3, "locret_version": "0.4.0", "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    {"format_version": 3, "locret_version": "0.5.0", "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
      "shape": {...}, "inference": {"budget": 1024, ...}, "scorer": {"name": "lines", "settings": {...}},
      "training": {...}}
 
