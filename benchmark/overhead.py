@@ -19,7 +19,8 @@ turn: the median of ``--repeats`` whole prefills, and the sum of every chunk's f
 shared machine another tenant only adds time; this estimates both sides' uncontended cost alike).
 ``--allocation uniform profile:smollm2_4k`` adds a row per budget allocation (each against its own ceiling
 runs, in the same process). ``--scorer h2o`` (or ``snapkv``, ``streaming_llm``) runs a baseline's scorer in
-the same evicting cache instead of the retaining heads: its rescoring from attention counts as eviction time.
+the same evicting cache instead of the retaining heads: its rescoring from attention counts as eviction time;
+settings follow the name as in ``benchmark.run``'s methods (``--scorer lines:max_line=32``).
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import DynamicCache
 
 import locret
+from benchmark.methods import parse_method
 from benchmark.methods.profiles import allocation_settings
 from locret.compat import CACHE_KWARG
 from locret.config import EVICTION_KERNELS, default_stabilizers
 from locret.hardware import resolve_device, resolve_dtype, reuse_freed_memory
 from locret.models.base import EVICT_EVENT, SCORE_EVENT
 from locret.prefill import new_cache, prefill_chunk
-from locret.scorers import SCORERS
+from locret.scorers import SCORERS, EntryScorer
 
 try:
     import resource
@@ -81,7 +83,7 @@ def steady_chunk(model, config: locret.LocretConfig, scorer: str, repeats: int, 
         return cache
 
     def evicting_cache():
-        cache = new_cache(model, config, scorer=SCORERS[scorer]())
+        cache = new_cache(model, config, scorer=build_scorer(scorer))
         model.model(input_ids=history, **{CACHE_KWARG: cache})
         cache.prefilling = True
         return cache
@@ -151,7 +153,7 @@ def whole_prefill(
     for repeat in range(repeats):
         ceiling_cache = DynamicCache(config=model.config)
         grouped_cache = DynamicCache(config=model.config)
-        evicting_cache = new_cache(model, config, scorer=SCORERS[scorer]())
+        evicting_cache = new_cache(model, config, scorer=build_scorer(scorer))
         evicting_cache.prefilling = True
         spent: dict[str, list[float]] = {name: [] for name in sides}
         for index, start in enumerate(range(0, end, config.chunk_size)):
@@ -195,9 +197,9 @@ def main() -> None:
     parser.add_argument("--eviction-kernel", choices=EVICTION_KERNELS, default="torch")
     parser.add_argument(
         "--scorer",
-        choices=sorted(SCORERS),
         default="locret",
-        help="a scorer that rescores each chunk (lines, surprisal, reconstruct) needs --tokens",
+        help="a locret.scorers.SCORERS name, settings after it (lines:max_line=32); a scorer that rescores "
+        "each chunk (lines, surprisal, reconstruct) needs --tokens",
     )
     parser.add_argument(
         "--heads",
@@ -231,7 +233,11 @@ def main() -> None:
         parser.error(str(error))
     if args.allocator == "reuse-freed" and not reuse_freed_memory():
         parser.error("--allocator reuse-freed needs glibc (reuse_freed_memory() changed nothing here)")
-    if args.tokens is None and SCORERS[args.scorer].rescores_chunks:
+    try:
+        build_scorer(args.scorer)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.tokens is None and SCORERS[parse_method(args.scorer)[0]].rescores_chunks:
         # the steady chunk is a single chunk forward: a scorer with a pass of its own per chunk cannot run
         parser.error(f"--scorer {args.scorer} rescores each chunk: time a whole prefill (--tokens)")
     if args.tokens is not None and args.tokens <= args.chunk_size:
@@ -311,6 +317,18 @@ def main() -> None:
             )
         del model
     print_table(rows, args.scorer, whole=args.tokens is not None)
+
+
+def build_scorer(spec: str) -> EntryScorer:
+    """The scorer ``spec`` names, ``NAME[:key=value...]`` (``lines:max_line=32``); a ValueError for an unknown
+    name or setting."""
+    name, settings = parse_method(spec)
+    if name not in SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; valid scorers: {', '.join(sorted(SCORERS))}")
+    try:
+        return SCORERS[name](**settings)
+    except TypeError as error:
+        raise ValueError(f"scorer {spec!r}: {error}") from error
 
 
 def label(side: str, scorer: str) -> str:

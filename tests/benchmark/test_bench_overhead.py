@@ -69,3 +69,15 @@ def test_a_scorer_that_rescores_chunks_is_timed_over_a_whole_prefill_only(monkey
         times, tokens, _ = overhead.whole_prefill(model, config, "lines", 120, 1, torch.device("cpu"))
     assert len(times["locret"][0]) == -(-tokens // config.chunk_size)
     assert len(made) == 1 and made[0]._ends is not None  # its rescore_chunk ran (it builds the line ends)
+
+
+def test_scorer_specs_carry_settings_and_bad_ones_are_usage_errors(monkeypatch):
+    """``--scorer lines:max_line=32`` times the shipped heads' recommended settings, not the class defaults."""
+    assert overhead.build_scorer("lines:max_line=32") == LineScorer(max_line=32)
+    assert overhead.build_scorer("locret") == overhead.SCORERS["locret"]()
+    for bad, message in (("nope", "unknown scorer 'nope'"), ("lines:width=3", "scorer 'lines:width=3'")):
+        with pytest.raises(ValueError, match=message):
+            overhead.build_scorer(bad)
+        monkeypatch.setattr("sys.argv", ["overhead", "--scorer", bad, "--tokens", "2048"])
+        with pytest.raises(SystemExit):
+            overhead.main()
