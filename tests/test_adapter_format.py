@@ -68,7 +68,10 @@ def test_version_1_files_are_still_read(tmp_path, adapter):
 def test_the_shipped_smollm2_heads_carry_their_recommended_settings_and_scorer():
     config = read_heads_config(SHIPPED_HEADS_DIR / "smollm2-135m-instruct")
     assert config.inference == locret.LocretConfig(budget=1024, chunk_size=512, n_stabilizers=256, n_local=64)
-    assert config.scorer == ScorerChoice.of(LineScorer(max_line=32)) and config.scorer.settings["top_tokens"] == 8
+    assert (
+        config.scorer == ScorerChoice.of(LineScorer(max_line=32))
+        and config.scorer.settings["top_tokens"] == 8
+    )
     assert config.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert config.shape.hidden_size == 32 and len(config.training["ensemble_of"]) == 1
 
