@@ -234,10 +234,10 @@ def main() -> None:
     if args.allocator == "reuse-freed" and not reuse_freed_memory():
         parser.error("--allocator reuse-freed needs glibc (reuse_freed_memory() changed nothing here)")
     try:
-        build_scorer(args.scorer)
+        scorer_cls = type(build_scorer(args.scorer))
     except ValueError as error:
         parser.error(str(error))
-    if args.tokens is None and SCORERS[parse_method(args.scorer)[0]].rescores_chunks:
+    if args.tokens is None and scorer_cls.rescores_chunks:
         # the steady chunk is a single chunk forward: a scorer with a pass of its own per chunk cannot run
         parser.error(f"--scorer {args.scorer} rescores each chunk: time a whole prefill (--tokens)")
     if args.tokens is not None and args.tokens <= args.chunk_size:
