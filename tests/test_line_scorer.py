@@ -233,3 +233,48 @@ def test_top_tokens_scores_a_line_by_the_mean_of_its_highest_values_across_chunk
         torch.testing.assert_close(scores[members], expected.expand(len(members)))
         crossing += (members.min() // 16 != members.max() // 16).item()
     assert crossing, "some line should cross a chunk boundary, or this test shows less than it says"
+
+
+class CenteredIdLineScorer(LineScorer):
+    """Each token's value is its id / 100 - 1: known from the ids alone, independent of what was evicted, and
+    negative (standardized values are below 0 as often as above: such lines must compete too)."""
+
+    def token_values(self, model, cache, input_ids, start, end, hidden_states):
+        self._chunk.clear()
+        return input_ids[:, start:end].float() / 100 - 1
+
+
+@pytest.mark.parametrize("chunk_size", [16, 5])
+@pytest.mark.parametrize("top_lines", [1, 2, 3])
+def test_a_surprising_share_keeps_the_top_lines_of_the_input_and_otherwise_the_newest(chunk_size, top_lines):
+    """With ``surprising_share`` set to the tokens of the input's ``top_lines`` best lines (by their top-3
+    values), the cache holds the sinks, exactly those lines, and the newest other tokens; also with chunks
+    shorter than a line, whose provisional scores must not compete."""
+    config = LocretConfig(budget=48, chunk_size=chunk_size, n_stabilizers=12, n_local=4)
+    ids = torch.randint(1, 97, (1, 160), generator=torch.Generator().manual_seed(7))
+    ids[0, 3] = 0  # the sinks are a line of their own
+    prefix = ids.shape[1] - config.n_local
+    ids[0, prefix - 1] = 0  # the prefilled text ends with a closed line
+    numbers = torch.tensor(line_numbers(ids[0, :prefix].tolist(), 10))
+    values = ids[0, :prefix].float() / 100 - 1
+    line_scores = {
+        int(line): values[numbers == line].topk(min(3, int((numbers == line).sum()))).values.mean()
+        for line in numbers[N_SINKS:].unique()
+    }
+    best = sorted(line_scores, key=lambda line: -line_scores[line])[:top_lines]
+    top = set(torch.isin(numbers, torch.tensor(best)).nonzero().flatten().tolist())
+    scorer = CenteredIdLineScorer(
+        tokenizer=LineTokenizer(BREAKS),
+        max_line=10,
+        top_tokens=3,
+        keep_window_line=False,
+        surprising_share=(len(top) + 0.5) / config.budget,  # int(share * budget) == len(top)
+    )
+    model = tiny_locret("llama")
+    cache = new_cache(model, config, scorer=scorer)  # tracks positions by itself: the share needs them
+    locret.prefill_prompt(model, ids, config, cache=cache)
+    others = [position for position in range(N_SINKS, prefix) if position not in top]
+    newest = others[len(others) - (config.budget - N_SINKS - len(top)) :]
+    assert min(top) < newest[0], "the top lines should not all be recent, or this test shows less"
+    for layer in cache.layers:
+        assert set(layer.positions[0, 0].tolist()) == set(range(N_SINKS)) | top | set(newest)
