@@ -22,12 +22,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from .segments import HELD, N_SINKS, SegmentMeanScorer, token_text_flags
+from .segments import N_SINKS, SegmentMeanScorer, token_text_flags
 from .surprisal import SOFTMAX_TOKENS, chunk_surprisal, sentence_end_tokens
 
 STD_FLOOR = 1e-6  # a head whose scores never varied yet is not divided by zero
-# The line the protected window starts in scores this until the next chunk, so that it is kept whole.
-WINDOW_LINE = HELD
+# The line the protected window starts in scores this until the next chunk, so that it is kept whole: finite,
+# above every line mean, below the sinks' +inf, and never a mean itself.
+WINDOW_LINE = torch.finfo(torch.float32).max
 
 
 def line_end_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
@@ -76,7 +77,6 @@ class LineScorer(SegmentMeanScorer):
     surprisal_weight: float = 1.0
     top_tokens: int | None = 8
     split_sentences: bool = False
-    surprising_share: float | None = None
 
     def __post_init__(self) -> None:
         self.check_segment_settings()

@@ -20,11 +20,8 @@ from .base import ChunkRescorer
 
 N_SINKS = 4  # the input's first tokens, always kept (attention sinks)
 # With a capped budget (``surprising_share``) the other entries score position - RECENCY_BASE: below every
-# segment score (> -RECENCY_BASE / 2, as inputs are shorter than that), ordered by position, exact in float32.
+# segment mean (>= 0), ordered by position, exact in float32 for inputs under 2**24 tokens.
 RECENCY_BASE = 2.0**24
-# An entry a subclass holds for this chunk's eviction whatever its segment's score (``LineScorer``'s window
-# line): finite, above every segment score, below the sinks' +inf, and never a score itself.
-HELD = torch.finfo(torch.float32).max
 
 
 def token_text_flags(tokenizer, vocab_size: int, ends_segment: Callable[[str], bool]) -> torch.Tensor:
@@ -176,27 +173,27 @@ class SegmentMeanScorer(ChunkRescorer):
     def _cap_surprising(
         self, scores: torch.Tensor, positions: torch.Tensor, still_open: list[int], surprising: int
     ) -> torch.Tensor:
-        """``scores`` ``[B, S]`` of every stored entry (the chunk's last; segment scores, sinks +inf, held
-        entries ``HELD``) with only the ``surprising`` best-scoring entries so far keeping their score; the
-        others score ``position - RECENCY_BASE`` (``positions`` ``[B, S]``), so eviction keeps the newest of them.
+        """``scores`` ``[B, S]`` of every stored entry (the chunk's last; sentence means, sinks +inf) with only
+        the ``surprising`` most surprising entries so far keeping their surprisal; the others score
+        ``position - RECENCY_BASE`` (``positions`` ``[B, S]``), so eviction keeps the newest of them.
 
-        A segment competes once it is closed (an open one, each row's last ``still_open`` entries, has a
-        provisional score; the stabilizers keep it until it closes) and then with its final score, so an entry
-        loses its place only to a better one and never regains it: the entries still scored by their segment
-        (above ``-RECENCY_BASE / 2``) and the chunk's closed segments are all the candidates there are. The
-        result: the input's top ``surprising`` closed segments' entries, ties aside."""
+        A sentence competes once it is closed (an open one, each row's last ``still_open`` entries, has a
+        provisional mean; the stabilizers keep it until it closes) and then with its final mean, so an entry
+        loses its place only to a more surprising one and never regains it: the entries still scored by
+        surprisal (finite, >= 0) and the chunk's closed sentences are all the candidates there are. The
+        result: the input's top ``surprising`` closed sentences' entries, ties aside."""
         if positions.shape != scores.shape:
             raise RuntimeError("surprising_share needs the cache to track positions (new_cache does)")
-        if positions[:, -1].max() >= RECENCY_BASE / 2:
-            raise ValueError(f"surprising_share supports inputs under {int(RECENCY_BASE / 2)} tokens")
-        candidate = (scores > -RECENCY_BASE / 2) & (scores < HELD)
+        if positions[:, -1].max() >= RECENCY_BASE:
+            raise ValueError(f"surprising_share supports inputs under {int(RECENCY_BASE)} tokens")
+        candidate = scores.isfinite() & (scores >= 0)
         for row, count in enumerate(still_open):
             if count:
                 candidate[row, scores.shape[-1] - count :] = False
         ranked = scores.masked_fill(~candidate, -math.inf)
         top = ranked.topk(min(surprising, ranked.shape[-1]), dim=-1).indices
         winners = torch.zeros_like(candidate).scatter_(-1, top, True) & candidate
-        keep = winners | (scores >= HELD)
+        keep = winners | (scores == math.inf)
         return torch.where(keep, scores, positions.to(scores.dtype) - RECENCY_BASE)
 
     def segment_score(self, values: list[float], input_mean: float) -> float:
