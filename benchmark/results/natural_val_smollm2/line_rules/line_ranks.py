@@ -1,11 +1,12 @@
 """Screen line-scoring rules by whether each would hold the prose needle, from one recorded prefill per prompt.
 
     PYTHONPATH=. python benchmark/results/natural_val_smollm2/line_rules/line_ranks.py --length 16384 \
-        --save runs/line_rules/values_16k.pt
+        --save runs/line_rules/values_16k.pt [--task niah_text_paragraphs --max-line 32 --top-tokens 8]
 
-For each `niah_text` validation prompt (depths 0/25/50/75/100%, 5 each, completion style, the question as the
-un-evicted tail): Locret's chunked prefill with the `lines` scorer at surprisal weight 1 and line means
-(``top_tokens=None``, its defaults when this ran; budget 1024, chunk 512, 256 stabilizers), recording each
+For each `niah_text` (``--task``) validation prompt (depths 0/25/50/75/100%, 5 each, completion style, the
+question as the un-evicted tail): Locret's chunked prefill with the `lines` scorer at surprisal weight 1 and
+line means (``top_tokens=None`` and ``max_line=256``, its defaults when this ran, unless ``--top-tokens`` and
+``--max-line`` say otherwise; budget 1024, chunk 512, 256 stabilizers), recording each
 token's two standardized parts as the scorer used them (z of the heads' average, z of the surprisal, each by
 the input so far). Then, for each rule, the cache that
 rule's fixed line scores would end with: the 4 sinks, the newest 256 entries and the line they start in,
@@ -39,7 +40,7 @@ from locret.scorers.surprisal import sentence_end_tokens
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-BUDGET, CHUNK, STABILIZERS, SINKS, MAX_LINE = 1024, 512, 256, 4, 256
+BUDGET, CHUNK, STABILIZERS, SINKS = 1024, 512, 256, 4
 
 
 @dataclass
@@ -145,6 +146,11 @@ def line_score_rules() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--length", type=int, required=True)
+    parser.add_argument("--task", default="niah_text", help="niah_text or niah_text_paragraphs")
+    parser.add_argument("--max-line", type=int, default=256, help="the recording's and the replays' max_line")
+    parser.add_argument(
+        "--top-tokens", type=int, default=None, help="the recording's top_tokens (default: none, line means)"
+    )
     parser.add_argument("--save", type=Path, help="write the recorded parts here (torch.save of tensors)")
     parser.add_argument("--load", type=Path, help="read recorded parts instead of prefilling")
     parser.add_argument(
@@ -162,12 +168,14 @@ def main() -> None:
     if not args.load:
         model = locret.from_pretrained(MODEL, dtype=torch.bfloat16)
         for depth in DEPTHS:
-            for sample in validation_needles(tokenizer, args.length, depth):
+            for sample in validation_needles(tokenizer, args.length, depth, args.task):
                 prompt = encode_sample(tokenizer, sample, False)
                 config = locret.LocretConfig(
                     budget=BUDGET, chunk_size=CHUNK, n_stabilizers=STABILIZERS, n_local=prompt.n_question
                 )
-                scorer = RecordingLineScorer(tokenizer=tokenizer, top_tokens=None)
+                scorer = RecordingLineScorer(
+                    tokenizer=tokenizer, max_line=args.max_line, top_tokens=args.top_tokens
+                )
                 cache = new_cache(model, config, scorer=scorer, track_positions=True)
                 ids = torch.tensor([prompt.ids])
                 with torch.no_grad():
@@ -206,7 +214,7 @@ def main() -> None:
             held, ranks = [], []
             for record in records:
                 ids, zh, zs = record["ids"], record["z_heads"], record["z_surprisal"]
-                spans = segments(ids, breaks, MAX_LINE)
+                spans = segments(ids, breaks, args.max_line)
                 scores = [rule(zh[a:b], zs[a:b]) for a, b in spans]
                 keep = kept_mask(spans, scores, len(ids), args.replay_stabilizers)
                 start, end = record["needle"].tolist()

@@ -28,10 +28,10 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def validation_needles(tokenizer, length: int, depth: float) -> list:
-    """The run's 5 `niah_text` validation prompts at ``length`` and ``depth`` (completion style)."""
+def validation_needles(tokenizer, length: int, depth: float, task: str = "niah_text") -> list:
+    """The run's 5 ``task`` validation prompts at ``length`` and ``depth`` (completion style)."""
     return load_task(
-        "niah_text",
+        task,
         data_dir="../shared/data",
         tokenizer=tokenizer,
         length=length,
