@@ -61,8 +61,11 @@ class LineScorer(SegmentMeanScorer):
     and 14 of 25 at 8K and 16K, against 10 and 8 for the line mean. ``split_sentences`` (default False) also
     ends a segment at a sentence's end (as ``SurprisalScorer``'s sentences), so text with a whole paragraph on
     one line is kept by sentence, not by paragraph; on validation it found 14 and 7 of 25 such needles at 8K
-    and 16K, against 15 and 10 with ``max_line=32`` (``benchmark/results/natural_val_smollm2/sentences/``). Needs
-    retaining heads, ``score_pooling=1``, ``budget_allocation="uniform"`` and ``decode_budget=None``.
+    and 16K, against 15 and 10 with ``max_line=32`` (``benchmark/results/natural_val_smollm2/sentences/``); with
+    ``max_line=32``, ``top_tokens=None`` and ``surprisal_weight=2`` as well, 17, 14 and 10 at 8K-32K (the cap
+    alone 15, 10, 10), but 8 of 25 on wrapped books at 32K against 14
+    (``benchmark/results/natural_val_smollm2/sentence_segments/``). Needs retaining heads, ``score_pooling=1``,
+    ``budget_allocation="uniform"`` and ``decode_budget=None``.
     ``tokenizer`` finds the line breaks; None: the model's own (``model.config.name_or_path``).
     """
 
