@@ -7,7 +7,8 @@ scores, from recorded prefills (`../line_rules/line_ranks.py --save`):
 Segmentations: lines of at most 32 tokens (the shipped rule) and sentences within lines of at most 32 tokens
 (``screen.py``'s "max 32, pack 1"). Per rule: the median over the prompts of ``line_ranks.needle_rank`` (0 for
 a needle in the protected window) and how many prompts' needles have at most 64, 128, 256 or 500 tokens above
-them: what a budget share kept for the best segments would need.
+them: what a budget share kept for the best segments would need. Also printed: in how many prompts lines of
+at most 32 tokens cut the needle sentence into two or more segments.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ def main() -> None:
     rules = score_rules()
     for path in sys.argv[1:]:
         records = torch.load(path, weights_only=True)
-        print(f"\n{path}: {len(records)} prompts")
+        split = 0  # needles that lines of at most 32 tokens cut into two or more segments
+        for record in records:
+            ids, (start, end) = record["ids"], record["needle"].tolist()
+            spans = packed_spans(line_ids[ids].tolist(), sentence_ids[ids].tolist(), 32, None)
+            split += sum(a < end and b > start for a, b in spans) > 1
+        print(f"\n{path}: {len(records)} prompts; lines of at most 32 tokens split the needle in {split}")
         print("| segments | score | median tokens above the needle | <= 64 | <= 128 | <= 256 | <= 500 |")
         print("|---|---|---|---|---|---|---|")
         for segmentation, pack in (("lines, max 32", None), ("sentences, max 32", 1)):
