@@ -18,10 +18,12 @@ import sys
 import torch
 
 from benchmark.results.natural_val_smollm2.line_rules.line_ranks import DEPTHS, kept_mask
-from benchmark.results.natural_val_smollm2.sentence_segments.screen import MODEL, packed_spans, score_rules
-from locret.acquire import load_tokenizer
-from locret.scorers.lines import line_end_tokens
-from locret.scorers.surprisal import sentence_end_tokens
+from benchmark.results.natural_val_smollm2.sentence_segments.screen import (
+    end_flags,
+    packed_spans,
+    recordings,
+    score_rules,
+)
 
 
 def standardized_per_token(spans: list, scores: list[float], length: int) -> torch.Tensor:
@@ -35,11 +37,9 @@ def standardized_per_token(spans: list, scores: list[float], length: int) -> tor
 
 
 def main() -> None:
-    tokenizer = load_tokenizer(MODEL)
-    line_ids, sentence_ids = line_end_tokens(tokenizer, 0), sentence_end_tokens(tokenizer, 0)
+    line_ids, sentence_ids = end_flags()
     rules = score_rules()
-    for path in sys.argv[1:]:
-        records = torch.load(path, weights_only=True)
+    for path, records in recordings(sys.argv[1:]):
         print(f"\n{path}: {len(records)} prompts")
         print("| score | held whole | per depth 0/25/50/75/100% |")
         print("|---|---|---|")

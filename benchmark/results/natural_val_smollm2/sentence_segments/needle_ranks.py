@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from benchmark.results.natural_val_smollm2.line_rules.line_ranks import needle_rank
-from benchmark.results.natural_val_smollm2.sentence_segments.screen import MODEL, packed_spans, score_rules
-from locret.acquire import load_tokenizer
-from locret.scorers.lines import line_end_tokens
-from locret.scorers.surprisal import sentence_end_tokens
+from benchmark.results.natural_val_smollm2.sentence_segments.screen import (
+    end_flags,
+    packed_spans,
+    recordings,
+    score_rules,
+)
 
 
 def main() -> None:
-    tokenizer = load_tokenizer(MODEL)
-    line_ids, sentence_ids = line_end_tokens(tokenizer, 0), sentence_end_tokens(tokenizer, 0)
+    line_ids, sentence_ids = end_flags()
     rules = score_rules()
-    for path in sys.argv[1:]:
-        records = torch.load(path, weights_only=True)
+    for path, records in recordings(sys.argv[1:]):
         split = 0  # needles that lines of at most 32 tokens cut into two or more segments
         for record in records:
             ids, (start, end) = record["ids"], record["needle"].tolist()

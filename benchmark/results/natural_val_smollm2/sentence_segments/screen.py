@@ -40,6 +40,18 @@ def packed_spans(line_end: list[bool], sentence_end: list[bool], limit: int, pac
     return spans
 
 
+def end_flags() -> tuple[torch.Tensor, torch.Tensor]:
+    """SmolLM2's line-break ids and sentence-end ids (bool over its vocabulary)."""
+    tokenizer = load_tokenizer(MODEL)
+    return line_end_tokens(tokenizer, 0), sentence_end_tokens(tokenizer, 0)
+
+
+def recordings(paths: list[str]):
+    """``(path, records)`` of each recording (``line_ranks.py --save``)."""
+    for path in paths:
+        yield path, torch.load(path, weights_only=True)
+
+
 def score_rules() -> dict:
     """Rule name -> function(z_heads, z_surprisal) of one segment's tokens -> the segment's score."""
 
@@ -63,17 +75,14 @@ def score_rules() -> dict:
 
 
 def main() -> None:
-    tokenizer = load_tokenizer(MODEL)
-    line_ids = line_end_tokens(tokenizer, 0)
-    sentence_ids = sentence_end_tokens(tokenizer, 0)
+    line_ids, sentence_ids = end_flags()
     variants = {"max 32": (32, None, True)}
     for limit in (32, 48, 64):
         for pack in (1, 8):
             variants[f"max {limit}, pack {pack}"] = (limit, pack, True)
             variants[f"max {limit}, pack {pack}, no line ends"] = (limit, pack, False)
     rules = score_rules()
-    for path in sys.argv[1:]:
-        records = torch.load(path, weights_only=True)
+    for path, records in recordings(sys.argv[1:]):
         real = sum(bool(r["held"][r["needle"][0] : r["needle"][1]].all()) for r in records)
         print(f"\n{path}: {len(records)} prompts; the recorded run held the needle whole in {real}")
         print("| segments | " + " | ".join(rules) + " |")
