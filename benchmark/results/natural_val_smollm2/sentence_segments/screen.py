@@ -1,13 +1,15 @@
 """Screen ways to cut text into the `lines` scorer's segments, from recorded prefills (`../line_rules/line_ranks.py
---save`): for each segmentation, whether the final cache under its fixed top-8 segment scores would hold the
-prose needle whole.
+--save`): for each segmentation and segment score (``score_rules``: the shipped mean of the 8 best token values,
+and means of heads + w x surprisal), whether the final cache under those fixed scores would hold the prose
+needle whole.
 
     PYTHONPATH=. python benchmark/results/natural_val_smollm2/sentence_segments/screen.py \
         runs/share/values_par_16384.pt [more recordings]
 
 Segmentations: a segment ends at a line break, or after ``max`` tokens (the shipped rule), and with
 ``pack=m`` also at the first sentence end once it holds at least ``m`` tokens (so a segment is one or more
-whole sentences where sentences are short enough, and never cuts a needle sentence at an arbitrary token).
+whole sentences where sentences are short enough, and never cuts a needle sentence at an arbitrary token);
+"no line ends": a line break ends no segment (the sentence ends and the cap still do).
 The replay (``kept_mask``) is exact for the recorded rule and an approximation for the others, as in
 ``line_ranks.py``.
 """
