@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from benchmark.results.natural_val_smollm2.line_rules.line_ranks import DEPTHS
+from benchmark.results.natural_val_smollm2.sentence_segments.screen import needle_held
 from benchmark.run import read_predictions
 
 
@@ -30,8 +31,7 @@ def main() -> None:
         raise SystemExit(f"{len(records)} recorded prompts but {len(scores)} scored replies")
     table = {True: [0, 0], False: [0, 0]}  # held -> [prompts, found]
     for record, score in zip(records, scores, strict=True):
-        start, end = record["needle"].tolist()
-        held = bool(record["held"][start:end].all())
+        _, held = needle_held(record, record["held"])
         table[held][0] += 1
         table[held][1] += score
     print(f"{sys.argv[1]} (about {length} tokens) against {run}:")

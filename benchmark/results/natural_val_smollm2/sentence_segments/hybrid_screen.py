@@ -17,9 +17,11 @@ import sys
 
 import torch
 
-from benchmark.results.natural_val_smollm2.line_rules.line_ranks import DEPTHS, kept_mask
+from benchmark.results.natural_val_smollm2.line_rules.line_ranks import kept_mask
 from benchmark.results.natural_val_smollm2.sentence_segments.screen import (
     end_flags,
+    held_counts,
+    needle_held,
     packed_spans,
     recordings,
     score_rules,
@@ -43,29 +45,30 @@ def main() -> None:
         print(f"\n{path}: {len(records)} prompts")
         print("| score | held whole | per depth 0/25/50/75/100% |")
         print("|---|---|---|")
+        prepared = []  # per record: its sentences, pieces and standardized line scores, the same for every rule
+        for record in records:
+            ids, zh, zs = record["ids"], record["z_heads"], record["z_surprisal"]
+            lines = packed_spans(line_ids[ids].tolist(), [False] * len(ids), 32, None)
+            sentences = packed_spans(line_ids[ids].tolist(), sentence_ids[ids].tolist(), 32, 1)
+            by_line = standardized_per_token(
+                lines, [rules["top 8, w=1"](zh[a:b], zs[a:b]) for a, b in lines], len(ids)
+            )
+            cuts = sorted({0, *[b for _, b in lines], *[b for _, b in sentences]})
+            prepared.append((record, sentences, list(zip(cuts[:-1], cuts[1:], strict=True)), by_line))
         for sentence_rule in ("mean, w=2", "mean, w=3"):
             for bonus in (0.0, 0.5):
                 held = []
-                for record in records:
-                    ids, zh, zs = record["ids"], record["z_heads"], record["z_surprisal"]
-                    lines = packed_spans(line_ids[ids].tolist(), [False] * len(ids), 32, None)
-                    sentences = packed_spans(line_ids[ids].tolist(), sentence_ids[ids].tolist(), 32, 1)
-                    by_line = standardized_per_token(
-                        lines, [rules["top 8, w=1"](zh[a:b], zs[a:b]) for a, b in lines], len(ids)
-                    )
+                for record, sentences, pieces, by_line in prepared:
+                    zh, zs, length = record["z_heads"], record["z_surprisal"], len(record["ids"])
                     by_sentence = standardized_per_token(
-                        sentences, [rules[sentence_rule](zh[a:b], zs[a:b]) for a, b in sentences], len(ids)
+                        sentences, [rules[sentence_rule](zh[a:b], zs[a:b]) for a, b in sentences], length
                     )
-                    cuts = sorted({0, *[b for _, b in lines], *[b for _, b in sentences]})
-                    pieces = list(zip(cuts[:-1], cuts[1:], strict=True))
                     token_scores = torch.maximum(by_line, by_sentence - bonus)
-                    scores = [float(token_scores[a]) for a, _ in pieces]
-                    keep = kept_mask(pieces, scores, len(ids))
-                    start, end = record["needle"].tolist()
-                    held.append((float(record["depth"]), bool(keep[start:end].all())))
-                per_depth = "/".join(str(sum(h for d, h in held if d == depth)) for depth in DEPTHS)
+                    keep = kept_mask(pieces, [float(token_scores[a]) for a, _ in pieces], length)
+                    held.append(needle_held(record, keep))
+                total, per_depth = held_counts(held)
                 name = f"max(line top 8, sentence {sentence_rule}{f' - {bonus:g}' if bonus else ''})"
-                print(f"| {name} | {sum(h for _, h in held)} | {per_depth} |")
+                print(f"| {name} | {total} | {per_depth} |")
 
 
 if __name__ == "__main__":

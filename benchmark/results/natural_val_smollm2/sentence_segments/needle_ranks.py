@@ -28,22 +28,28 @@ def main() -> None:
     line_ids, sentence_ids = end_flags()
     rules = score_rules()
     for path, records in recordings(sys.argv[1:]):
+        segmentations = {  # each record's spans under each segmentation: the same for every rule
+            segmentation: [
+                packed_spans(line_ids[r["ids"]].tolist(), sentence_ids[r["ids"]].tolist(), 32, pack)
+                for r in records
+            ]
+            for segmentation, pack in (("lines, max 32", None), ("sentences, max 32", 1))
+        }
         split = 0  # needles that lines of at most 32 tokens cut into two or more segments
-        for record in records:
-            ids, (start, end) = record["ids"], record["needle"].tolist()
-            spans = packed_spans(line_ids[ids].tolist(), sentence_ids[ids].tolist(), 32, None)
+        for record, spans in zip(records, segmentations["lines, max 32"], strict=True):
+            start, end = record["needle"].tolist()
             split += sum(a < end and b > start for a, b in spans) > 1
         print(f"\n{path}: {len(records)} prompts; lines of at most 32 tokens split the needle in {split}")
         print("| segments | score | median tokens above the needle | <= 64 | <= 128 | <= 256 | <= 500 |")
         print("|---|---|---|---|---|---|---|")
-        for segmentation, pack in (("lines, max 32", None), ("sentences, max 32", 1)):
+        for segmentation, all_spans in segmentations.items():
             for name in ("top 8, w=1", "mean, w=2", "mean, w=3"):
                 ranks = []
-                for record in records:
-                    ids, zh, zs = record["ids"], record["z_heads"], record["z_surprisal"]
-                    spans = packed_spans(line_ids[ids].tolist(), sentence_ids[ids].tolist(), 32, pack)
+                for record, spans in zip(records, all_spans, strict=True):
+                    zh, zs = record["z_heads"], record["z_surprisal"]
                     scores = [rules[name](zh[a:b], zs[a:b]) for a, b in spans]
-                    ranks.append(needle_rank(spans, scores, tuple(record["needle"].tolist()), len(ids)))
+                    needle = tuple(record["needle"].tolist())
+                    ranks.append(needle_rank(spans, scores, needle, len(record["ids"])))
                 ranks.sort()
                 within = " | ".join(str(sum(rank <= room for rank in ranks)) for room in (64, 128, 256, 500))
                 print(f"| {segmentation} | {name} | {ranks[len(ranks) // 2]} | {within} |")

@@ -54,6 +54,17 @@ def recordings(paths: list[str]):
         yield path, torch.load(path, weights_only=True)
 
 
+def held_counts(held: list[tuple[float, bool]]) -> tuple[int, str]:
+    """``(depth, needle held whole)`` per prompt -> the prompts held and "n/n/n/n/n" per depth 0-100%."""
+    return sum(h for _, h in held), "/".join(str(sum(h for d, h in held if d == depth)) for depth in DEPTHS)
+
+
+def needle_held(record: dict, keep: torch.Tensor) -> tuple[float, bool]:
+    """``(depth, whether keep holds the record's needle whole)``."""
+    start, end = record["needle"].tolist()
+    return float(record["depth"]), bool(keep[start:end].all())
+
+
 def score_rules() -> dict:
     """Rule name -> function(z_heads, z_surprisal) of one segment's tokens -> the segment's score."""
 
@@ -90,18 +101,22 @@ def main() -> None:
         print("| segments | " + " | ".join(rules) + " |")
         print("|---" * (len(rules) + 1) + "|")
         for name, (limit, pack, at_lines) in variants.items():
+            segmented = []  # (record, its spans under this segmentation): the same for every rule
+            for record in records:
+                ids = record["ids"]
+                line_end = line_ids[ids] if at_lines else torch.zeros(len(ids), dtype=torch.bool)
+                segmented.append(
+                    (record, packed_spans(line_end.tolist(), sentence_ids[ids].tolist(), limit, pack))
+                )
             cells = []
             for rule in rules.values():
                 held = []
-                for record in records:
-                    ids, zh, zs = record["ids"], record["z_heads"], record["z_surprisal"]
-                    line_end = line_ids[ids] if at_lines else torch.zeros(len(ids), dtype=torch.bool)
-                    spans = packed_spans(line_end.tolist(), sentence_ids[ids].tolist(), limit, pack)
-                    keep = kept_mask(spans, [rule(zh[a:b], zs[a:b]) for a, b in spans], len(ids))
-                    start, end = record["needle"].tolist()
-                    held.append((float(record["depth"]), bool(keep[start:end].all())))
-                per_depth = "/".join(str(sum(h for d, h in held if d == depth)) for depth in DEPTHS)
-                cells.append(f"{sum(h for _, h in held)} ({per_depth})")
+                for record, spans in segmented:
+                    zh, zs = record["z_heads"], record["z_surprisal"]
+                    keep = kept_mask(spans, [rule(zh[a:b], zs[a:b]) for a, b in spans], len(record["ids"]))
+                    held.append(needle_held(record, keep))
+                total, per_depth = held_counts(held)
+                cells.append(f"{total} ({per_depth})")
             print(f"| {name} | " + " | ".join(cells) + " |")
 
 
