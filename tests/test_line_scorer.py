@@ -233,3 +233,76 @@ def test_top_tokens_scores_a_line_by_the_mean_of_its_highest_values_across_chunk
         torch.testing.assert_close(scores[members], expected.expand(len(members)))
         crossing += (members.min() // 16 != members.max() // 16).item()
     assert crossing, "some line should cross a chunk boundary, or this test shows less than it says"
+
+
+class IdPartsLineScorer(LineScorer):
+    """The standardized head average is id / 100 and the standardized surprisal (id % 7) / 10, so every
+    segment score can be computed from the ids alone."""
+
+    def head_average(self, cache, start):
+        self._chunk.clear()
+
+    def standardized_parts(self, model, state, heads, input_ids, start, end, hidden_states):
+        chunk = input_ids[:, start:end].float()
+        return chunk / 100, (chunk % 7) / 10
+
+
+def standardized_segment_scores(
+    ids: list[int], ends: set[int] | frozenset[int], values: list[float], top_tokens: int | None, chunk: int
+) -> list[float]:
+    """Each token's segment score (segments end at ``ends`` or after 10 tokens; the mean of the ``top_tokens``
+    best values), standardized by the scores of the segments closed up to the end of the chunk that holds the
+    segment's last token (the last chunk for a segment still open)."""
+    segments, first = [], 0  # (first, last, closed)
+    for index, token in enumerate(ids):
+        if token in ends or index + 1 - first >= 10 or index == len(ids) - 1:
+            segments.append((first, index, token in ends or index + 1 - first >= 10))
+            first = index + 1
+    out = [0.0] * len(ids)
+    for first, last, _ in segments:
+        part = sorted(values[first : last + 1], reverse=True)[: top_tokens or None]
+        score = sum(part) / len(part)
+        known = [  # the closed segments' scores when this one was last scored
+            sum(sorted(values[a : b + 1], reverse=True)[: top_tokens or None])
+            / len(sorted(values[a : b + 1])[: top_tokens or None])
+            for a, b, closed in segments
+            if closed and b // chunk <= last // chunk
+        ]
+        mean = sum(known) / len(known)
+        std = max(sum(k * k for k in known) / len(known) - mean * mean, 1e-12) ** 0.5
+        out[first : last + 1] = [(score - mean) / std] * (last + 1 - first)
+    return out
+
+
+def test_sentence_surprisal_weight_keeps_each_piece_by_its_better_standardized_line_or_sentence_score():
+    """Each entry scores max(z(its line's top-3 score of heads + surprisal), z(its sentence's mean of heads + 2 x
+    surprisal)), each z by its kind's segments closed so far, across chunk boundaries (nothing evicted)."""
+    ids = torch.randint(1, 97, (1, 120), generator=torch.Generator().manual_seed(6))
+    config = LocretConfig(budget=200, chunk_size=16, n_stabilizers=40, n_local=4)
+    scorer = IdPartsLineScorer(
+        tokenizer=LineTokenizer(BREAKS, STOPS), max_line=10, top_tokens=3, sentence_surprisal_weight=2.0
+    )
+    cache = new_cache(tiny_locret("llama"), config, scorer=scorer, track_positions=True)
+    locret.prefill_prompt(tiny_locret("llama"), ids, config, cache=cache)
+    prefilled_ids = ids[0, : ids.shape[1] - config.n_local].tolist()
+    heads = [token / 100 for token in prefilled_ids]
+    surprisal = [(token % 7) / 10 for token in prefilled_ids]
+    by_line = standardized_segment_scores(
+        prefilled_ids, BREAKS, [h + s for h, s in zip(heads, surprisal, strict=True)], 3, 16
+    )
+    by_sentence = standardized_segment_scores(
+        prefilled_ids, BREAKS | STOPS, [h + 2 * s for h, s in zip(heads, surprisal, strict=True)], None, 16
+    )
+    expected = torch.maximum(torch.tensor(by_line), torch.tensor(by_sentence))
+    scores = cache.layers[0].scores[0, 0][: len(prefilled_ids)]
+    assert torch.isinf(scores[:N_SINKS]).all()
+    torch.testing.assert_close(scores[N_SINKS:], expected[N_SINKS:], atol=1e-4, rtol=1e-4)
+    assert (torch.tensor(by_sentence) > torch.tensor(by_line))[N_SINKS:].any()
+    assert (torch.tensor(by_line) > torch.tensor(by_sentence))[N_SINKS:].any()
+
+
+def test_sentence_surprisal_weight_settings_are_checked():
+    with pytest.raises(ValueError, match="sentence_surprisal_weight must be None or >= 0"):
+        LineScorer(sentence_surprisal_weight=-1)
+    with pytest.raises(ValueError, match="use one of them"):
+        LineScorer(split_sentences=True, sentence_surprisal_weight=2)
