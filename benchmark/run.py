@@ -352,8 +352,26 @@ def _changed_settings(previous: dict, config: dict) -> list[str]:
     return changed
 
 
+def needle_held(cache, spans: list[list[int]] | None) -> list[float] | None:
+    """Per needle (``needle_token_spans``), the share of its tokens the cache holds, averaged over every layer
+    and KV head: 1.0 where all of it was kept everywhere. None without needles or positions (a method whose
+    cache does not record them)."""
+    if not spans or cache is None or not getattr(cache.layers[0], "track_positions", False):
+        return None
+    shares = []
+    for start, end in spans:
+        wanted = torch.arange(start, end, device=cache.layers[0].positions.device)
+        held = [
+            (layer.positions[0, :, :, None] == wanted).any(dim=-2).float().mean() for layer in cache.layers
+        ]
+        shares.append(round(float(torch.stack(held).mean()), 6))
+    return shares
+
+
 def summarise(case: Case, records: list[dict], expected: int) -> dict:
     scored = [r for r in records if r.get("score") is not None]
+    recorded = [r for r in scored if r.get("needle_held") is not None]
+    held = [r for r in recorded if min(r["needle_held"]) == 1.0]
 
     def mean(key: str) -> float | None:
         values = [r[key] for r in scored if r.get(key) is not None]
@@ -376,6 +394,11 @@ def summarise(case: Case, records: list[dict], expected: int) -> dict:
         "mean_prefill_seconds": mean("prefill_seconds"),
         "mean_decode_seconds": mean("decode_seconds"),
         "max_peak_cache_bytes": max((r["peak_cache_bytes"] for r in scored), default=None),
+        # the prompts whose every needle the cache held whole, of those with needles and recorded positions,
+        # and the score over those: a scorer that dropped the needle, or a model that misread a cache holding it
+        "n_needle_recorded": len(recorded) if recorded else None,
+        "n_needle_held": len(held) if recorded else None,
+        "score_sum_when_held": sum(r["score"] for r in held) if recorded else None,
     }
 
 
@@ -522,6 +545,8 @@ def run_sample(case, method, model, sample, prompt, tokenizer, settings, eos, de
         method, model, input_ids, config, prompt.context_ids
     )
     out = method.generate(model, input_ids, config, max_new, eos_token_id=eos, context_cache=context_cache)
+    held = needle_held(out.past_key_values, sample.meta.get("needle_token_spans"))
+    out.past_key_values = None  # not kept past this prompt
     prediction = tokenizer.decode(out.new_tokens[0].tolist(), skip_special_tokens=True)
     prefill_seconds = context_seconds + out.prefill_seconds  # what this prompt costs alone
     return {
@@ -529,6 +554,7 @@ def run_sample(case, method, model, sample, prompt, tokenizer, settings, eos, de
         "prediction": prediction,
         "score": score(case.task, prediction, sample),
         "status": "ok",
+        "needle_held": held,
         "context_prefill_reused": reused,
         "new_tokens": int(out.new_tokens.shape[1]),
         "prefill_seconds": prefill_seconds,

@@ -76,6 +76,13 @@ def score_text(row: dict) -> str:
     return f"{100 * row['mean_score']:.1f}"
 
 
+def held_text(row: dict) -> str:
+    """``held/recorded (score over the held)``, or ``-`` for a case that recorded no needle positions."""
+    if not row.get("n_needle_recorded"):
+        return "-"
+    return f"{row['n_needle_held']}/{row['n_needle_recorded']} ({row['score_sum_when_held']:g})"
+
+
 def markdown(rows: list[dict]) -> str:
     rows = sorted(rows, key=_sort_key)
     lines = [
@@ -83,15 +90,18 @@ def markdown(rows: list[dict]) -> str:
         "",
         "Scores are mean task scores x 100. Budget `full`: the method keeps every entry (full cache).",
         "",
-        "| task | length | depth | method | budget | score | n | prompt tokens | prefill tok/s "
+        "Needle held: the prompts whose needles the cache held whole (every token, layer and KV head) of those "
+        "that recorded it, and in brackets the score summed over them.",
+        "",
+        "| task | length | depth | method | budget | score | n | needle held | prompt tokens | prefill tok/s "
         "| decode tok/s | peak cache MiB | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cache = r.get("max_peak_cache_bytes")
         lines.append(
             f"| {r['task']} | {_label(r['length'], 'orig')} | {_label(r['depth'], 'sweep')} | {r['method']} "
-            f"| {_label(r['budget'], 'full')} | {score_text(r)} | {r['n']} "
+            f"| {_label(r['budget'], 'full')} | {score_text(r)} | {r['n']} | {held_text(r)} "
             f"| {_cell(r.get('mean_prompt_tokens'), 0)} "
             f"| {_cell(r.get('mean_prefill_tokens_per_second'), 1)} "
             f"| {_cell(r.get('mean_decode_tokens_per_second'), 1)} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -49,6 +49,9 @@ class LocretOutput:
     peak_cache_bytes: int
     config: LocretConfig | None = None  # the settings that ran (None: a method without one, e.g. LongHeads)
     static_decode: bool = False  # True: the steps ran on locret.static_decode's fixed-size buffers
+    # The cache after generation, as transformers' ``generate`` returns it with ``return_dict_in_generate``:
+    # what was kept (``track_positions``: from where in the prompt) and what to continue from.
+    past_key_values: LocretCache | None = field(default=None, repr=False)
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -213,4 +216,5 @@ def generate(
         peak_cache_bytes=cache.peak_nbytes(),
         config=config,
         static_decode=decoder is not None,
+        past_key_values=cache,
     )

@@ -202,7 +202,8 @@ class ScorerMethod(Method):
         )
 
     def make_cache(self, model, config: LocretConfig) -> LocretCache:
-        return new_cache(model, config, scorer=self.make_scorer())
+        """A cache that records each entry's prompt position, so a run can say which needles it kept."""
+        return new_cache(model, config, scorer=self.make_scorer(), track_positions=True)
 
 
 # What ``name:key=value`` may set on any eviction method besides its scorer's own parameters.

@@ -146,7 +146,9 @@ class SegmentMeanScorer(ChunkRescorer):
             scores[:, : N_SINKS - start] = math.inf
         stored = cache.layers[0].scores[:, 0].clone()  # [B, S]: the same in every layer and KV head
         for row, tail_scores in enumerate(continued):
-            if len(tail_scores):  # the newest stored entries: tokens start - count .. start - 1 (sinks stay +inf)
+            if len(
+                tail_scores
+            ):  # the newest stored entries: tokens start - count .. start - 1 (sinks stay +inf)
                 tail = stored[row, stored.shape[-1] - len(tail_scores) :]
                 tail.copy_(torch.where(tail.isfinite(), tail_scores.to(tail.dtype), tail))
         self.adjust_scores(cache, stored, scores)

@@ -13,6 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from benchmark import run as bench_run
+from benchmark import summary
 from benchmark.methods import get_method
 from benchmark.oracle import NeedleOracleScorer, token_spans
 from benchmark.sample import Sample
@@ -138,3 +139,16 @@ def test_runner_binds_the_oracle_per_sample(shared_data: Path, tmp_path: Path, w
         record["status"] == "ok"
         and "needle_spans" not in json.loads((folder / "config.json").read_text())["method"]
     )
+    # every run records which needles the cache held: the oracle all of it, StreamingLLM none (a mid-prompt
+    # needle, 64 of 400 entries kept)
+    streaming = tmp_path / "runs" / "niah_text-test" / "streaming_llm" / "b64_L400_d0.5"
+    (dropped,) = [json.loads(line) for line in (streaming / "predictions.jsonl").read_text().splitlines()]
+    assert record["needle_held"] == [1.0] and dropped["needle_held"] == [0.0]
+    metrics = {path: json.loads((path / "metrics.json").read_text()) for path in (folder, streaming)}
+    assert [
+        (metrics[path]["n_needle_held"], metrics[path]["n_needle_recorded"]) for path in (folder, streaming)
+    ] == [
+        (1, 1),
+        (0, 1),
+    ]
+    assert summary.held_text(metrics[folder]) == f"1/1 ({record['score']:g})"
