@@ -17,7 +17,7 @@ shipped SmolLM2 heads recommend it, with ``max_line=32`` since 0.5.0
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -80,24 +80,12 @@ class LineScorer(SegmentMeanScorer):
     surprisal_weight: float = 1.0
     top_tokens: int | None = 8
     split_sentences: bool = False
-    sentence_surprisal_weight: float | None = None
 
     def __post_init__(self) -> None:
         self.check_segment_settings()
         if not self.surprisal_weight >= 0:
             raise ValueError(f"surprisal_weight must be >= 0, got {self.surprisal_weight}")
-        if self.sentence_surprisal_weight is not None:
-            if not self.sentence_surprisal_weight >= 0:
-                raise ValueError(
-                    f"sentence_surprisal_weight must be None or >= 0, got {self.sentence_surprisal_weight}"
-                )
-            if self.split_sentences:
-                raise ValueError(
-                    "sentence_surprisal_weight scores sentences beside whole lines; split_sentences cuts the "
-                    "lines themselves at sentence ends: use one of them"
-                )
         self._chunk: dict[int, torch.Tensor] = {}  # layer -> the heads' scores [B, Hkv, T] of this chunk
-        self._sentences: LineScorer | None = None  # sentence_cut, built once
 
     @property
     def segment_limit(self) -> int:
@@ -127,79 +115,20 @@ class LineScorer(SegmentMeanScorer):
         the input so far (the sinks left out), averaged over layers and heads: ``[B, T]``. With a
         ``surprisal_weight``, that average and the tokens' surprisal are each standardized again the same way
         and added, the surprisal times the weight."""
-        heads = self.head_average(cache, start)
-        if not self.surprisal_weight:
-            return heads
-        z_heads, z_surprisal = self.standardized_parts(
-            model, cache.scorer_state, heads, input_ids, start, end, hidden_states
-        )
-        return z_heads + self.surprisal_weight * z_surprisal
-
-    def head_average(self, cache, start: int) -> torch.Tensor:
-        """The chunk's head scores, standardized per layer and KV head by the input so far, averaged: ``[B, T]``."""
         if len(self._chunk) != len(cache.layers):
             raise RuntimeError(
                 f"the heads scored {len(self._chunk)} of {len(cache.layers)} layers in this chunk"
             )
         raw = torch.stack([self._chunk[layer] for layer in range(len(cache.layers))], dim=1)
         self._chunk.clear()
-        return standardized(cache.scorer_state, "moments", raw, start).mean(dim=(1, 2))
-
-    def chunk_scores(
-        self, model, cache, input_ids: torch.Tensor, start: int, end: int, hidden_states: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """With ``sentence_surprisal_weight``: each token scores the higher of its line's score and its
-        sentence's, each standardized by the mean and spread of its kind's segment scores of the input so far
-        (per row); otherwise the line scores alone."""
-        if self.sentence_surprisal_weight is None:
-            return super().chunk_scores(model, cache, input_ids, start, end, hidden_states)
         state = cache.scorer_state
+        heads = standardized(state, "moments", raw, start).mean(dim=(1, 2))
+        if not self.surprisal_weight:
+            return heads
         z_heads, z_surprisal = self.standardized_parts(
-            model, state, self.head_average(cache, start), input_ids, start, end, hidden_states
+            model, state, heads, input_ids, start, end, hidden_states
         )
-        chunk_ids = input_ids[:, start:end]
-        cuts = (  # (state key, token values, end ids, top_tokens): whole lines, then sentences
-            (
-                "",
-                z_heads + self.surprisal_weight * z_surprisal,
-                self.segment_ends(model, input_ids.device),
-                self.top_tokens,
-            ),
-            (
-                "sentence_",
-                z_heads + self.sentence_surprisal_weight * z_surprisal,
-                self.sentence_cut().segment_ends(model, input_ids.device),
-                None,
-            ),
-        )
-        scores, continued = [], []
-        for row in range(input_ids.shape[0]):
-            chunk_parts, tail_parts, counts = [], [], []
-            for key, values, end_ids, top_tokens in cuts:
-                row_scores, (count, score), closed = self.score_segments(
-                    state, row, values[row], end_ids[chunk_ids[row]], self.max_line, top_tokens, key
-                )
-                moments = state.setdefault(key + "segment_moments", {})
-                moments[row] = updated_moments(moments.get(row, (0, 0.0, 0.0)), closed)
-                # the standardized scores of the previous chunk's last max_line tokens: the open segment's
-                tail = state.setdefault(key + "tail", {}).get(row, values.new_zeros(0))
-                if count:
-                    tail[-count:] = standardized_by(moments[row], values.new_tensor([score]))
-                chunk_scores = standardized_by(moments[row], row_scores)
-                state[key + "tail"][row] = torch.cat([tail, chunk_scores])[-self.max_line :]
-                chunk_parts.append(chunk_scores)
-                tail_parts.append(tail)
-                counts.append(count)
-            scores.append(torch.maximum(*chunk_parts))
-            count = max(counts)  # the newest stored entries whose line or sentence the chunk continued
-            continued.append(torch.maximum(*tail_parts)[len(tail_parts[0]) - count :])
-        return torch.stack(scores), continued
-
-    def sentence_cut(self) -> LineScorer:
-        """The scorer whose segments are this one's sentences (``split_sentences``): its end ids, built once."""
-        if self._sentences is None:
-            self._sentences = replace(self, split_sentences=True, sentence_surprisal_weight=None)
-        return self._sentences
+        return z_heads + self.surprisal_weight * z_surprisal
 
     def standardized_parts(
         self,
@@ -258,19 +187,3 @@ def standardized(state: dict, key: str, values: torch.Tensor, start: int) -> tor
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(STD_FLOOR**2).sqrt()
     return (values - mean[..., None]) / std[..., None]
-
-
-def updated_moments(moments: tuple[int, float, float], values: list[float]) -> tuple[int, float, float]:
-    """Count, sum and sum of squares of ``values`` added to ``moments``."""
-    count, total, squares = moments
-    return count + len(values), total + sum(values), squares + sum(value * value for value in values)
-
-
-def standardized_by(moments: tuple[int, float, float], values: torch.Tensor) -> torch.Tensor:
-    """``values`` less the mean and over the spread that ``moments`` hold; zeros while they hold nothing."""
-    count, total, squares = moments
-    if count == 0:
-        return torch.zeros_like(values)
-    mean = total / count
-    std = max(squares / count - mean * mean, STD_FLOOR**2) ** 0.5
-    return (values - mean) / std

@@ -141,16 +141,17 @@ class SegmentMeanScorer(ChunkRescorer):
         """Score the chunk ``input_ids[:, start:end]`` just appended to ``cache`` (its final ``hidden_states``
         ``[B, end - start, hidden]``) and rescore the segment it continues."""
         state = cache.scorer_state
-        scores, continued = self.chunk_scores(model, cache, input_ids, start, end, hidden_states)
+        values = self.token_values(model, cache, input_ids, start, end, hidden_states)
+        ends = self.segment_ends(model, input_ids.device)[input_ids[:, start:end]]
+        rows = [self._score_row(state, row, values[row], ends[row]) for row in range(input_ids.shape[0])]
+        scores, continued = torch.stack([scores for scores, _ in rows]), [tail for _, tail in rows]
         if start < N_SINKS:
             scores[:, : N_SINKS - start] = math.inf
         stored = cache.layers[0].scores[:, 0].clone()  # [B, S]: the same in every layer and KV head
-        for row, tail_scores in enumerate(continued):
-            if len(
-                tail_scores
-            ):  # the newest stored entries: tokens start - count .. start - 1 (sinks stay +inf)
-                tail = stored[row, stored.shape[-1] - len(tail_scores) :]
-                tail.copy_(torch.where(tail.isfinite(), tail_scores.to(tail.dtype), tail))
+        for row, (count, mean) in enumerate(continued):
+            if count:  # the newest stored entries: tokens start - count .. start - 1 (sinks stay +inf)
+                tail = stored[row, stored.shape[-1] - count :]
+                tail.masked_fill_(tail.isfinite(), mean)
         self.adjust_scores(cache, stored, scores)
         if self.surprising_share is not None:
             still_open = [len(state["open"][row]) for row in range(input_ids.shape[0])]
@@ -164,23 +165,6 @@ class SegmentMeanScorer(ChunkRescorer):
         for layer in cache.layers:
             layer.scores.copy_(stored[:, None].expand_as(layer.scores))
             layer.supply_pending_scores(scores[:, None].expand(-1, layer.keys.shape[1], -1))
-
-    def chunk_scores(
-        self, model, cache, input_ids: torch.Tensor, start: int, end: int, hidden_states: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The chunk's entries' scores ``[B, T]`` and, per row, the new scores ``[count]`` of the newest stored
-        entries whose segment the chunk continued (oldest first; empty when none): here the segment means of
-        ``token_values`` over ``segment_end_tokens``' segments."""
-        values = self.token_values(model, cache, input_ids, start, end, hidden_states)
-        ends = self.segment_ends(model, input_ids.device)[input_ids[:, start:end]]
-        scores, continued = [], []
-        for row in range(input_ids.shape[0]):
-            row_scores, (count, score), _ = self.score_segments(
-                cache.scorer_state, row, values[row], ends[row], self.segment_limit, self.top_tokens
-            )
-            scores.append(row_scores)
-            continued.append(values.new_full((count,), score))
-        return torch.stack(scores), continued
 
     def adjust_scores(self, cache, stored: torch.Tensor, scores: torch.Tensor) -> None:
         """A subclass's last change, in place, to the stored entries' scores ``[B, S]`` and the chunk's
@@ -212,48 +196,37 @@ class SegmentMeanScorer(ChunkRescorer):
         keep = winners | (scores == math.inf)
         return torch.where(keep, scores, positions.to(scores.dtype) - RECENCY_BASE)
 
-    def segment_score(self, values: list[float], input_mean: float, top_tokens: int | None) -> float:
+    def segment_score(self, values: list[float], input_mean: float) -> float:
         """A segment's score from its tokens' ``values``: the mean of the ``top_tokens`` highest (all when
         None), shrunk toward ``input_mean`` (the input's mean value so far) by ``prior_tokens`` pseudo-tokens."""
-        if top_tokens is not None and len(values) > top_tokens:
-            values = heapq.nlargest(top_tokens, values)
+        if self.top_tokens is not None and len(values) > self.top_tokens:
+            values = heapq.nlargest(self.top_tokens, values)
         return (sum(values) + self.prior_tokens * input_mean) / (len(values) + self.prior_tokens)
 
-    def score_segments(
-        self,
-        state: dict,
-        row: int,
-        values: torch.Tensor,
-        ends: torch.Tensor,
-        limit: int,
-        top_tokens: int | None,
-        key: str = "",
-    ) -> tuple[torch.Tensor, tuple[int, float], list[float]]:
-        """One row's segment scores ``[T]`` (segments end at ``ends`` or after ``limit`` tokens; see
-        ``segment_score``), how many stored tokens the segment left open by the previous chunk has and its final
-        (or provisional) score, and the scores of the segments closed in this chunk. Per row: segment ends
-        differ. ``key`` names this segmentation's open segment in ``state``, where a scorer cuts more than one."""
-        segment = list(state.get(key + "open", {}).get(row, []))  # the open segment's values so far
-        input_sum, input_count = state.get(key + "input", {}).get(row, (0.0, 0))
+    def _score_row(
+        self, state: dict, row: int, values: torch.Tensor, ends: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[int, float]]:
+        """One row's segment scores ``[T]`` and, for the segment left open by the previous chunk, how many
+        of its tokens are stored and their final (or provisional) score. Per row: segment ends differ."""
+        segment = list(state.get("open", {}).get(row, []))  # the open segment's values so far
+        input_sum, input_count = state.get("input", {}).get(row, (0.0, 0))
         stored_open = len(segment)
         scores = torch.empty_like(values)
         values, closes = values.tolist(), ends.tolist()
         first = 0
         continued = (0, 0.0)
-        closed = []
         for index, (value, closing) in enumerate(zip(values, closes, strict=True)):
             segment.append(value)
             input_sum += value
             input_count += 1
-            full = len(segment) >= limit
+            full = len(segment) >= self.segment_limit
             if closing or full or index == len(values) - 1:
-                score = self.segment_score(segment, input_sum / input_count, top_tokens)
+                score = self.segment_score(segment, input_sum / input_count)
                 scores[first : index + 1] = score
                 if stored_open:
                     continued, stored_open = (stored_open, score), 0
                 if closing or full:
                     first, segment = index + 1, []
-                    closed.append(score)
-        state.setdefault(key + "open", {})[row] = segment
-        state.setdefault(key + "input", {})[row] = (input_sum, input_count)
-        return scores, continued, closed
+        state.setdefault("open", {})[row] = segment
+        state.setdefault("input", {})[row] = (input_sum, input_count)
+        return scores, continued
