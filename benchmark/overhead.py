@@ -46,7 +46,7 @@ from locret.config import EVICTION_KERNELS, default_stabilizers
 from locret.hardware import resolve_device, resolve_dtype, reuse_freed_memory
 from locret.models.base import EVICT_EVENT, SCORE_EVENT
 from locret.prefill import new_cache, prefill_chunk
-from locret.scorers import SCORERS, EntryScorer
+from locret.scorers import EntryScorer, ScorerChoice
 
 try:
     import resource
@@ -322,13 +322,7 @@ def main() -> None:
 def build_scorer(spec: str) -> EntryScorer:
     """The scorer ``spec`` names, ``NAME[:key=value...]`` (``lines:max_line=32``); a ValueError for an unknown
     name or setting."""
-    name, settings = parse_method(spec)
-    if name not in SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; valid scorers: {', '.join(sorted(SCORERS))}")
-    try:
-        return SCORERS[name](**settings)
-    except TypeError as error:
-        raise ValueError(f"scorer {spec!r}: {error}") from error
+    return ScorerChoice(*parse_method(spec)).build()
 
 
 def label(side: str, scorer: str) -> str:

@@ -11,7 +11,7 @@ from tiny import LineTokenizer, tiny_locret
 import locret
 from benchmark import overhead
 from benchmark.methods.profiles import allocation_settings
-from locret.scorers import LineScorer
+from locret.scorers import LineScorer, RetainingHeadScorer
 
 
 def test_whole_prefill_times_the_same_chunks_on_both_sides():
@@ -64,7 +64,7 @@ def test_a_scorer_that_rescores_chunks_is_timed_over_a_whole_prefill_only(monkey
         made.append(LineScorer(tokenizer=LineTokenizer({11, 22}), max_line=8))
         return made[-1]
 
-    monkeypatch.setitem(overhead.SCORERS, "lines", scorer)
+    monkeypatch.setattr(overhead, "build_scorer", lambda spec: scorer() if spec == "lines" else None)
     with torch.no_grad():
         times, tokens, _ = overhead.whole_prefill(model, config, "lines", 120, 1, torch.device("cpu"))
     assert len(times["locret"][0]) == -(-tokens // config.chunk_size)
@@ -74,8 +74,8 @@ def test_a_scorer_that_rescores_chunks_is_timed_over_a_whole_prefill_only(monkey
 def test_scorer_specs_carry_settings_and_bad_ones_are_usage_errors(monkeypatch):
     """``--scorer lines:max_line=32`` times the shipped heads' recommended settings, not the class defaults."""
     assert overhead.build_scorer("lines:max_line=32") == LineScorer(max_line=32)
-    assert overhead.build_scorer("locret") == overhead.SCORERS["locret"]()
-    for bad, message in (("nope", "unknown scorer 'nope'"), ("lines:width=3", "scorer 'lines:width=3'")):
+    assert overhead.build_scorer("locret") == RetainingHeadScorer()
+    for bad, message in (("nope", "unknown scorer 'nope'"), ("lines:width=3", r"no settings \['width'\]")):
         with pytest.raises(ValueError, match=message):
             overhead.build_scorer(bad)
         monkeypatch.setattr("sys.argv", ["overhead", "--scorer", bad, "--tokens", "2048"])
