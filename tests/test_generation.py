@@ -22,7 +22,8 @@ def test_decode_budget_bounds_long_outputs():
         max_new_tokens=500,
     )
     assert unbounded.cache_length_final == 48 + 4 + 500 - 1
-    assert unbounded.past_key_values.stored_length() == unbounded.cache_length_final  # the cache it ended with
+    # LocretOutput.past_key_values is the cache generation ended with
+    assert unbounded.past_key_values.stored_length() == unbounded.cache_length_final
 
 
 @pytest.mark.parametrize("arch", ["llama", "phi3"])
