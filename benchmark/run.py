@@ -514,7 +514,7 @@ class SharedContexts:
         if context == self.key:
             return self.cache, self.seconds, self.cache is not None
         started = time.perf_counter()
-        self.cache = method.prefill_context(model, input_ids, config)
+        self.cache = method.prefill_context(model, input_ids, config, track_positions=True)
         if input_ids.is_cuda:
             torch.cuda.synchronize()
         self.key, self.seconds = context, time.perf_counter() - started
@@ -544,7 +544,9 @@ def run_sample(case, method, model, sample, prompt, tokenizer, settings, eos, de
     context_cache, context_seconds, reused = contexts.get(
         method, model, input_ids, config, prompt.context_ids
     )
-    out = method.generate(model, input_ids, config, max_new, eos_token_id=eos, context_cache=context_cache)
+    out = method.generate(
+        model, input_ids, config, max_new, eos_token_id=eos, context_cache=context_cache, track_positions=True
+    )
     held = needle_held(out.past_key_values, sample.meta.get("needle_token_spans"))
     out.past_key_values = None  # not kept past this prompt
     prediction = tokenizer.decode(out.new_tokens[0].tolist(), skip_special_tokens=True)

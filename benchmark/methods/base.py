@@ -86,17 +86,22 @@ class Method:
             budget=budget, chunk_size=chunk_size, n_stabilizers=n_stabilizers, n_local=n_local
         )
 
-    def make_cache(self, model, config: LocretConfig) -> LocretCache:
+    def make_cache(self, model, config: LocretConfig, track_positions: bool = False) -> LocretCache:
+        """The cache for one prompt; ``track_positions``: it records each entry's prompt position (the runner's
+        ``needle_held``; off where memory and speed are measured, as it costs 8 bytes per entry and head)."""
         raise NotImplementedError
 
     def fits(self, prompt_length: int, max_new_tokens: int, model) -> bool:
         """Whether the prompt can run meaningfully (eviction methods re-pack positions: always)."""
         return True
 
-    def prefill_context(self, model, input_ids: torch.Tensor, config: LocretConfig) -> LocretCache | None:
+    def prefill_context(
+        self, model, input_ids: torch.Tensor, config: LocretConfig, track_positions: bool = False
+    ) -> LocretCache | None:
         """The cache after prefilling all but the question (the last ``config.n_local`` tokens), for every
         question on the same context to continue from; None when the method cannot share it."""
-        return prefill_prompt(model, input_ids, config, cache=self.make_cache(model, config))
+        cache = self.make_cache(model, config, track_positions)
+        return prefill_prompt(model, input_ids, config, cache=cache)
 
     def generate(
         self,
@@ -106,9 +111,14 @@ class Method:
         max_new_tokens: int,
         eos_token_id=None,
         context_cache: LocretCache | None = None,
+        track_positions: bool = False,
     ) -> LocretOutput:
-        """Generate for one prompt; from a copy of ``context_cache`` (see ``prefill_context``) when given."""
-        cache = self.make_cache(model, config) if context_cache is None else copy.deepcopy(context_cache)
+        """Generate for one prompt; from a copy of ``context_cache`` (see ``prefill_context``) when given. The
+        output's ``past_key_values`` is the cache it ended with (None for methods without a LocretCache)."""
+        if context_cache is None:
+            cache = self.make_cache(model, config, track_positions)
+        else:
+            cache = copy.deepcopy(context_cache)
         return locret.generate(
             model, input_ids, config, max_new_tokens, eos_token_id=eos_token_id, cache=cache
         )
@@ -201,9 +211,8 @@ class ScorerMethod(Method):
             position_mode=self.position_mode,
         )
 
-    def make_cache(self, model, config: LocretConfig) -> LocretCache:
-        """A cache that records each entry's prompt position, so a run can say which needles it kept."""
-        return new_cache(model, config, scorer=self.make_scorer(), track_positions=True)
+    def make_cache(self, model, config: LocretConfig, track_positions: bool = False) -> LocretCache:
+        return new_cache(model, config, scorer=self.make_scorer(), track_positions=track_positions)
 
 
 # What ``name:key=value`` may set on any eviction method besides its scorer's own parameters.

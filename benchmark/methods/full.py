@@ -25,7 +25,8 @@ class FullCache(Method):
         # Every token stays: a budget above any prompt (the same for every question on a shared context).
         return LocretConfig(budget=sys.maxsize, chunk_size=chunk_size, n_stabilizers=0, n_local=n_local)
 
-    def make_cache(self, model, config: LocretConfig) -> LocretCache:
+    def make_cache(self, model, config: LocretConfig, track_positions: bool = False) -> LocretCache:
+        """Nothing is evicted, so no positions are recorded: every needle is held."""
         return new_cache(model, config, scorer=StreamingLLMScorer())  # cheapest; never consulted
 
     def fits(self, prompt_length: int, max_new_tokens: int, model) -> bool:

@@ -401,7 +401,7 @@ class KVzip(Method):
         """Plain positions, the whole prompt at once: only prompts that fit the window, as the full cache."""
         return prompt_length + max_new_tokens <= model_window(model)
 
-    def prefill_context(self, model, input_ids, config):
+    def prefill_context(self, model, input_ids, config, track_positions=False):
         return None  # each question runs alone (no shared prefill)
 
     def text_tokenizer(self, model):
@@ -457,6 +457,7 @@ class KVzip(Method):
         max_new_tokens: int,
         eos_token_id=None,
         context_cache=None,
+        track_positions: bool = False,
     ) -> LocretOutput:
         """Compress the context (all but the last ``max(n_local, 1)`` tokens), then run the question and
         decode with the evicted entries masked."""

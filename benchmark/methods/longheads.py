@@ -32,10 +32,12 @@ class LongHeads(Method):
         window = min(self.window_size, max(1, span // 4))
         return longheads.LongHeadsConfig(window_size=window, span=span // window * window)
 
-    def make_cache(self, model, config: LocretConfig):
+    def make_cache(self, model, config: LocretConfig, track_positions: bool = False):
         raise TypeError("LongHeads keeps its own state (benchmark.longheads), not a LocretCache")
 
-    def prefill_context(self, model, input_ids: torch.Tensor, config: LocretConfig) -> None:
+    def prefill_context(
+        self, model, input_ids: torch.Tensor, config: LocretConfig, track_positions=False
+    ) -> None:
         """Not shared: LongHeads picks its chunks with the question (every prompt runs whole)."""
         return None
 
@@ -47,7 +49,9 @@ class LongHeads(Method):
         max_new_tokens: int,
         eos_token_id=None,
         context_cache=None,
+        track_positions: bool = False,
     ) -> LocretOutput:
+        """LongHeads' own loop; it keeps no LocretCache, so nothing records positions."""
         return longheads.generate(
             model,
             input_ids,

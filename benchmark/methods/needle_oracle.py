@@ -34,7 +34,7 @@ class NeedleOracle(ScorerMethod):
     def make_scorer(self) -> EntryScorer:
         return NeedleOracleScorer(spans=self.needle_spans, **self.scorer_params)
 
-    def make_cache(self, model, config):
+    def make_cache(self, model, config, track_positions=False):
         if not self.needle_spans:
             raise ValueError("needle_oracle is per sample: bind it with for_sample(sample) first")
-        return super().make_cache(model, config)
+        return super().make_cache(model, config, track_positions)

@@ -74,6 +74,10 @@ def test_eviction_methods_share_the_loop_and_the_budget(pair, ids, name):
     assert out.new_tokens.shape == (1, 3)
     assert out.cache_length_after_prefill == 32 + 6  # budget + the protected local tail (the question)
     assert method.fits(10**6, 10, model)  # re-packed positions: any length runs
+    # positions (needle_held) only when asked: memory and speed measurements run without them
+    assert not out.past_key_values.layers[0].track_positions
+    tracked = method.generate(model, ids, config, max_new_tokens=3, track_positions=True).past_key_values
+    assert all(layer.positions.shape == layer.scores.shape for layer in tracked.layers)
 
 
 @pytest.mark.parametrize(

@@ -210,7 +210,7 @@ def test_shared_contexts_prefill_each_repeated_context_once():
     calls = []
 
     class Recording:
-        def prefill_context(self, model, input_ids, config):
+        def prefill_context(self, model, input_ids, config, track_positions):
             calls.append(input_ids)
             return f"cache{len(calls)}"
 
@@ -231,7 +231,7 @@ def test_shared_contexts_never_report_a_reuse_of_no_cache():
     alone, and its records say so."""
 
     class Unshared:
-        def prefill_context(self, model, input_ids, config):
+        def prefill_context(self, model, input_ids, config, track_positions):
             return None
 
     context = (1, 2, 3)
