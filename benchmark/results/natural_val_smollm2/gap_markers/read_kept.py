@@ -14,22 +14,20 @@ held the needle whole and which of the three replies found it, then the totals.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
 import locret
+from benchmark.methods import get_method
 from benchmark.results.natural_val_smollm2.window_line.needle_kept import DEPTHS, MODEL, validation_needles
-from benchmark.run import encode_sample, eos_ids
+from benchmark.run import encode_sample, eos_ids, needle_held
 from benchmark.tasks import score
 from locret.acquire import load_tokenizer
-from locret.generation import new_cache
-from locret.scorers import LineScorer, StreamingLLMScorer
 
 
-def reply(model, tokenizer, ids: list[int], config, max_new: int, eos, cache=None):
-    """Greedy reply to ``ids`` under ``config`` (with ``cache``: that evicting cache)."""
-    out = locret.generate(model, torch.tensor([ids]), config, max_new, eos_token_id=eos, cache=cache)
+def reply(method, model, tokenizer, ids: list[int], config, max_new: int, eos):
+    """``method``'s greedy reply to ``ids`` as ``benchmark.run`` makes it, and the cache it ended with."""
+    out = method.generate(model, torch.tensor([ids]), config, max_new, eos_token_id=eos, track_positions=True)
     return tokenizer.decode(out.new_tokens[0].tolist(), skip_special_tokens=True), out.past_key_values
 
 
@@ -54,36 +52,26 @@ def main() -> None:
     model = locret.from_pretrained(MODEL, dtype=torch.bfloat16)
     eos = eos_ids(tokenizer, model)
     marker = tokenizer.encode(args.marker, add_special_tokens=False)
+    recommended, full = get_method("lines:max_line=32"), get_method("full")
     print(f"{args.task} validation, {args.length} tokens; marker {args.marker!r} = {marker}\n")
     print("| depth | prompt | needle held | Locret | kept text | kept text, marked | gaps |")
     print("|---|---|---|---|---|---|---|")
     found = {"Locret": [0, 0], "kept text": [0, 0], "kept text, marked": [0, 0]}  # [held, dropped]
     for depth in DEPTHS:
         for sample in validation_needles(tokenizer, args.length, depth, args.task):
-            prompt = encode_sample(tokenizer, sample, False)
+            prompt, max_new = encode_sample(tokenizer, sample, False), sample.max_new_tokens
             context, question = prompt.ids[: -prompt.n_question], prompt.ids[-prompt.n_question :]
-            config = locret.LocretConfig(
-                budget=1024, chunk_size=512, n_stabilizers=256, n_local=prompt.n_question
-            )
-            scorer = LineScorer(tokenizer=tokenizer, max_line=32)
-            cache = new_cache(model, config, scorer=scorer, track_positions=True)
+            config = recommended.locret_config(1024, 512, 256, prompt.n_question, len(prompt.ids))
             with torch.no_grad():
-                answer, cache = reply(model, tokenizer, prompt.ids, config, sample.max_new_tokens, eos, cache)
-            positions = cache.layers[0].positions[0, 0].tolist()
-            kept = sorted(p for p in positions if p < len(context))
-            start, end = sample.meta["needle_token_spans"][0]
-            held = all(p in set(kept) for p in range(start, end))
-            full = locret.LocretConfig(
-                budget=sys.maxsize, chunk_size=512, n_stabilizers=0, n_local=len(question)
-            )
+                answer, cache = reply(recommended, model, tokenizer, prompt.ids, config, max_new, eos)
+            kept = sorted(p for p in cache.layers[0].positions[0, 0].tolist() if p < len(context))
+            held = needle_held(cache, sample.meta["needle_token_spans"][:1]) == [1.0]
             replies = {"Locret": answer}
             with torch.no_grad():
                 for name, mark in (("kept text", []), ("kept text, marked", marker)):
                     text = with_markers(context, kept, mark) + question
-                    plain = new_cache(
-                        model, full, scorer=StreamingLLMScorer()
-                    )  # never consulted: no eviction
-                    replies[name] = reply(model, tokenizer, text, full, sample.max_new_tokens, eos, plain)[0]
+                    plain = full.locret_config(None, 512, 0, len(question), len(text))
+                    replies[name] = reply(full, model, tokenizer, text, plain, max_new, eos)[0]
             scores = {name: score(args.task, text, sample) for name, text in replies.items()}
             for name, value in scores.items():
                 found[name][0 if held else 1] += value
