@@ -1,0 +1,194 @@
+"""Would the recommended scorer keep more of a long input's middle if every entry were standardized alike?
+
+    PYTHONPATH=. python benchmark/results/natural_val_smollm2/kept_by_depth/restandardize.py --length 65536 \
+        [--task niah_text_paragraphs] [--depths 0.5] [--n 5]
+
+``LineScorer`` standardizes each chunk's head scores and surprisal by the moments of the input so far and
+keeps an entry's score from then on. Early in a long input those moments come from few chunks (their spread
+misses the variation between passages), so early lines score higher than like lines read later. This script
+runs the recommended ``LineScorer(max_line=32)`` (budget 1024, chunk 512, 256 stabilizers) on validation
+prompts, records each chunk's raw head scores and surprisal, and replays the selection offline: each
+32-token line scored by the mean of its 8 highest token values (z of the head average + z of the
+surprisal), the best lines kept up to the budget (the 4 sinks and the newest 256 entries kept anyway), with
+the moments taken three ways: ``cumulative`` (as the scorer does; checked against the real cache),
+``final`` (the whole input's moments, for every chunk: not computable while streaming, a reference) and
+``chunk`` (each chunk's own moments). Prints, per way, whether the needle sentence is kept whole, its line's
+rank, and the kept entries' share by tenth of the context.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import locret
+import locret.scorers.lines as lines_module
+from benchmark.methods import get_method
+from benchmark.results.natural_val_smollm2.window_line.needle_kept import MODEL, validation_needles
+from benchmark.run import encode_sample, eos_ids, needle_held
+from locret.acquire import load_tokenizer
+from locret.scorers.lines import line_end_tokens
+
+SINKS, BUDGET, WINDOW, MAX_LINE, TOP_TOKENS, TENTHS = 4, 1024, 256, 32, 8, 10
+WAYS = ("cumulative", "final", "chunk")
+
+
+def record_raw(store: dict[str, list[torch.Tensor]]) -> None:
+    """Make ``LineScorer`` append each chunk's raw head scores ``[L, H, T]`` and surprisal ``[T]`` to ``store``."""
+    original = lines_module.standardized
+
+    def recorded(state, key, values, start):
+        if key in ("moments", "surprisal_moments"):
+            store[key].append(values[0].detach().float().cpu())
+        return original(state, key, values, start)
+
+    lines_module.standardized = recorded
+
+
+def standardize(values: torch.Tensor, bounds: list[int], way: str, n_context: int) -> torch.Tensor:
+    """``values`` ``[..., N]`` standardized per chunk (``bounds``) by the moments ``way`` names (sinks left out)."""
+    out = torch.empty_like(values)
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        lo, hi = {"cumulative": (SINKS, end), "final": (SINKS, n_context), "chunk": (max(start, SINKS), end)}[
+            way
+        ]
+        counted = values[..., lo:hi]
+        if counted.shape[-1] == 0:
+            out[..., start:end] = 0
+            continue
+        mean = counted.mean(-1, keepdim=True)
+        std = counted.std(-1, unbiased=False, keepdim=True).clamp_min(1e-6)
+        out[..., start:end] = (values[..., start:end] - mean) / std
+    return out
+
+
+def segments(ids: list[int], ends: torch.Tensor) -> list[tuple[int, int]]:
+    """The scorer's lines: closed at a line break (inclusive) or at ``MAX_LINE`` tokens."""
+    spans, first = [], 0
+    for index, token in enumerate(ids):
+        if ends[token] or index + 1 - first >= MAX_LINE:
+            spans.append((first, index + 1))
+            first = index + 1
+    if first < len(ids):
+        spans.append((first, len(ids)))
+    return spans
+
+
+def kept_tokens(
+    values: torch.Tensor, spans: list[tuple[int, int]], n_context: int
+) -> tuple[torch.Tensor, dict]:
+    """The kept context positions (best lines up to the budget) and each line's rank by its score."""
+    window = n_context - WINDOW
+    keep = torch.zeros(n_context, dtype=torch.bool)
+    keep[:SINKS] = True
+    keep[window:] = True
+    candidates = []
+    for start, end in spans:
+        if end <= SINKS or start >= n_context:
+            continue
+        if end > window:  # the line the window starts in is kept whole
+            keep[start:n_context] = True
+            continue
+        candidates.append(
+            (
+                values[max(start, SINKS) : end]
+                .topk(min(TOP_TOKENS, end - max(start, SINKS)))
+                .values.mean()
+                .item(),
+                start,
+                end,
+            )
+        )
+    candidates.sort(reverse=True)
+    room = BUDGET - int(keep.sum())
+    rank = {}
+    for position, (_, start, end) in enumerate(candidates):
+        rank[start] = position
+        if room > 0:
+            take = min(end - start, room)
+            keep[start : start + take] = True
+            room -= take
+    return keep, rank
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--length", type=int, required=True)
+    parser.add_argument("--task", default="niah_text_paragraphs")
+    parser.add_argument("--depths", default="0.5")
+    parser.add_argument("--n", type=int, default=5, help="prompts per depth (the first n of the run's five)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    tokenizer = load_tokenizer(MODEL)
+    model = locret.from_pretrained(MODEL, dtype=torch.bfloat16)
+    eos = eos_ids(tokenizer, model)
+    ends = line_end_tokens(tokenizer, model.config.vocab_size)
+    method = get_method("lines:max_line=32")
+    raw: dict[str, list[torch.Tensor]] = {"moments": [], "surprisal_moments": []}
+    record_raw(raw)
+    held = {way: 0 for way in WAYS}
+    shares = {way: torch.zeros(TENTHS) for way in WAYS}
+    prompts = 0
+    print(f"{args.task} validation, {args.length} tokens\n")
+    print(
+        "| depth | prompt | real cache: needle held | agreement with the real cache | "
+        + " | ".join(f"{w}: held, line rank" for w in WAYS)
+        + " |"
+    )
+    print("|---|---|---|---|" + "---|" * len(WAYS))
+    for depth in (float(d) for d in args.depths.split(",")):
+        for sample in validation_needles(tokenizer, args.length, depth, args.task)[: args.n]:
+            for chunks in raw.values():
+                chunks.clear()
+            prompt = encode_sample(tokenizer, sample, False)
+            n_context = len(prompt.ids) - prompt.n_question
+            config = method.locret_config(BUDGET, 512, WINDOW, prompt.n_question, len(prompt.ids))
+            with torch.no_grad():
+                out = method.generate(
+                    model, torch.tensor([prompt.ids]), config, 1, eos_token_id=eos, track_positions=True
+                )
+            real = torch.zeros(n_context, dtype=torch.bool)
+            positions = torch.tensor(out.past_key_values.layers[0].positions[0, 0].tolist())
+            real[positions[positions < n_context]] = True
+            real_held = needle_held(out.past_key_values, sample.meta["needle_token_spans"][:1]) == [1.0]
+            heads, surprisal = torch.cat(raw["moments"], -1), torch.cat(raw["surprisal_moments"], -1)
+            sizes = [c.shape[-1] for c in raw["surprisal_moments"]]
+            bounds = [0, *torch.tensor(sizes).cumsum(0).tolist()]
+            spans = segments(prompt.ids[:n_context], ends)
+            a, b = sample.meta["needle_token_spans"][0]
+            cells, agreement = [], ""
+            for way in WAYS:
+                z_heads = standardize(heads, bounds, way, n_context).mean(dim=(0, 1))
+                values = standardize(z_heads, bounds, way, n_context) + standardize(
+                    surprisal, bounds, way, n_context
+                )
+                keep, rank = kept_tokens(values[:n_context], spans, n_context)
+                needle_kept = bool(keep[a:b].all())
+                held[way] += needle_kept
+                line = max(start for start, _ in spans if start <= a)
+                cells.append(f"{'yes' if needle_kept else 'no'}, {rank.get(line, '-')}")
+                scored = keep.clone()
+                scored[:SINKS] = False
+                scored[n_context - WINDOW :] = False
+                where = scored.nonzero().squeeze(-1)
+                shares[way] += torch.bincount(where * TENTHS // n_context, minlength=TENTHS).float() / max(
+                    len(where), 1
+                )
+                if way == "cumulative":
+                    agreement = f"{(keep & real).sum().item() / real.sum().item():.2f}"
+            prompts += 1
+            print(
+                f"| {depth:g} | {sample.id} | {'yes' if real_held else 'no'} | {agreement} | "
+                + " | ".join(cells)
+                + " |",
+                flush=True,
+            )
+    print(f"\nof {prompts} prompts, needle held and kept share (%) by tenth of the context:")
+    for way in WAYS:
+        tenths = " ".join(f"{100 * s / prompts:5.1f}" for s in shares[way])
+        print(f"{way:>10}: held {held[way]}/{prompts}; {tenths}")
+
+
+if __name__ == "__main__":
+    main()
