@@ -59,6 +59,26 @@ def print_chunks(values: list[torch.Tensor], positions: torch.Tensor, first: int
         )
 
 
+def load_recommended():
+    """The model (bf16, 1 thread), its tokenizer, its end-of-text ids and the recommended scorer's method."""
+    torch.set_num_threads(1)
+    tokenizer = load_tokenizer(MODEL)
+    model = locret.from_pretrained(MODEL, dtype=torch.bfloat16)
+    return model, tokenizer, eos_ids(tokenizer, model), get_method("lines:max_line=32")
+
+
+def recommended_run(model, tokenizer, eos, method, sample, budget: int = 1024, window: int = 256):
+    """The recommended scorer's prefill of ``sample`` (chunk 512, one new token), as ``benchmark.run`` makes
+    it: the prompt's context length and the final cache, its positions tracked."""
+    prompt = encode_sample(tokenizer, sample, False)
+    config = method.locret_config(budget, 512, window, prompt.n_question, len(prompt.ids))
+    with torch.no_grad():
+        out = method.generate(
+            model, torch.tensor([prompt.ids]), config, 1, eos_token_id=eos, track_positions=True
+        )
+    return prompt, len(prompt.ids) - prompt.n_question, out.past_key_values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--length", type=int, required=True)
@@ -67,11 +87,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1, help="prompts per depth (the first n of the run's five)")
     parser.add_argument("--chunks", type=int, default=0, help="also print each of the first CHUNKS chunks")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    tokenizer = load_tokenizer(MODEL)
-    model = locret.from_pretrained(MODEL, dtype=torch.bfloat16)
-    eos = eos_ids(tokenizer, model)
-    method = get_method("lines:max_line=32")
+    model, tokenizer, eos, method = load_recommended()
     values: list[torch.Tensor] = []
     record_token_values(values)
     kept_share, value_mean = torch.zeros(TENTHS), torch.zeros(TENTHS)
@@ -84,14 +100,7 @@ def main() -> None:
     for depth in (float(d) for d in args.depths.split(",")):
         for sample in validation_needles(tokenizer, args.length, depth, args.task)[: args.n]:
             values.clear()
-            prompt = encode_sample(tokenizer, sample, False)
-            n_context = len(prompt.ids) - prompt.n_question
-            config = method.locret_config(1024, 512, 256, prompt.n_question, len(prompt.ids))
-            with torch.no_grad():
-                out = method.generate(
-                    model, torch.tensor([prompt.ids]), config, 1, eos_token_id=eos, track_positions=True
-                )
-            cache = out.past_key_values
+            _, n_context, cache = recommended_run(model, tokenizer, eos, method, sample)
             token_values = torch.cat(values)[:n_context]
             positions = torch.tensor(sorted(cache.layers[0].positions[0, 0].tolist()))
             scored = positions[(positions >= 4) & (positions < n_context - 256)]

@@ -22,12 +22,13 @@ import argparse
 
 import torch
 
-import locret
 import locret.scorers.lines as lines_module
-from benchmark.methods import get_method
-from benchmark.results.natural_val_smollm2.window_line.needle_kept import MODEL, validation_needles
-from benchmark.run import encode_sample, eos_ids, needle_held
-from locret.acquire import load_tokenizer
+from benchmark.results.natural_val_smollm2.kept_by_depth.kept_by_depth import (
+    load_recommended,
+    recommended_run,
+)
+from benchmark.results.natural_val_smollm2.window_line.needle_kept import validation_needles
+from benchmark.run import needle_held
 from locret.scorers.lines import line_end_tokens
 
 SINKS, BUDGET, WINDOW, MAX_LINE, TOP_TOKENS, TENTHS = 4, 1024, 256, 32, 8, 10
@@ -119,12 +120,8 @@ def main() -> None:
     parser.add_argument("--depths", default="0.5")
     parser.add_argument("--n", type=int, default=5, help="prompts per depth (the first n of the run's five)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    tokenizer = load_tokenizer(MODEL)
-    model = locret.from_pretrained(MODEL, dtype=torch.bfloat16)
-    eos = eos_ids(tokenizer, model)
+    model, tokenizer, eos, method = load_recommended()
     ends = line_end_tokens(tokenizer, model.config.vocab_size)
-    method = get_method("lines:max_line=32")
     raw: dict[str, list[torch.Tensor]] = {"moments": [], "surprisal_moments": []}
     record_raw(raw)
     held = {way: 0 for way in WAYS}
@@ -141,17 +138,11 @@ def main() -> None:
         for sample in validation_needles(tokenizer, args.length, depth, args.task)[: args.n]:
             for chunks in raw.values():
                 chunks.clear()
-            prompt = encode_sample(tokenizer, sample, False)
-            n_context = len(prompt.ids) - prompt.n_question
-            config = method.locret_config(BUDGET, 512, WINDOW, prompt.n_question, len(prompt.ids))
-            with torch.no_grad():
-                out = method.generate(
-                    model, torch.tensor([prompt.ids]), config, 1, eos_token_id=eos, track_positions=True
-                )
+            prompt, n_context, cache = recommended_run(model, tokenizer, eos, method, sample, BUDGET, WINDOW)
             real = torch.zeros(n_context, dtype=torch.bool)
-            positions = torch.tensor(out.past_key_values.layers[0].positions[0, 0].tolist())
+            positions = torch.tensor(cache.layers[0].positions[0, 0].tolist())
             real[positions[positions < n_context]] = True
-            real_held = needle_held(out.past_key_values, sample.meta["needle_token_spans"][:1]) == [1.0]
+            real_held = needle_held(cache, sample.meta["needle_token_spans"][:1]) == [1.0]
             heads, surprisal = torch.cat(raw["moments"], -1), torch.cat(raw["surprisal_moments"], -1)
             sizes = [c.shape[-1] for c in raw["surprisal_moments"]]
             bounds = [0, *torch.tensor(sizes).cumsum(0).tolist()]
