@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             plain = best_ms(textbook, x, cos, sin, args.calls)
             ours = best_ms(apply_rope, x, cos, sin, args.calls)
             print(
-                f"| {str(dtype).removeprefix('torch.')} | {name} | {plain:.3f} | {ours:.3f} | {ours / plain:.2f} |"
+                f"| {str(dtype).removeprefix('torch.')} | {name} | {plain:.3f} | {ours:.3f} | {ours / plain:.3g} |"
             )
 
 

@@ -11,4 +11,6 @@ def test_rope_speed_prints_every_row(capsys):
         if line.startswith("| bfloat16") or line.startswith("| float32")
     ]
     assert len(rows) == 4
-    assert all(float(row.split("|")[-2]) > 0 for row in rows)  # the ratio column
+    # the ratio column, to three significant digits: above 0 even when a loaded machine slows one side
+    # (two decimals printed 0.00 once, beside a benchmark process)
+    assert all(float(row.split("|")[-2]) > 0 for row in rows)
