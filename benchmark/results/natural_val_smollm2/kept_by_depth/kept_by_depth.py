@@ -25,8 +25,10 @@ from benchmark.results.natural_val_smollm2.window_line.needle_kept import MODEL,
 from benchmark.run import encode_sample, eos_ids, needle_held
 from locret.acquire import load_tokenizer
 from locret.scorers import LineScorer
+from locret.scorers.segments import N_SINKS
 
 TENTHS = 10
+WINDOW = 256  # the newest entries, kept whatever their score (n_stabilizers)
 
 
 def record_token_values(store: list[torch.Tensor]) -> None:
@@ -67,16 +69,23 @@ def load_recommended():
     return model, tokenizer, eos_ids(tokenizer, model), get_method("lines:max_line=32")
 
 
-def recommended_run(model, tokenizer, eos, method, sample, budget: int = 1024, window: int = 256):
+def recommended_run(model, tokenizer, eos, method, sample, budget: int = 1024):
     """The recommended scorer's prefill of ``sample`` (chunk 512, one new token), as ``benchmark.run`` makes
     it: the prompt's context length and the final cache, its positions tracked."""
     prompt = encode_sample(tokenizer, sample, False)
-    config = method.locret_config(budget, 512, window, prompt.n_question, len(prompt.ids))
+    config = method.locret_config(budget, 512, WINDOW, prompt.n_question, len(prompt.ids))
     with torch.no_grad():
         out = method.generate(
             model, torch.tensor([prompt.ids]), config, 1, eos_token_id=eos, track_positions=True
         )
     return prompt, len(prompt.ids) - prompt.n_question, out.past_key_values
+
+
+def tenth_shares(kept: torch.Tensor, n_context: int) -> torch.Tensor:
+    """The share ``[TENTHS]`` of the kept context positions ``kept`` (1-D) in each tenth of the context, the
+    sinks and the newest ``WINDOW`` entries left out (they are kept whatever their score)."""
+    scored = kept[(kept >= N_SINKS) & (kept < n_context - WINDOW)]
+    return torch.bincount(scored * TENTHS // n_context, minlength=TENTHS).float() / max(len(scored), 1)
 
 
 def main() -> None:
@@ -103,9 +112,7 @@ def main() -> None:
             _, n_context, cache = recommended_run(model, tokenizer, eos, method, sample)
             token_values = torch.cat(values)[:n_context]
             positions = torch.tensor(sorted(cache.layers[0].positions[0, 0].tolist()))
-            scored = positions[(positions >= 4) & (positions < n_context - 256)]
-            tenth = (scored * TENTHS // n_context).clamp_max(TENTHS - 1)
-            shares = torch.bincount(tenth, minlength=TENTHS).float() / max(len(scored), 1)
+            shares = tenth_shares(positions, n_context)
             kept_share += shares
             finite = token_values.isfinite()
             bounds = torch.linspace(0, n_context, TENTHS + 1).long()

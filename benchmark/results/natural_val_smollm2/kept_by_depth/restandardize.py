@@ -24,14 +24,21 @@ import torch
 
 import locret.scorers.lines as lines_module
 from benchmark.results.natural_val_smollm2.kept_by_depth.kept_by_depth import (
+    TENTHS,
+    WINDOW,
     load_recommended,
     recommended_run,
+    tenth_shares,
 )
 from benchmark.results.natural_val_smollm2.window_line.needle_kept import validation_needles
 from benchmark.run import needle_held
-from locret.scorers.lines import line_end_tokens
+from locret.scorers.lines import LineScorer, line_end_tokens
+from locret.scorers.segments import N_SINKS as SINKS
 
-SINKS, BUDGET, WINDOW, MAX_LINE, TOP_TOKENS, TENTHS = 4, 1024, 256, 32, 8, 10
+BUDGET = 1024
+RECOMMENDED = LineScorer(
+    max_line=32
+)  # its segment rule (max_line) and line score (segment_score) are replayed
 WAYS = ("cumulative", "final", "chunk")
 
 
@@ -65,10 +72,10 @@ def standardize(values: torch.Tensor, bounds: list[int], way: str, n_context: in
 
 
 def segments(ids: list[int], ends: torch.Tensor) -> list[tuple[int, int]]:
-    """The scorer's lines: closed at a line break (inclusive) or at ``MAX_LINE`` tokens."""
+    """The scorer's lines: closed at a line break (inclusive) or at ``max_line`` tokens."""
     spans, first = [], 0
     for index, token in enumerate(ids):
-        if ends[token] or index + 1 - first >= MAX_LINE:
+        if ends[token] or index + 1 - first >= RECOMMENDED.max_line:
             spans.append((first, index + 1))
             first = index + 1
     if first < len(ids):
@@ -91,16 +98,8 @@ def kept_tokens(
         if end > window:  # the line the window starts in is kept whole
             keep[start:n_context] = True
             continue
-        candidates.append(
-            (
-                values[max(start, SINKS) : end]
-                .topk(min(TOP_TOKENS, end - max(start, SINKS)))
-                .values.mean()
-                .item(),
-                start,
-                end,
-            )
-        )
+        line_score = RECOMMENDED.segment_score(values[max(start, SINKS) : end].tolist(), 0.0)
+        candidates.append((line_score, start, end))
     candidates.sort(reverse=True)
     room = BUDGET - int(keep.sum())
     rank = {}
@@ -138,7 +137,7 @@ def main() -> None:
         for sample in validation_needles(tokenizer, args.length, depth, args.task)[: args.n]:
             for chunks in raw.values():
                 chunks.clear()
-            prompt, n_context, cache = recommended_run(model, tokenizer, eos, method, sample, BUDGET, WINDOW)
+            prompt, n_context, cache = recommended_run(model, tokenizer, eos, method, sample, BUDGET)
             real = torch.zeros(n_context, dtype=torch.bool)
             positions = torch.tensor(cache.layers[0].positions[0, 0].tolist())
             real[positions[positions < n_context]] = True
@@ -159,13 +158,7 @@ def main() -> None:
                 held[way] += needle_kept
                 line = max(start for start, _ in spans if start <= a)
                 cells.append(f"{'yes' if needle_kept else 'no'}, {rank.get(line, '-')}")
-                scored = keep.clone()
-                scored[:SINKS] = False
-                scored[n_context - WINDOW :] = False
-                where = scored.nonzero().squeeze(-1)
-                shares[way] += torch.bincount(where * TENTHS // n_context, minlength=TENTHS).float() / max(
-                    len(where), 1
-                )
+                shares[way] += tenth_shares(keep.nonzero().squeeze(-1), n_context)
                 if way == "cumulative":
                     agreement = f"{(keep & real).sum().item() / real.sum().item():.2f}"
             prompts += 1
