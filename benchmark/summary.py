@@ -2,7 +2,9 @@
 
     python -m benchmark.summary runs/ --out benchmark/results/
 
-Reads every ``metrics.json`` under the given roots (or an earlier summary's ``results.json``). Writes
+Reads every case folder under the given roots (or an earlier summary's ``results.json``): its
+``metrics.json``, or, for a case a stopped run left unfinished, its finished samples (status ``partial``:
+tabled, not plotted). Writes
 ``results.md`` (one row per case, then a score grid per task/length/depth: methods x budgets),
 ``results.json`` (the rows), and plots:
 ``score_vs_budget_<task>_L<length>_d<depth>.png`` (only where two or more budgets ran; one line per
@@ -21,26 +23,41 @@ from pathlib import Path
 
 import matplotlib
 
+from benchmark.run import Case, read_predictions, summarise
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 PLOT_PREFIXES = ("score_vs_budget", "score_vs_length", "depth_by_length")
 
 
+def case_metrics(folder: Path) -> dict | None:
+    """One case folder's metrics: its ``metrics.json`` (written when the case ends), or where a stopped run
+    left samples after it (none written yet, or fewer samples than ``predictions.jsonl`` holds), those
+    samples summarised as the runner does, against the ``n`` its ``config.json`` asked for."""
+    metrics_path, predictions = folder / "metrics.json", folder / "predictions.jsonl"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    config_path = folder / "config.json"
+    if predictions.is_file() and config_path.is_file():
+        records = read_predictions(predictions)
+        if metrics is None or len(records) > metrics["n"]:
+            config = json.loads(config_path.read_text())
+            metrics = summarise(Case(**config["case"]), records, config["n"])
+    return None if metrics is None else {**metrics, "folder": str(folder)}
+
+
 def collect(roots: list[str | Path], lengths: set[int] | None = None) -> list[dict]:
-    """Every case's metrics, with its folder: ``metrics.json`` under result roots, or the rows of an
-    earlier summary's ``results.json`` (so a table can join committed summaries and new runs). A case
-    given twice keeps its last reading; ``lengths`` keeps only those prompt lengths."""
+    """Every case's metrics, with its folder: case folders under result roots (``case_metrics``), or the
+    rows of an earlier summary's ``results.json`` (so a table can join committed summaries and new runs).
+    A case given twice keeps its last reading; ``lengths`` keeps only those prompt lengths."""
     cases: dict[tuple, dict] = {}
     for root in roots:
         path = Path(root)
         if path.name == "results.json":
             rows = json.loads(path.read_text())
         else:
-            rows = [
-                {**json.loads(metrics.read_text()), "folder": str(metrics.parent)}
-                for metrics in sorted(path.rglob("metrics.json"))
-            ]
+            folders = sorted({f.parent for name in ("metrics.json", "config.json") for f in path.rglob(name)})
+            rows = [row for row in map(case_metrics, folders) if row is not None]
         for row in rows:
             if lengths is None or row["length"] in lengths:
                 key = tuple(row[k] for k in ("task", "method", "budget", "length", "depth"))
@@ -164,7 +181,8 @@ def _plot(path: Path, title: str, xlabel: str, series: dict, flat: dict, log_x: 
 
 
 def plots(rows: list[dict], out: Path) -> list[Path]:
-    scored = [r for r in rows if r["mean_score"] is not None]
+    """The PNGs named in the module docstring, from finished cases (a partial case is only tabled)."""
+    scored = [r for r in rows if r["mean_score"] is not None and r.get("status") != "partial"]
     written = []
     by_length: dict[tuple, list[dict]] = defaultdict(list)
     by_budget: dict[tuple, list[dict]] = defaultdict(list)
@@ -259,7 +277,7 @@ def main(argv: list[str] | None = None) -> Path:
     rows = collect(a.runs, None if a.length is None else {int(n) for n in a.length.split(",")})
     if not rows:
         where = f" at lengths {a.length}" if a.length else ""
-        raise SystemExit(f"no cases{where} in {', '.join(a.runs)} (metrics.json files or results.json rows)")
+        raise SystemExit(f"no cases{where} in {', '.join(a.runs)} (case folders or results.json rows)")
     (out / "results.md").write_text(markdown(rows))
     (out / "results.json").write_text(json.dumps(sorted(rows, key=_sort_key), indent=1) + "\n")
     written = plots(rows, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -314,6 +315,39 @@ def test_summary_joins_earlier_summaries_and_new_runs(tmp_path, capsys):
     summary.main([str(earlier), str(tmp_path / "runs"), "--length", "131072", "--out", str(tmp_path / "out")])
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert pngs == ["notes.png", "score_vs_budget_passkey_L131072_d0.5.png"]  # stale plot gone, others kept
+
+
+def test_summary_tables_the_finished_samples_of_a_stopped_case(tmp_path):
+    def write_case(method: str, scores: list[float], metrics_n: int | None, n: int = 4) -> Path:
+        case = bench_run.Case("passkey", method, 64, 300, 0.5)
+        folder = tmp_path / "runs" / case.key
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"case": dataclasses.asdict(case), "n": n}))
+        records = [{"id": str(i), "score": s, "peak_cache_bytes": 1024, "prompt_tokens": 300}
+                   for i, s in enumerate(scores)]  # fmt: skip
+        lines = "".join(json.dumps(r) + "\n" for r in records)
+        (folder / "predictions.jsonl").write_text(lines + '{"id": "torn')  # a killed write
+        if metrics_n is not None:
+            finished = bench_run.summarise(case, records[:metrics_n], n)
+            (folder / "metrics.json").write_text(json.dumps(finished))
+        return folder
+
+    write_case("locret", [1.0, 0.0, 1.0, 1.0], metrics_n=4)  # finished
+    write_case("streaming_llm", [1.0, 0.0, 0.0], metrics_n=None)  # stopped before its first metrics
+    write_case("surprisal", [0.0, 1.0, 1.0], metrics_n=1, n=6)  # extended to n=6, then stopped
+    rows = {r["method"]: r for r in summary.collect([tmp_path / "runs"])}
+    assert {m: (r["status"], r["n"], r["n_expected"], r["mean_score"]) for m, r in rows.items()} == {
+        "locret": ("complete", 4, 4, 0.75),
+        "streaming_llm": ("partial", 3, 4, 1 / 3),
+        "surprisal": ("partial", 3, 6, 2 / 3),
+    }
+    summary.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| streaming_llm | 64 | 33.3 | 3 |" in table and table.count("| partial |") == 2
+    at_two_budgets = [dict(rows["streaming_llm"], budget=budget) for budget in (64, 128)]
+    assert summary.plots(at_two_budgets, tmp_path) == []  # partial cases are tabled, not plotted
+    finished = [dict(row, status="complete") for row in at_two_budgets]
+    assert [p.name for p in summary.plots(finished, tmp_path)] == ["score_vs_budget_passkey_L300_d0.5.png"]
 
 
 def test_closed_book_answers_the_prompt_without_its_context(tiny_dir, tmp_path):
