@@ -157,8 +157,9 @@ class FoldedHeadScores:
 def batched_tails(act: nn.Module, hidden: torch.Tensor, fc2_weights: torch.Tensor) -> torch.Tensor:
     """``fc2(act(hidden))`` ``[L, B, T, Hkv]`` for ``L`` heads' ``fc1`` outputs ``hidden`` ``[L, B, T, hidden_size]``
     and their ``fc2`` weights ``[L, Hkv, hidden_size]``, as one batched matmul: one head's tail alone
-    (``L = 1``) is then the same arithmetic, bit for bit, as within a stack of layers, which ``F.linear`` is
-    not."""
+    (``L = 1``) is the same computation as within a stack of layers. Equal to float32 rounding, not always bit
+    for bit: a CPU's GEMM may sum in another order for a batch than for one matrix (seen on a 2-core AMD EPYC
+    with torch 2.13; bit for bit on the Intel Xeon it was first measured on)."""
     return torch.matmul(act(hidden), fc2_weights.transpose(-1, -2)[:, None])
 
 
