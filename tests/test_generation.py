@@ -1,9 +1,11 @@
 """Generation with Locret: past the window, bounded decoding, and transformers' generate."""
 
+import warnings
+
 import pytest
 import torch
 from tiny import random_ids, tiny_locret
-from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+from transformers import Phi3ForCausalLM, StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 import locret
 from locret import LocretCache, LocretConfig
@@ -38,6 +40,24 @@ def test_model_generate_matches_locret_generate(arch):
         ids, past_key_values=LocretCache(config, 2), max_new_tokens=12, do_sample=False
     )
     assert torch.equal(via_cache, theirs)
+
+
+def test_phi3_generate_keeps_the_locret_cache_without_deprecation_warnings(monkeypatch):
+    """Phi-3's own input preparation may drop the cache to recompute it (its long-RoPE switch); with a
+    LocretCache it is skipped, under either name transformers gives the cache, and nothing is passed by the
+    name the release deprecates."""
+    model = tiny_locret("phi3")
+
+    def drops_the_cache(*args, **kwargs):
+        raise AssertionError("Phi-3's cache-dropping preparation ran with a LocretCache")
+
+    monkeypatch.setattr(Phi3ForCausalLM, "prepare_inputs_for_generation", drops_the_cache)
+    config = LocretConfig(budget=16, chunk_size=8, n_stabilizers=4, n_local=6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = model.generate(random_ids(300), locret_config=config, max_new_tokens=40, do_sample=False)
+    assert out.shape == (1, 340)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
 
 
 def test_model_generate_sampling_streamer_and_stopping(capsys):

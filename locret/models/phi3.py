@@ -9,6 +9,7 @@ from transformers import Phi3Config, Phi3ForCausalLM
 from transformers.models.phi3 import modeling_phi3
 
 from ..cache import LocretCache
+from ..compat import CACHE_KWARG
 from .base import LocretAttentionMixin, LocretForCausalLMMixin
 
 
@@ -39,11 +40,11 @@ class LocretPhi3ForCausalLM(LocretForCausalLMMixin, Phi3ForCausalLM):
     config_class = LocretPhi3Config
     locret_attention_class = LocretPhi3Attention
 
-    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
         # Phi-3 drops the cache to recompute it with long RoPE factors when the input crosses 4096 tokens.
         # Locret always rotates with the long factors, and an evicted cache cannot be recomputed: skip that.
-        if isinstance(past_key_values, LocretCache):
-            return super(Phi3ForCausalLM, self).prepare_inputs_for_generation(
-                input_ids, past_key_values=past_key_values, **kwargs
-            )
-        return super().prepare_inputs_for_generation(input_ids, past_key_values=past_key_values, **kwargs)
+        # The cache comes by the name this transformers release uses, passed on as it came (naming the other
+        # one too makes transformers 5.24 warn that both are set).
+        if isinstance(kwargs.get(CACHE_KWARG), LocretCache):
+            return super(Phi3ForCausalLM, self).prepare_inputs_for_generation(input_ids, **kwargs)
+        return super().prepare_inputs_for_generation(input_ids, **kwargs)
