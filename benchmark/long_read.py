@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import random
 import sys
 import time
@@ -51,7 +50,7 @@ from .long_read_summary import peak_rss_over_first
 from .natural.niah import niah_sample
 from .natural.scoring import score_needle
 from .profile_memory_speed import _proc_status, reset_peak_rss
-from .run import git_commit
+from .run import cpu_model, git_commit
 
 PREFIX, QUESTION_TEMPLATE = PASSKEY_COMPLETION_TEMPLATE.split("{context}")
 
@@ -121,17 +120,7 @@ def next_boundary(done: int, segment: int, piece: int) -> int:
 def machine() -> str:
     """CPU model and core count (from /proc/cpuinfo where there is one), whether it has native bf16, threads
     used, torch version."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = (
-        [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        if cpuinfo.exists()
-        else []
-    )
-    cpu = f"{names[0]} x{len(names)}" if names else platform.machine()
+    cpu = cpu_model()
     if cpu_has_native_bf16():
         cpu += " (native bf16)"
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"

@@ -213,11 +213,21 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name and logical CPU count (from /proc/cpuinfo where there is one), else the
+    architecture: machines of one kind differ in CPU, and with it in speed and in bf16 GEMM rounding."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{names[0]} x{len(names)}" if names else platform.machine()
+
+
 def machine() -> dict:
     import transformers
 
     info = {
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,

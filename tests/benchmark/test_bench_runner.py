@@ -100,6 +100,7 @@ def test_runner_end_to_end_resumes_and_summarises(tiny_dir, tmp_path, monkeypatc
         config = json.loads((folder / "config.json").read_text())
         assert config["model"] == str(model_dir) and config["dtype"] == config["heads_dtype"] == "float32"
         assert config["machine"]["cpu_count"] and config["machine"]["torch"] == torch.__version__
+        assert config["machine"]["cpu"] == bench_run.cpu_model() != ""
         assert config["method"]["name"] == case["method"] and config["style"] == "completion"
 
     # Resume: nothing left to do, so no model is loaded and nothing is generated.
