@@ -83,33 +83,53 @@ def segments(ids: list[int], ends: torch.Tensor) -> list[tuple[int, int]]:
     return spans
 
 
-def kept_tokens(
-    values: torch.Tensor, spans: list[tuple[int, int]], n_context: int
-) -> tuple[torch.Tensor, dict]:
-    """The kept context positions (best lines up to the budget) and each line's rank by its score."""
+def token_values(
+    stored_heads: torch.Tensor, surprisal: torch.Tensor, bounds: list[int], way: str, n_context: int
+):
+    """Each context token's value ``[n_context]``: the heads' z-scores averaged, standardized again, plus the
+    surprisal's z-score, the moments taken the way ``way`` names (``cumulative`` is the scorer's)."""
+    z_heads = standardize(stored_heads, bounds, way, n_context).mean(dim=(0, 1))
+    values = standardize(z_heads, bounds, way, n_context) + standardize(surprisal, bounds, way, n_context)
+    return values[:n_context]
+
+
+def line_scores(values: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """Each line's score as the recommended scorer computes it from its tokens' ``values`` (the sinks left
+    out; a line of sinks only scores 0, and is kept anyway)."""
+    return torch.tensor(
+        [
+            RECOMMENDED.segment_score(values[max(a, SINKS) : b].tolist(), 0.0) if b > SINKS else 0.0
+            for a, b in spans
+        ]
+    )
+
+
+def selection(
+    scores: torch.Tensor, spans: list[tuple[int, int]], n_context: int
+) -> tuple[torch.Tensor, list]:
+    """Kept positions (sinks, the newest ``WINDOW`` with the line they start in, then the best lines by
+    ``scores`` up to the budget) and the scored lines' starts in rank order."""
     window = n_context - WINDOW
     keep = torch.zeros(n_context, dtype=torch.bool)
     keep[:SINKS] = True
     keep[window:] = True
-    candidates = []
-    for start, end in spans:
-        if end <= SINKS or start >= n_context:
+    ranked = []
+    for (start, end), score in zip(spans, scores.tolist(), strict=True):
+        if end <= SINKS:
             continue
         if end > window:  # the line the window starts in is kept whole
-            keep[start:n_context] = True
+            keep[start:] = True
             continue
-        line_score = RECOMMENDED.segment_score(values[max(start, SINKS) : end].tolist(), 0.0)
-        candidates.append((line_score, start, end))
-    candidates.sort(reverse=True)
+        ranked.append((score, start, end))
+    ranked.sort(reverse=True)
     room = BUDGET - int(keep.sum())
-    rank = {}
-    for position, (_, start, end) in enumerate(candidates):
-        rank[start] = position
-        if room > 0:
-            take = min(end - start, room)
-            keep[start : start + take] = True
-            room -= take
-    return keep, rank
+    for _, start, end in ranked:
+        if room <= 0:
+            break
+        take = min(end - start, room)
+        keep[start : start + take] = True
+        room -= take
+    return keep, [start for _, start, _ in ranked]
 
 
 def main() -> None:
@@ -149,15 +169,14 @@ def main() -> None:
             a, b = sample.meta["needle_token_spans"][0]
             cells, agreement = [], ""
             for way in WAYS:
-                z_heads = standardize(heads, bounds, way, n_context).mean(dim=(0, 1))
-                values = standardize(z_heads, bounds, way, n_context) + standardize(
-                    surprisal, bounds, way, n_context
-                )
-                keep, rank = kept_tokens(values[:n_context], spans, n_context)
+                values = token_values(heads, surprisal, bounds, way, n_context)
+                keep, order = selection(line_scores(values, spans), spans, n_context)
                 needle_kept = bool(keep[a:b].all())
                 held[way] += needle_kept
                 line = max(start for start, _ in spans if start <= a)
-                cells.append(f"{'yes' if needle_kept else 'no'}, {rank.get(line, '-')}")
+                cells.append(
+                    f"{'yes' if needle_kept else 'no'}, {order.index(line) if line in order else '-'}"
+                )
                 shares[way] += tenth_shares(keep.nonzero().squeeze(-1), n_context)
                 if way == "cumulative":
                     agreement = f"{(keep & real).sum().item() / real.sum().item():.2f}"

@@ -18,15 +18,14 @@ import torch
 from safetensors.torch import load_file
 
 from benchmark.results.natural_val_smollm2.kept_by_depth.restandardize import (
-    RECOMMENDED,
+    line_scores,
     segments,
+    selection,
     standardize,
 )
-from benchmark.results.natural_val_smollm2.local_contrast.local_contrast import selection
 from benchmark.results.natural_val_smollm2.window_line.needle_kept import MODEL
 from locret.acquire import load_tokenizer
 from locret.scorers.lines import line_end_tokens
-from locret.scorers.segments import N_SINKS as SINKS
 
 N_LAYERS = 30
 
@@ -56,11 +55,7 @@ def main() -> None:
             values = (
                 standardize(z_heads[layers].mean(dim=(0, 1)), bounds, "cumulative", n_context) + z_surprisal
             )
-            values = values[:n_context]
-            scores = torch.tensor(
-                [RECOMMENDED.segment_score(values[max(a, SINKS) : b].tolist(), 0.0) for a, b in spans]
-            )
-            keep, order = selection(scores, spans, n_context)
+            keep, order = selection(line_scores(values[:n_context], spans), spans, n_context)
             held[rule] += bool(keep[start:end].all())
             ranks[rule].append(order.index(line) if line in order else -1)
     print(f"{len(files)} prompts at {args.length} tokens: needle kept whole, median rank of its line\n")

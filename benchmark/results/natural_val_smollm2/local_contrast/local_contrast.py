@@ -25,20 +25,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from benchmark.results.natural_val_smollm2.kept_by_depth.kept_by_depth import (
-    WINDOW,
     load_recommended,
     recommended_run,
 )
 from benchmark.results.natural_val_smollm2.kept_by_depth.restandardize import (
     BUDGET,
-    RECOMMENDED,
+    line_scores,
     record_raw,
     segments,
-    standardize,
+    selection,
+    token_values,
 )
 from benchmark.results.natural_val_smollm2.window_line.needle_kept import validation_needles
 from locret.scorers.lines import line_end_tokens
-from locret.scorers.segments import N_SINKS as SINKS
 
 RULES = [("shipped", None, 0, 0.0)] + [
     (side, side, k, w) for side in ("causal", "two-sided") for k in (8, 32, 128) for w in (0.5, 1.0)
@@ -66,19 +65,6 @@ def features(model, tokenizer, eos, method, sample, path: Path) -> dict[str, tor
     return stored
 
 
-def line_scores(stored: dict[str, torch.Tensor], spans: list[tuple[int, int]]) -> torch.Tensor:
-    """Each line's score as the shipped scorer computes it (moments of the input so far; ``cumulative``)."""
-    bounds, n_context = stored["bounds"].tolist(), len(stored["ids"])
-    z_heads = standardize(stored["heads"], bounds, "cumulative", n_context).mean(dim=(0, 1))
-    values = standardize(z_heads, bounds, "cumulative", n_context) + standardize(
-        stored["surprisal"], bounds, "cumulative", n_context
-    )
-    values = values[:n_context]
-    return torch.tensor(
-        [RECOMMENDED.segment_score(values[max(a, SINKS) : b].tolist(), 0.0) for a, b in spans]
-    )
-
-
 def contrasted(scores: torch.Tensor, side: str | None, k: int, weight: float) -> torch.Tensor:
     """``scores`` less ``weight`` x the mean score of the ``k`` lines before each (``causal``) or on each side."""
     if side is None:
@@ -93,34 +79,6 @@ def contrasted(scores: torch.Tensor, side: str | None, k: int, weight: float) ->
     after_sum = padded[hi] - padded[index + 1]
     around = (padded[index] - padded[lo] + after_sum) / ((index - lo) + (hi - index - 1)).clamp_min(1)
     return scores - weight * around
-
-
-def selection(
-    scores: torch.Tensor, spans: list[tuple[int, int]], n_context: int
-) -> tuple[torch.Tensor, list]:
-    """Kept positions (sinks, the newest ``WINDOW`` with the line they start in, then the best lines up to the
-    budget) and the lines in rank order."""
-    window = n_context - WINDOW
-    keep = torch.zeros(n_context, dtype=torch.bool)
-    keep[:SINKS] = True
-    keep[window:] = True
-    ranked = []
-    for (start, end), score in zip(spans, scores.tolist(), strict=True):
-        if end <= SINKS:
-            continue
-        if end > window:
-            keep[start:] = True
-            continue
-        ranked.append((score, start, end))
-    ranked.sort(reverse=True)
-    room = BUDGET - int(keep.sum())
-    for _, start, end in ranked:
-        if room <= 0:
-            break
-        take = min(end - start, room)
-        keep[start : start + take] = True
-        room -= take
-    return keep, [start for _, start, _ in ranked]
 
 
 def main() -> None:
@@ -145,7 +103,10 @@ def main() -> None:
             stored = features(model, tokenizer, eos, method, sample, path)
             n_context = len(stored["ids"])
             spans = segments(stored["ids"].tolist(), ends)
-            base = line_scores(stored, spans)
+            values = token_values(
+                stored["heads"], stored["surprisal"], stored["bounds"].tolist(), "cumulative", n_context
+            )
+            base = line_scores(values, spans)
             a, b = stored["needle"].tolist()
             line = max(start for start, _ in spans if start <= a)
             cells = []
