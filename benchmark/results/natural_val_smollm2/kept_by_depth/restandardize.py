@@ -36,9 +36,8 @@ from locret.scorers.lines import LineScorer, line_end_tokens
 from locret.scorers.segments import N_SINKS as SINKS
 
 BUDGET = 1024
-RECOMMENDED = LineScorer(
-    max_line=32
-)  # its segment rule (max_line) and line score (segment_score) are replayed
+# its segment rule (max_line), line score (segment_score) and surprisal weight are replayed
+RECOMMENDED = LineScorer(max_line=32)
 WAYS = ("cumulative", "final", "chunk")
 
 
@@ -71,11 +70,13 @@ def standardize(values: torch.Tensor, bounds: list[int], way: str, n_context: in
     return out
 
 
-def segments(ids: list[int], ends: torch.Tensor) -> list[tuple[int, int]]:
-    """The scorer's lines: closed at a line break (inclusive) or at ``max_line`` tokens."""
+def segments(
+    ids: list[int], ends: torch.Tensor, max_line: int = RECOMMENDED.max_line
+) -> list[tuple[int, int]]:
+    """The scorer's lines: closed at a token ``ends`` flags (inclusive) or at ``max_line`` tokens."""
     spans, first = [], 0
     for index, token in enumerate(ids):
-        if ends[token] or index + 1 - first >= RECOMMENDED.max_line:
+        if ends[token] or index + 1 - first >= max_line:
             spans.append((first, index + 1))
             first = index + 1
     if first < len(ids):
@@ -84,21 +85,30 @@ def segments(ids: list[int], ends: torch.Tensor) -> list[tuple[int, int]]:
 
 
 def token_values(
-    stored_heads: torch.Tensor, surprisal: torch.Tensor, bounds: list[int], way: str, n_context: int
+    stored_heads: torch.Tensor,
+    surprisal: torch.Tensor,
+    bounds: list[int],
+    way: str,
+    n_context: int,
+    surprisal_weight: float = RECOMMENDED.surprisal_weight,
 ):
-    """Each context token's value ``[n_context]``: the heads' z-scores averaged, standardized again, plus the
-    surprisal's z-score, the moments taken the way ``way`` names (``cumulative`` is the scorer's)."""
+    """Each context token's value ``[n_context]``: the heads' z-scores averaged, standardized again, plus
+    ``surprisal_weight`` x the surprisal's z-score, the moments taken the way ``way`` names (``cumulative`` is
+    the scorer's)."""
     z_heads = standardize(stored_heads, bounds, way, n_context).mean(dim=(0, 1))
-    values = standardize(z_heads, bounds, way, n_context) + standardize(surprisal, bounds, way, n_context)
+    z_surprisal = standardize(surprisal, bounds, way, n_context)
+    values = standardize(z_heads, bounds, way, n_context) + surprisal_weight * z_surprisal
     return values[:n_context]
 
 
-def line_scores(values: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
-    """Each line's score as the recommended scorer computes it from its tokens' ``values`` (the sinks left
-    out; a line of sinks only scores 0, and is kept anyway)."""
+def line_scores(
+    values: torch.Tensor, spans: list[tuple[int, int]], scorer: LineScorer = RECOMMENDED
+) -> torch.Tensor:
+    """Each line's score as ``scorer`` (by default the recommended one) computes it from its tokens'
+    ``values`` (the sinks left out; a line of sinks only scores 0, and is kept anyway)."""
     return torch.tensor(
         [
-            RECOMMENDED.segment_score(values[max(a, SINKS) : b].tolist(), 0.0) if b > SINKS else 0.0
+            scorer.segment_score(values[max(a, SINKS) : b].tolist(), 0.0) if b > SINKS else 0.0
             for a, b in spans
         ]
     )
