@@ -24,26 +24,31 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def summed(path: Path) -> dict[tuple[int, str, int], dict]:
+    """One summary's (length, method, budget) -> n, found, held (None where not recorded), summed over depths."""
+    cells: dict[tuple[int, str, int], dict] = defaultdict(lambda: {"n": 0, "found": 0.0, "held": 0})
+    for row in json.loads(path.read_text()):
+        cell = cells[row["length"], row["method"], row["budget"]]
+        cell["n"] += row["n"]
+        cell["found"] += row["mean_score"] * row["n"]
+        if row.get("n_needle_recorded") != row["n"]:
+            cell["held"] = None
+        elif cell["held"] is not None:
+            cell["held"] += row["n_needle_held"]
+    return {
+        key: {**cell, "found": round(cell["found"]), "source": path.parent.name}
+        for key, cell in cells.items()
+    }
+
+
 def cells(paths: list[Path], earlier: list[Path]) -> dict[tuple[int, str, int], dict]:
-    """(length, method, budget) -> n, found, held (None where not recorded), summed over depths."""
-    totals: dict[tuple[int, str, int], dict] = {}
-    for source_index, path in enumerate([*paths, *earlier]):
-        is_earlier = source_index >= len(paths)
-        summed: dict[tuple[int, str, int], dict] = defaultdict(lambda: {"n": 0, "found": 0.0, "held": 0})
-        for row in json.loads(path.read_text()):
-            key = (row["length"], row["method"], row["budget"])
-            cell = summed[key]
-            cell["n"] += row["n"]
-            cell["found"] += row["mean_score"] * row["n"]
-            if row.get("n_needle_recorded") != row["n"]:
-                cell["held"] = None
-            elif cell["held"] is not None:
-                cell["held"] += row["n_needle_held"]
-        primary = {key[:2] for key in totals}
-        for key, cell in summed.items():
-            if is_earlier and (key in totals or key[:2] not in primary):
-                continue
-            totals[key] = {**cell, "found": round(cell["found"]), "source": path.parent.name}
+    """The summaries' cells, then the earlier summaries' cells they lack, of the lengths and methods they have."""
+    totals = {key: cell for path in paths for key, cell in summed(path).items()}
+    primary = {key[:2] for key in totals}
+    for path in earlier:
+        for key, cell in summed(path).items():
+            if key[:2] in primary:
+                totals.setdefault(key, cell)
     return totals
 
 

@@ -23,6 +23,7 @@ import torch
 
 from benchmark.results.natural_val_smollm2.kept_by_depth.kept_by_depth import load_recommended
 from benchmark.results.natural_val_smollm2.kept_by_depth.restandardize import (
+    RECOMMENDED,
     line_scores,
     segments,
     selection,
@@ -30,7 +31,7 @@ from benchmark.results.natural_val_smollm2.kept_by_depth.restandardize import (
 )
 from benchmark.results.natural_val_smollm2.local_contrast.local_contrast import features
 from benchmark.results.natural_val_smollm2.window_line.needle_kept import validation_needles
-from locret.scorers.lines import LineScorer, line_end_tokens
+from locret.scorers.lines import line_end_tokens
 from locret.scorers.segments import N_SINKS as SINKS
 from locret.scorers.surprisal import sentence_end_tokens
 
@@ -46,7 +47,12 @@ GRID = [
     )
     if top is None or top < max_line
 ]
-SHIPPED = (False, 32, 8, 1.0)
+SHIPPED = (
+    RECOMMENDED.split_sentences,
+    RECOMMENDED.max_line,
+    RECOMMENDED.top_tokens,
+    RECOMMENDED.surprisal_weight,
+)
 
 
 def top_means(values: torch.Tensor, spans: list[tuple[int, int]], top: int | None) -> torch.Tensor:
@@ -102,8 +108,7 @@ def main() -> None:
                     cut = spans[sentences, max_line]
                     scores = top_means(values[weight], cut, top)
                     if setting == SHIPPED:
-                        scorer = LineScorer(max_line=max_line, top_tokens=top)
-                        torch.testing.assert_close(scores, line_scores(values[weight], cut, scorer))
+                        torch.testing.assert_close(scores, line_scores(values[weight], cut))
                     keep, _ = selection(scores, cut, n_context)
                     held[setting, (task, length)] += bool(keep[a:b].all())
                 prompts[task, length] += 1
