@@ -2,12 +2,12 @@
 
     PYTHONPATH=. python benchmark/results/natural_val_smollm2/heads_ablation/replay.py --features runs/segment_grid
 
-``LineScorer(max_line=32)`` scores each 32-token line by the mean of its 8 highest token values, a token's
-value being z of the heads' average plus z of its surprisal. This replays the selection on the features
+``LineScorer(max_line=32)`` scores each 32-token line by the mean of its 8 highest token values, a token's value
+being z of the heads' average plus z of its surprisal. This replays the selection on the features
 ``../segment_grid/`` recorded (raw head scores and surprisal of one recommended run per validation prompt:
-budget 1024, chunk 512, 256 stabilizers) with either term alone, and prints, per case, the prompts whose needle
-sentence the replayed cache keeps whole. The model's reading is not replayed; ``README.md`` has the real runs
-with random heads beside.
+budget 1024, chunk 512, 256 stabilizers; a prompt without them is run and recorded the same way) with either
+term alone, and prints, per case, the prompts whose needle sentence the replayed cache keeps whole. The model's
+reading is not replayed; ``README.md`` has the real runs with random heads beside.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from benchmark.results.natural_val_smollm2.kept_by_depth.kept_by_depth import load_recommended
 from benchmark.results.natural_val_smollm2.kept_by_depth.restandardize import (
     RECOMMENDED,
     line_scores,
     segments,
     selection,
-    standardize,
+    standardized_terms,
 )
 from benchmark.results.natural_val_smollm2.local_contrast.local_contrast import features
 from benchmark.results.natural_val_smollm2.window_line.needle_kept import validation_needles
@@ -35,17 +33,6 @@ TERMS = {
     "heads only": (1.0, 0.0),
     "surprisal only": (0.0, 1.0),
 }
-
-
-def token_values(
-    stored: dict[str, torch.Tensor], n_context: int, heads_weight: float, surprisal_weight: float
-) -> torch.Tensor:
-    """Each context token's value, as ``LineScorer`` computes it (cumulative moments), with each term weighted."""
-    bounds = stored["bounds"].tolist()
-    z_heads = standardize(stored["heads"], bounds, "cumulative", n_context).mean(dim=(0, 1))
-    z_heads = standardize(z_heads, bounds, "cumulative", n_context)
-    z_surprisal = standardize(stored["surprisal"], bounds, "cumulative", n_context)
-    return (heads_weight * z_heads + surprisal_weight * z_surprisal)[:n_context]
 
 
 def main() -> None:
@@ -69,14 +56,15 @@ def main() -> None:
         for depth in (float(d) for d in args.depths.split(",")):
             for sample in validation_needles(tokenizer, length, depth, task):
                 path = args.features / f"{task}_{length}_d{depth:g}_{sample.id}.safetensors"
-                if not path.exists():
-                    raise SystemExit(f"{path} is missing: run ../segment_grid/segment_grid.py first")
                 stored = features(model, tokenizer, eos, method, sample, path)
                 n_context = len(stored["ids"])
                 spans = segments(stored["ids"].tolist(), ends, RECOMMENDED.max_line)
                 a, b = stored["needle"].tolist()
+                z_heads, z_surprisal = standardized_terms(
+                    stored["heads"], stored["surprisal"], stored["bounds"].tolist(), "cumulative", n_context
+                )
                 for name, (heads_weight, surprisal_weight) in TERMS.items():
-                    values = token_values(stored, n_context, heads_weight, surprisal_weight)
+                    values = heads_weight * z_heads + surprisal_weight * z_surprisal
                     keep, _ = selection(line_scores(values, spans), spans, n_context)
                     held[name, (task, length)] += bool(keep[a:b].all())
                 prompts[task, length] += 1

@@ -84,6 +84,16 @@ def segments(
     return spans
 
 
+def standardized_terms(
+    stored_heads: torch.Tensor, surprisal: torch.Tensor, bounds: list[int], way: str, n_context: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of a token's value, each ``[n_context]``: the heads' z-scores averaged and standardized
+    again, and the surprisal's z-score, the moments taken the way ``way`` names (``cumulative`` is the scorer's)."""
+    z_heads = standardize(stored_heads, bounds, way, n_context).mean(dim=(0, 1))
+    z_surprisal = standardize(surprisal, bounds, way, n_context)
+    return standardize(z_heads, bounds, way, n_context)[:n_context], z_surprisal[:n_context]
+
+
 def token_values(
     stored_heads: torch.Tensor,
     surprisal: torch.Tensor,
@@ -92,13 +102,10 @@ def token_values(
     n_context: int,
     surprisal_weight: float = RECOMMENDED.surprisal_weight,
 ):
-    """Each context token's value ``[n_context]``: the heads' z-scores averaged, standardized again, plus
-    ``surprisal_weight`` x the surprisal's z-score, the moments taken the way ``way`` names (``cumulative`` is
-    the scorer's)."""
-    z_heads = standardize(stored_heads, bounds, way, n_context).mean(dim=(0, 1))
-    z_surprisal = standardize(surprisal, bounds, way, n_context)
-    values = standardize(z_heads, bounds, way, n_context) + surprisal_weight * z_surprisal
-    return values[:n_context]
+    """Each context token's value ``[n_context]``: the heads' term plus ``surprisal_weight`` x the surprisal's
+    (``standardized_terms``)."""
+    z_heads, z_surprisal = standardized_terms(stored_heads, surprisal, bounds, way, n_context)
+    return z_heads + surprisal_weight * z_surprisal
 
 
 def line_scores(
