@@ -11,7 +11,7 @@ import locret
 from locret import LocretConfig
 from locret.generation import new_cache
 from locret.scorers import SCORERS, LineScorer
-from locret.scorers.lines import WINDOW_LINE, line_end_tokens, token_novelty
+from locret.scorers.lines import WINDOW_LINE, line_end_tokens
 from locret.scorers.segments import N_SINKS
 from locret.scorers.surprisal import token_surprisal
 
@@ -37,7 +37,6 @@ def prefilled(
     max_line: int = 10,
     keep_window_line: bool = True,
     split_sentences: bool = False,
-    novelty_weight: float = 0.0,
 ):
     model = tiny_locret("llama")
     scorer = LineScorer(
@@ -45,7 +44,6 @@ def prefilled(
         max_line=max_line,
         keep_window_line=keep_window_line,
         split_sentences=split_sentences,
-        novelty_weight=novelty_weight,
     )
     cache = new_cache(model, config, scorer=scorer, track_positions=True)
     locret.prefill_prompt(model, ids, config, cache=cache)
@@ -57,14 +55,12 @@ def test_line_end_tokens_mark_the_ids_that_decode_to_a_line_break():
     assert ends.shape == (100,) and set(ends.nonzero().flatten().tolist()) == BREAKS
 
 
-@pytest.mark.parametrize("split_sentences, novelty_weight", [(False, 0.0), (True, 0.0), (False, 1.0)])
-def test_every_layer_and_head_keeps_the_same_entries_and_a_line_shares_one_score(
-    split_sentences: bool, novelty_weight: float
-):
+@pytest.mark.parametrize("split_sentences", [False, True])
+def test_every_layer_and_head_keeps_the_same_entries_and_a_line_shares_one_score(split_sentences: bool):
     """A segment is a line (ended by a break or ``max_line``); with ``split_sentences`` a sentence's end
-    (a word ending in ``.``) ends one too. A novelty term changes the values, not the segments."""
+    (a word ending in ``.``) ends one too."""
     ids = torch.randint(1, 97, (1, 200), generator=torch.Generator().manual_seed(3))
-    cache = prefilled(ids, split_sentences=split_sentences, novelty_weight=novelty_weight)
+    cache = prefilled(ids, split_sentences=split_sentences)
     first = cache.layers[0]
     kept = first.positions[0, 0]
     assert len(kept) == CONFIG.budget
@@ -169,49 +165,6 @@ def test_surprisal_weight_adds_the_standardized_surprisal_to_the_standardized_he
     assert not torch.allclose(values[1], heads[1]), "the weight should change the values"
     with pytest.raises(ValueError, match="surprisal_weight must be >= 0"):
         LineScorer(surprisal_weight=-1)
-
-
-def test_token_novelty_counts_each_ids_earlier_occurrences_across_chunks():
-    """-log(1 + n), n the times the token's id occurred before it in the row: in earlier chunks or this one."""
-    ids = torch.randint(0, 7, (2, 50), generator=torch.Generator().manual_seed(0))
-    state: dict = {}
-    novelty = torch.cat([token_novelty(state, ids[:, :20], 10), token_novelty(state, ids[:, 20:], 10)], dim=1)
-    for row in range(2):
-        seen = [0] * 10
-        before = []
-        for token in ids[row].tolist():
-            before.append(seen[token])
-            seen[token] += 1
-        torch.testing.assert_close(novelty[row], -torch.log1p(torch.tensor(before, dtype=torch.float32)))
-    assert state["token_counts"].sum(-1).tolist() == [50.0, 50.0]
-
-
-def test_novelty_weight_adds_the_standardized_novelty():
-    """The value gains weight * z(novelty), z by the moments of the input so far; 0 leaves it as it was."""
-    model = tiny_locret("llama")
-    generator = torch.Generator().manual_seed(2)
-    ids = torch.randint(1, 9, (1, 16), generator=generator)  # few ids, so that they repeat
-    chunks = [torch.randn(1, 2, 3, 8, generator=generator) for _ in range(2)]
-    values = {}
-    for weight in (0.0, 0.7):
-        scorer = LineScorer(tokenizer=LineTokenizer(BREAKS), surprisal_weight=0, novelty_weight=weight)
-
-        class Cache:
-            layers = [None, None]
-            scorer_state: dict = {}
-
-        values[weight] = []
-        for index, chunk in enumerate(chunks):
-            scorer._chunk = {layer: chunk[:, layer] for layer in range(2)}
-            start = index * 8
-            values[weight].append(scorer.token_values(model, Cache, ids, start, start + 8, None))
-    novelty = token_novelty({}, ids, model.config.vocab_size)
-    seen = novelty[:, N_SINKS:]
-    expected = values[0.0][1] + 0.7 * (novelty[:, 8:] - seen.mean()) / seen.std(unbiased=False)
-    torch.testing.assert_close(values[0.7][1], expected, atol=1e-4, rtol=1e-3)
-    assert not torch.allclose(values[0.7][1], values[0.0][1]), "the weight should change the values"
-    with pytest.raises(ValueError, match="novelty_weight must be >= 0"):
-        LineScorer(novelty_weight=-1)
 
 
 def test_a_line_open_at_a_chunks_end_is_rescored_when_it_closes():

@@ -80,13 +80,11 @@ class LineScorer(SegmentMeanScorer):
     surprisal_weight: float = 1.0
     top_tokens: int | None = 8
     split_sentences: bool = False
-    novelty_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.check_segment_settings()
-        for name in ("surprisal_weight", "novelty_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.surprisal_weight >= 0:
+            raise ValueError(f"surprisal_weight must be >= 0, got {self.surprisal_weight}")
         self._chunk: dict[int, torch.Tensor] = {}  # layer -> the heads' scores [B, Hkv, T] of this chunk
 
     @property
@@ -124,16 +122,13 @@ class LineScorer(SegmentMeanScorer):
         raw = torch.stack([self._chunk[layer] for layer in range(len(cache.layers))], dim=1)
         self._chunk.clear()
         state = cache.scorer_state
-        values = standardized(state, "moments", raw, start).mean(dim=(1, 2))
-        if self.surprisal_weight:
-            z_heads, z_surprisal = self.standardized_parts(
-                model, state, values, input_ids, start, end, hidden_states
-            )
-            values = z_heads + self.surprisal_weight * z_surprisal
-        if self.novelty_weight:
-            novelty = token_novelty(state, input_ids[:, start:end], model.config.vocab_size)
-            values = values + self.novelty_weight * standardized(state, "novelty_moments", novelty, start)
-        return values
+        heads = standardized(state, "moments", raw, start).mean(dim=(1, 2))
+        if not self.surprisal_weight:
+            return heads
+        z_heads, z_surprisal = self.standardized_parts(
+            model, state, heads, input_ids, start, end, hidden_states
+        )
+        return z_heads + self.surprisal_weight * z_surprisal
 
     def standardized_parts(
         self,
@@ -175,25 +170,6 @@ class LineScorer(SegmentMeanScorer):
         stored.copy_(entries[:, : stored.shape[-1]])
         scores.copy_(entries[:, stored.shape[-1] :])
         state["window_line"] = line
-
-
-def token_novelty(state: dict, ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """``-log(1 + n)`` for each token of the chunk ``ids`` ``[B, T]``, ``n`` the times its id occurred earlier in
-    the input (earlier chunks, counted in ``state["token_counts"]``, and this one): a name or number stated once
-    outranks words the text keeps repeating."""
-    counts = state.get("token_counts")
-    if counts is None:
-        counts = state["token_counts"] = torch.zeros(ids.shape[0], vocab_size, device=ids.device)
-    order = ids.argsort(dim=-1, stable=True)  # equal ids side by side, in input order
-    grouped = ids.gather(-1, order)
-    index = torch.arange(ids.shape[-1], device=ids.device).expand_as(ids)
-    first = torch.ones_like(grouped, dtype=torch.bool)
-    first[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
-    group_start = torch.where(first, index, 0).cummax(dim=-1).values
-    earlier_in_chunk = torch.empty_like(ids).scatter_(-1, order, index - group_start)
-    before = counts.gather(1, ids) + earlier_in_chunk
-    counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=counts.dtype))
-    return -torch.log1p(before)
 
 
 def standardized(state: dict, key: str, values: torch.Tensor, start: int) -> torch.Tensor:
