@@ -13,7 +13,11 @@ reading is not replayed; ``README.md`` has the real runs with random heads besid
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from benchmark.results.natural_val_smollm2.kept_by_depth.kept_by_depth import load_recommended
 from benchmark.results.natural_val_smollm2.kept_by_depth.restandardize import (
@@ -35,8 +39,23 @@ TERMS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@dataclass
+class RecordedPrompt:
+    """One validation prompt's recorded features, cut and standardized as the recommended scorer does."""
+
+    case: tuple[str, int]  # (task, length)
+    n_context: int
+    ids: torch.Tensor  # [n_context]
+    bounds: list[int]  # the prefill chunks' bounds
+    spans: list[tuple[int, int]]  # the scorer's lines
+    needle: tuple[int, int]  # the needle sentence's token span
+    z_heads: torch.Tensor  # [n_context]: the heads' term, standardized as the scorer does
+    z_surprisal: torch.Tensor  # [n_context]: the surprisal's term
+
+
+def replay_arguments(description: str) -> tuple[Path, list[tuple[str, int]], str]:
+    """The replays' command line: where the features are, which task:length cases, which depths."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--features", type=Path, required=True, help="where ../segment_grid/ kept its features"
     )
@@ -47,29 +66,52 @@ def main() -> None:
     )
     parser.add_argument("--depths", default="0.25,0.5,0.75")
     args = parser.parse_args()
+    cases = [(task, int(length)) for task, length in (c.split(":") for c in args.cases.split(","))]
+    return args.features, cases, args.depths
+
+
+def recorded_prompts(
+    features_dir: Path, cases: list[tuple[str, int]], depths: str
+) -> Iterator[RecordedPrompt]:
+    """Each validation prompt of ``cases`` at ``depths`` (comma-separated) with its features from
+    ``features_dir`` (a prompt without them is run and recorded as ``../segment_grid/`` does)."""
     model, tokenizer, eos, method = load_recommended()
     ends = line_end_tokens(tokenizer, model.config.vocab_size)
-    cases = [(task, int(length)) for task, length in (c.split(":") for c in args.cases.split(","))]
+    for task, length in cases:
+        for depth in (float(d) for d in depths.split(",")):
+            for sample in validation_needles(tokenizer, length, depth, task):
+                path = features_dir / f"{task}_{length}_d{depth:g}_{sample.id}.safetensors"
+                stored = features(model, tokenizer, eos, method, sample, path)
+                n_context, bounds = len(stored["ids"]), stored["bounds"].tolist()
+                z_heads, z_surprisal = standardized_terms(
+                    stored["heads"], stored["surprisal"], bounds, "cumulative", n_context
+                )
+                a, b = stored["needle"].tolist()
+                yield RecordedPrompt(
+                    (task, length),
+                    n_context,
+                    stored["ids"],
+                    bounds,
+                    segments(stored["ids"].tolist(), ends, RECOMMENDED.max_line),
+                    (a, b),
+                    z_heads,
+                    z_surprisal,
+                )
+
+
+def main() -> None:
+    features_dir, cases, depths = replay_arguments(__doc__.split("\n")[0])
     held = {(name, case): 0 for name in TERMS for case in cases}
     prompts = dict.fromkeys(cases, 0)
-    for task, length in cases:
-        for depth in (float(d) for d in args.depths.split(",")):
-            for sample in validation_needles(tokenizer, length, depth, task):
-                path = args.features / f"{task}_{length}_d{depth:g}_{sample.id}.safetensors"
-                stored = features(model, tokenizer, eos, method, sample, path)
-                n_context = len(stored["ids"])
-                spans = segments(stored["ids"].tolist(), ends, RECOMMENDED.max_line)
-                a, b = stored["needle"].tolist()
-                z_heads, z_surprisal = standardized_terms(
-                    stored["heads"], stored["surprisal"], stored["bounds"].tolist(), "cumulative", n_context
-                )
-                for name, (heads_weight, surprisal_weight) in TERMS.items():
-                    values = heads_weight * z_heads + surprisal_weight * z_surprisal
-                    keep, _ = selection(line_scores(values, spans), spans, n_context)
-                    held[name, (task, length)] += bool(keep[a:b].all())
-                prompts[task, length] += 1
+    for prompt in recorded_prompts(features_dir, cases, depths):
+        a, b = prompt.needle
+        for name, (heads_weight, surprisal_weight) in TERMS.items():
+            values = heads_weight * prompt.z_heads + surprisal_weight * prompt.z_surprisal
+            keep, _ = selection(line_scores(values, prompt.spans), prompt.spans, prompt.n_context)
+            held[name, prompt.case] += bool(keep[a:b].all())
+        prompts[prompt.case] += 1
     header = " | ".join(f"{task} {length // 1024}K (of {prompts[task, length]})" for task, length in cases)
-    print("needle sentence kept whole (validation, depths " + args.depths + ")\n")
+    print("needle sentence kept whole (validation, depths " + depths + ")\n")
     print(f"| token value | {header} |")
     print("|---|" + "---|" * len(cases))
     for name in TERMS:

@@ -15,25 +15,17 @@ model's reading is not replayed: ``README.md`` has the real runs.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import Counter
-from pathlib import Path
 
 import torch
 
-from benchmark.results.natural_val_smollm2.kept_by_depth.kept_by_depth import load_recommended
+from benchmark.results.natural_val_smollm2.heads_ablation.replay import recorded_prompts, replay_arguments
 from benchmark.results.natural_val_smollm2.kept_by_depth.restandardize import (
-    RECOMMENDED,
     line_scores,
-    segments,
     selection,
     standardize,
-    standardized_terms,
 )
-from benchmark.results.natural_val_smollm2.local_contrast.local_contrast import features
-from benchmark.results.natural_val_smollm2.window_line.needle_kept import validation_needles
-from locret.scorers.lines import line_end_tokens
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 
@@ -50,47 +42,22 @@ def token_novelty(ids: list[int]) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--features", type=Path, required=True, help="where ../segment_grid/ kept its features"
-    )
-    parser.add_argument(
-        "--cases",
-        default="niah_text_paragraphs:16384,niah_text_paragraphs:32768,niah_text:32768",
-        help="task:length pairs, comma-separated",
-    )
-    parser.add_argument("--depths", default="0.25,0.5,0.75")
-    args = parser.parse_args()
-    model, tokenizer, eos, method = load_recommended()
-    ends = line_end_tokens(tokenizer, model.config.vocab_size)
-    cases = [(task, int(length)) for task, length in (c.split(":") for c in args.cases.split(","))]
+    features_dir, cases, depths = replay_arguments(__doc__.split("\n")[0])
     held = {(weight, case): 0 for weight in WEIGHTS for case in cases}
     ranks: dict[tuple[float, tuple[str, int]], list[int]] = {key: [] for key in held}
-    for task, length in cases:
-        for depth in (float(d) for d in args.depths.split(",")):
-            for sample in validation_needles(tokenizer, length, depth, task):
-                path = args.features / f"{task}_{length}_d{depth:g}_{sample.id}.safetensors"
-                stored = features(model, tokenizer, eos, method, sample, path)
-                ids, bounds = stored["ids"], stored["bounds"].tolist()
-                n_context = len(ids)
-                spans = segments(ids.tolist(), ends, RECOMMENDED.max_line)
-                a, b = stored["needle"].tolist()
-                needle_lines = [i for i, (start, end) in enumerate(spans) if start < b and end > a]
-                z_heads, z_surprisal = standardized_terms(
-                    stored["heads"], stored["surprisal"], bounds, "cumulative", n_context
-                )
-                novelty = token_novelty(ids.tolist())
-                z_novelty = standardize(novelty, bounds, "cumulative", n_context)
-                for weight in WEIGHTS:
-                    scores = line_scores(z_heads + z_surprisal + weight * z_novelty, spans)
-                    keep, _ = selection(scores, spans, n_context)
-                    held[weight, (task, length)] += bool(keep[a:b].all())
-                    lowest = scores[needle_lines].min()
-                    ranks[weight, (task, length)].append(int((scores > lowest).sum()))
+    for prompt in recorded_prompts(features_dir, cases, depths):
+        a, b = prompt.needle
+        needle_lines = [i for i, (start, end) in enumerate(prompt.spans) if start < b and end > a]
+        novelty = token_novelty(prompt.ids.tolist())
+        z_novelty = standardize(novelty, prompt.bounds, "cumulative", prompt.n_context)
+        for weight in WEIGHTS:
+            scores = line_scores(prompt.z_heads + prompt.z_surprisal + weight * z_novelty, prompt.spans)
+            keep, _ = selection(scores, prompt.spans, prompt.n_context)
+            held[weight, prompt.case] += bool(keep[a:b].all())
+            lowest = scores[needle_lines].min()
+            ranks[weight, prompt.case].append(int((scores > lowest).sum()))
     header = " | ".join(f"{task} {length // 1024}K" for task, length in cases)
-    print(
-        f"validation, depths {args.depths}; per case: needle held whole of n, median rank of its lowest line\n"
-    )
+    print(f"validation, depths {depths}; per case: needle held whole of n, median rank of its lowest line\n")
     print(f"| novelty weight | {header} |")
     print("|---|" + "---|" * len(cases))
     for weight in WEIGHTS:
