@@ -89,11 +89,17 @@ SOURCES: dict[tuple[str, str], tuple[str, list[str]]] = {
     ),
     ("niah_text_paragraphs-test", "h2o"): (
         "chunked H2O",
-        ["natural_test_smollm2_chunked_baselines/paragraphs"],
+        [
+            "natural_test_smollm2_chunked_baselines/paragraphs",
+            "natural_test_smollm2_chunked_baselines/paragraphs_64k",
+        ],
     ),
     ("niah_text_paragraphs-test", "snapkv"): (
         "chunked SnapKV",
-        ["natural_test_smollm2_chunked_baselines/paragraphs"],
+        [
+            "natural_test_smollm2_chunked_baselines/paragraphs",
+            "natural_test_smollm2_chunked_baselines/paragraphs_64k",
+        ],
     ),
     ("niah_text_paragraphs-test", "full"): ("full cache", ["natural_test_smollm2_max_line32/paragraphs"]),
     ("niah_text_paragraphs-test", "needle_oracle"): (
