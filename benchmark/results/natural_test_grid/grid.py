@@ -110,7 +110,9 @@ SOURCES: dict[tuple[str, str], tuple[str, list[str]]] = {
 
 STYLES = {
     "lines:max_line=32": dict(color="tab:blue", marker="o", linewidth=2.5),
-    "lines:max_line=32:heads=random": dict(color="tab:cyan", marker="x", linestyle="none", markersize=9),
+    "lines:max_line=32:heads=random": dict(
+        color="tab:cyan", marker="x", linestyle="none", markersize=9, zorder=5
+    ),
     "streaming_llm": dict(color="tab:gray", marker="s"),
     "h2o": dict(color="tab:orange", marker="^"),
     "snapkv": dict(color="tab:red", marker="v"),
