@@ -124,23 +124,20 @@ STYLES = {
 def found_by_length(task: str, method: str, folders: list[str]) -> dict[int, int]:
     """Needles found per length, summed over the five depths, from the lengths where every depth ran whole;
     a cell two folders hold with different scores stops the script."""
-    cells: dict[tuple[int, float], int] = {}
+    by_length: dict[int, dict[float, int]] = defaultdict(dict)
     for folder in folders:
         for row in json.loads((RESULTS / folder / "results.json").read_text()):
-            if (row["task"], row["method"], row["budget"]) not in {
-                (task, method, 1024),
-                (task, method, None),
-            }:
+            if row["task"] != task or row["method"] != method or row["budget"] not in (1024, None):
                 continue
             if row["status"] != "complete" or row["n_scored"] != PER_DEPTH:
                 continue
-            key = (row["length"], row["depth"])
             found = round(row["mean_score"] * row["n_scored"])
-            if cells.setdefault(key, found) != found:
-                raise SystemExit(f"{task} {method} {key}: {folder} says {found}, another folder {cells[key]}")
-    by_length = defaultdict(dict)
-    for (length, depth), found in cells.items():
-        by_length[length][depth] = found
+            depths = by_length[row["length"]]
+            if depths.setdefault(row["depth"], found) != found:
+                raise SystemExit(
+                    f"{task} {method} {row['length']} d{row['depth']}: {folder} says {found}, "
+                    f"another folder {depths[row['depth']]}"
+                )
     return {
         length: sum(depths.values())
         for length, depths in sorted(by_length.items())
@@ -151,6 +148,7 @@ def found_by_length(task: str, method: str, folders: list[str]) -> dict[int, int
 def main() -> None:
     grid = {key: found_by_length(*key, folders) for key, (_, folders) in SOURCES.items()}
     lengths = sorted({length for series in grid.values() for length in series})
+    ticks = [f"{round(x / 1024)}K" for x in lengths]
     n = PER_DEPTH * len(DEPTHS)
     fig, axes = plt.subplots(1, len(TEXTS), figsize=(12, 4.6), sharey=True)
     lines = [f"Needles found of {n} (test split, budget 1024; empty: not run or not whole)", ""]
@@ -158,7 +156,7 @@ def main() -> None:
         lines += [
             f"**{title}**",
             "",
-            "| method | " + " | ".join(f"{round(x / 1024)}K" for x in lengths) + " |",
+            "| method | " + " | ".join(ticks) + " |",
         ]
         lines.append("|---|" + "---|" * len(lengths))
         for (series_task, method), (label, _) in SOURCES.items():
@@ -173,7 +171,7 @@ def main() -> None:
             TARGET * n, color="tab:purple", linewidth=0.8, linestyle="--", label="issue 25 target (90%)"
         )
         ax.set_xscale("log", base=2)
-        ax.set_xticks(lengths, [f"{round(x / 1024)}K" for x in lengths])
+        ax.set_xticks(lengths, ticks)
         ax.set_ylim(0, n + 0.5)
         ax.set_title(title)
         ax.set_xlabel("context length (tokens)")
