@@ -63,6 +63,7 @@ SOURCES: dict[tuple[str, str], tuple[str, list[str]]] = {
             "natural_test_smollm2_v030/lengths_16k_32k",
             "natural_test_smollm2_chunked_baselines/wrapped_32k",
             "natural_test_smollm2_chunked_baselines/wrapped_64k",
+            "natural_test_smollm2_chunked_baselines/wrapped_128k",
         ],
     ),
     ("niah_text-test", "full"): ("full cache", ["natural_test_smollm2_v030/lengths_4k_8k"]),
@@ -99,6 +100,7 @@ SOURCES: dict[tuple[str, str], tuple[str, list[str]]] = {
         [
             "natural_test_smollm2_chunked_baselines/paragraphs",
             "natural_test_smollm2_chunked_baselines/paragraphs_64k",
+            "natural_test_smollm2_chunked_baselines/paragraphs_128k",
         ],
     ),
     ("niah_text_paragraphs-test", "full"): ("full cache", ["natural_test_smollm2_max_line32/paragraphs"]),
