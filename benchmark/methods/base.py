@@ -44,8 +44,6 @@ class Method:
     heads: ClassVar[str] = NONE
     # True: the budget does not change what the method does (full cache): run once, not once per budget.
     budget_independent: ClassVar[bool] = False
-    # True: the cache holds every token (no memory saving), whatever the budget.
-    keeps_all_kv: ClassVar[bool] = False
     # False: the runner gives the method each prompt without its context (``Sample.closed_book``).
     reads_context: ClassVar[bool] = True
 

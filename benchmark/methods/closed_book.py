@@ -16,5 +16,4 @@ from .full import FullCache
 class ClosedBook(FullCache):
     name: ClassVar[str] = "closed_book"
     description: ClassVar[str] = "closed book: the prompt without its context (the model's own knowledge)"
-    keeps_all_kv: ClassVar[bool] = False  # it never holds the context at all
     reads_context: ClassVar[bool] = False

@@ -19,7 +19,6 @@ class FullCache(Method):
     name: ClassVar[str] = "full"
     description: ClassVar[str] = "full KV cache (chunked prefill, nothing evicted)"
     budget_independent: ClassVar[bool] = True
-    keeps_all_kv: ClassVar[bool] = True
 
     def locret_config(self, budget, chunk_size, n_stabilizers, n_local, prompt_length) -> LocretConfig:
         # Every token stays: a budget above any prompt (the same for every question on a shared context).

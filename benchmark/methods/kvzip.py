@@ -326,11 +326,12 @@ def _tokenizer(name_or_path: str):
 
 @dataclass
 class KVzip(Method):
-    """KVzip's reconstruction scores, ``allocation`` uniform (per layer and head) or global (one ranking)."""
+    """KVzip's reconstruction scores, ``allocation`` uniform (per layer and head) or global (one ranking).
+
+    Evicted entries are masked, not freed: the cache holds every token, whatever the budget."""
 
     name: ClassVar[str] = "kvzip"
     description: ClassVar[str] = "KVzip: attention received while repeating the context (full prefill first)"
-    keeps_all_kv: ClassVar[bool] = True  # evicted entries are masked, not freed
 
     allocation: str = "uniform"
     scores: str = "reconstruction"  # "heads": the retaining heads' scores; "recency": the newest first

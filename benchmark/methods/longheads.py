@@ -24,7 +24,6 @@ from .base import Method, model_window
 class LongHeads(Method):
     name: ClassVar[str] = "longheads"
     description: ClassVar[str] = "LongHeads: per-head top-k chunk attention, full KV kept (span = budget)"
-    keeps_all_kv: ClassVar[bool] = True
     window_size: int = 256
 
     def longheads_config(self, budget: int, model) -> longheads.LongHeadsConfig:

@@ -94,7 +94,7 @@ def test_locret_methods_pool_the_head_scores_as_configured(pair, name, pooling):
 def test_full_cache_is_the_vanilla_model_within_the_window(pair, ids):
     model, vanilla = pair
     method = get_method("full")
-    assert method.budget_independent and method.keeps_all_kv
+    assert method.budget_independent
     config = method.locret_config(budget=8, chunk_size=16, n_stabilizers=4, n_local=6, prompt_length=150)
     out = method.generate(model, ids, config, max_new_tokens=4)
     assert out.cache_length_after_prefill == 150
@@ -149,7 +149,7 @@ def test_longheads_selects_chunks_and_keeps_all_kv(pair, ids, monkeypatch):
 def test_longheads_method_maps_budget_to_span(pair):
     model, _ = pair
     method = get_method("longheads")
-    assert not isinstance(method, ScorerMethod) and method.keeps_all_kv
+    assert not isinstance(method, ScorerMethod)
     cfg = method.longheads_config(1024, model)  # capped to the tiny window (256)
     assert cfg.span <= model.config.max_position_embeddings and cfg.n_chunks >= 4
     assert method.longheads_config(4096, model).span == 256
