@@ -6,6 +6,8 @@ settings; TEST is reported once per shipped version and never used to choose any
 
 from typing import Literal
 
+from locret.train.natural_data import NQ_TRAIN_QUESTIONS
+
 Split = Literal["validation", "test"]
 SPLITS: tuple[Split, ...] = ("validation", "test")
 
@@ -22,7 +24,7 @@ HAYSTACK_BOOKS: dict[Split, tuple[str, ...]] = {
     "test": ("pg219_heart_of_darkness", "pg244_a_study_in_scarlet", "pg2852_hound_of_the_baskervilles"),
 }
 
-NQ_TRAIN = range(0, 2000)
+NQ_TRAIN = NQ_TRAIN_QUESTIONS  # the questions locret.train draws its multi-passage prompts from
 NQ_QUESTIONS: dict[Split, range] = {"validation": range(2000, 2300), "test": range(2300, 2655)}
 
 
