@@ -9,7 +9,8 @@ evicts over ``prefix + context`` before the question is seen; the question is th
 
 Each case folder ``<out>/<task>/<method>/b<budget>_L<length>_d<depth>/`` (``<task>-<split>`` for tasks with
 splits: ``--split validation``, the default, or ``test``) holds
-- ``predictions.jsonl``: one line per sample (written as soon as it finishes: a rerun skips it);
+- ``predictions.jsonl``: one line per sample (written as soon as it finishes: a rerun skips it; processes
+  started with ``--shard 0/2`` and ``--shard 1/2`` share a case's samples and append to the same file);
 - ``metrics.json``: mean score, counts and timings;
 - ``config.json``: the exact configuration (model, dtype, method parameters, git commit, machine).
 
@@ -92,6 +93,7 @@ class Settings:
     longheads_window: int = 256
     threads: int | None = None  # torch CPU threads (None: torch's default)
     split: str = "validation"  # for tasks with splits (natural tasks); the test split only when asked
+    shard: tuple[int, int] | None = None  # (k, n): run only the samples whose index is k modulo n
 
     @property
     def style(self) -> str:
@@ -100,6 +102,16 @@ class Settings:
     def stabilizers(self, budget: int) -> int:
         n = default_stabilizers(budget) if self.n_stabilizers is None else self.n_stabilizers
         return min(n, budget - 1)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 0/2), got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= K < N")
+    return k, n
 
 
 def _csv(kind):
@@ -160,6 +172,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--attn-implementation", default="sdpa")
     p.add_argument("--longheads-window", type=int, default=256, help="LongHeads chunk length")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        help="K/N: run only every N-th sample of each case, from the K-th (split a case across processes)",
+    )
     p.add_argument("--out", required=True, help="results root")
     a = p.parse_args(argv)
     for name in a.method:
@@ -193,6 +211,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         longheads_window=a.longheads_window,
         threads=a.threads,
         split=a.split,
+        shard=a.shard,
     )
 
 
@@ -471,7 +490,8 @@ def run_case(
     if method.heads == TRAINED:
         config["heads_digest"] = pool.trained_heads_digest
     predictions = folder / "predictions.jsonl"
-    records = read_predictions(predictions, repair=True)
+    # A torn line may be another shard's write in progress: only an unsharded run rewrites the file.
+    records = read_predictions(predictions, repair=settings.shard is None)
     config_path = folder / "config.json"
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
@@ -485,7 +505,12 @@ def run_case(
             )
     config_path.write_text(json.dumps(config, indent=1, default=str) + "\n")
     done = {r["id"] for r in records}
-    todo = [(s, p) for s, p in zip(samples, prompts, strict=True) if s.id not in done]
+    k, n = settings.shard or (0, 1)
+    todo = [
+        (s, p)
+        for i, (s, p) in enumerate(zip(samples, prompts, strict=True))
+        if i % n == k and s.id not in done
+    ]
     if todo:
         model = pool.get(method)
         eos = eos_ids(tokenizer, model)
@@ -498,7 +523,7 @@ def run_case(
                 )
                 out.write(json.dumps(record) + "\n")
                 out.flush()
-                records.append(record)
+    records = read_predictions(predictions)  # with every shard's samples finished so far
     metrics = summarise(case, records, len(samples))
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

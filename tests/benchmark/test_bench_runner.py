@@ -156,6 +156,29 @@ def test_more_samples_extend_a_case_at_a_fixed_depth(tiny_dir, tmp_path, monkeyp
         bench_run.main(sweep)
 
 
+def test_shards_split_a_case_and_fill_one_folder(tiny_dir, tmp_path, monkeypatch):
+    model_dir, heads = tiny_dir
+    argv = _argv(model_dir, heads, tmp_path / "runs")
+    argv[argv.index("--method") + 1] = "streaming_llm"
+    argv[argv.index("--budget") + 1] = "64"
+    argv[argv.index("--n") + 1] = "3"
+    calls = []
+    original = Method.generate
+    monkeypatch.setattr(Method, "generate", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    (first,) = bench_run.main([*argv, "--shard", "0/2"])
+    assert len(calls) == 2 and first["n"] == 2 and first["status"] == "partial"  # samples 0 and 2
+    (second,) = bench_run.main([*argv, "--shard", "1/2"])
+    assert len(calls) == 3 and second["n"] == 3 and second["status"] == "complete"  # sample 1, then all three
+    folder = tmp_path / "runs/passkey/streaming_llm/b64_L300_d0.5"
+    ids = [json.loads(line)["id"] for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 3
+    (unsharded,) = bench_run.main(argv)
+    assert len(calls) == 3 and unsharded == second  # nothing left to run
+    for bad in ("2/2", "1", "a/b", "-1/2"):
+        with pytest.raises(SystemExit):
+            bench_run.parse_args([*argv, "--shard", bad])
+
+
 def test_a_case_refuses_other_heads_under_the_same_path(tiny_dir, tmp_path):
     model_dir, heads = tiny_dir
     changed = tmp_path / "heads"
