@@ -54,6 +54,7 @@ SOURCES: dict[tuple[str, str], tuple[str, list[str]]] = {
             "natural_test_smollm2_v030/lengths_16k_32k",
             "natural_test_smollm2_chunked_baselines/wrapped_32k",
             "natural_test_smollm2_chunked_baselines/wrapped_64k",
+            "natural_test_smollm2_chunked_baselines/wrapped_128k",
         ],
     ),
     ("niah_text-test", "snapkv"): (
