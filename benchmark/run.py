@@ -46,6 +46,7 @@ from locret.adapter import heads_digest, read_heads
 from locret.config import default_stabilizers
 from locret.hardware import resolve_dtype_name
 from locret.loading import default_heads_for
+from locret.train.shards import atomic_write_text
 
 logger = logging.getLogger("benchmark.run")
 
@@ -356,9 +357,7 @@ def read_predictions(path: Path, repair: bool = False) -> list[dict]:
             torn = True
             logger.warning("dropping a malformed line in %s (that sample is run again)", path)
     if torn and repair:
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        tmp.replace(path)
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 
@@ -503,7 +502,7 @@ def run_case(
                 f"{folder} holds results of another configuration (differs in {', '.join(changed)}); "
                 "use another --out"
             )
-    config_path.write_text(json.dumps(config, indent=1, default=str) + "\n")
+    atomic_write_text(config_path, json.dumps(config, indent=1, default=str) + "\n")  # shards read it
     done = {r["id"] for r in records}
     k, n = settings.shard or (0, 1)
     todo = [
@@ -525,7 +524,7 @@ def run_case(
                 out.flush()
     records = read_predictions(predictions)  # with every shard's samples finished so far
     metrics = summarise(case, records, len(samples))
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics
 
 

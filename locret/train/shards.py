@@ -30,7 +30,9 @@ def shard_name(index: int) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Readers see the old file or the new one, never a part; the temporary name is the process's own, so
+    processes writing the same file (benchmark shards) do not clobber each other's half-written copy."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 

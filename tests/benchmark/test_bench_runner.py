@@ -172,6 +172,7 @@ def test_shards_split_a_case_and_fill_one_folder(tiny_dir, tmp_path, monkeypatch
     folder = tmp_path / "runs/passkey/streaming_llm/b64_L300_d0.5"
     ids = [json.loads(line)["id"] for line in (folder / "predictions.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 3
+    assert not list(folder.glob("*.tmp"))  # config and metrics written via per-process temporary files
     (unsharded,) = bench_run.main(argv)
     assert len(calls) == 3 and unsharded == second  # nothing left to run
     for bad in ("2/2", "1", "a/b", "-1/2"):
