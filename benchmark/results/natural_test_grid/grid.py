@@ -94,6 +94,7 @@ SOURCES: dict[tuple[str, str], tuple[str, list[str]]] = {
         [
             "natural_test_smollm2_chunked_baselines/paragraphs",
             "natural_test_smollm2_chunked_baselines/paragraphs_64k",
+            "natural_test_smollm2_chunked_baselines/paragraphs_128k",
         ],
     ),
     ("niah_text_paragraphs-test", "snapkv"): (
