@@ -5,11 +5,11 @@ reply gave, from `benchmark.run`'s predictions.jsonl under the given run folders
 first needle only (`needle_held[0]`), the other three sit in the text as distractors."""
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
-from benchmark.natural.scoring import contains_value, first_line
+from benchmark.natural.scoring import contains_value
+from benchmark.run import read_predictions
 
 
 def asked(record: dict, task: str) -> list[tuple[bool | None, bool]]:
@@ -21,8 +21,7 @@ def asked(record: dict, task: str) -> list[tuple[bool | None, bool]]:
             (None if held is None else held[i] == 1.0, contains_value(record["prediction"], value))
             for i, value in enumerate(record["answers"])
         ]
-    found = contains_value(first_line(record["prediction"]), record["answers"][0])
-    return [(None if held is None else held[0] == 1.0, found)]
+    return [(None if held is None else held[0] == 1.0, record["score"] == 1.0)]  # the task's own score
 
 
 def main() -> None:
@@ -33,8 +32,7 @@ def main() -> None:
     for run in args.runs:
         for path in sorted(run.glob("*/*/*/predictions.jsonl")):
             task, method, case = path.parts[-4:-1]
-            for line in path.read_text().splitlines():
-                record = json.loads(line)
+            for record in read_predictions(path):
                 if record.get("status", "ok") == "ok":
                     rows[(task, case.split("_")[1], method)].extend(asked(record, task))
     print(
