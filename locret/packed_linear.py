@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["can_pack", "packed_forwards", "packed_linears"]
+__all__ = ["can_pack", "onednn_bf16", "packed_forwards", "packed_linears"]
 
 # model -> {linear: (weight version key, packed forward)}
 _PACKED: weakref.WeakKeyDictionary[nn.Module, dict[nn.Linear, tuple[tuple, Callable]]] = (
@@ -26,10 +26,20 @@ _PACKED: weakref.WeakKeyDictionary[nn.Module, dict[nn.Linear, tuple[tuple, Calla
 
 
 def can_pack(model: nn.Module) -> bool:
-    """True on a CPU build with oneDNN when the model holds bf16 linears on the CPU."""
-    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
-        return False
-    return any(_packable(module) for module in model.modules())
+    """True when this CPU's oneDNN computes bf16 linears and the model holds bf16 linears on the CPU."""
+    return onednn_bf16() and any(_packable(module) for module in model.modules())
+
+
+def onednn_bf16() -> bool:
+    """True on a CPU build whose oneDNN has a bf16 linear path on this CPU: packing raises without one (it
+    needs AVX512-BF16-class or AVX-NE-CONVERT instructions; an AVX2-only CPU has neither)."""
+    mkldnn = torch.ops.mkldnn
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(mkldnn, "_reorder_linear_weight")
+        and hasattr(mkldnn, "_is_mkldnn_bf16_supported")
+        and bool(mkldnn._is_mkldnn_bf16_supported())
+    )
 
 
 def _packable(module: nn.Module) -> bool:

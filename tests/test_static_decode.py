@@ -236,6 +236,21 @@ def test_prepacked_bf16_weights_give_the_same_logits():
         tokens = mine.argmax(-1)
 
 
+def test_no_prepacking_where_onednn_has_no_bf16_path(monkeypatch):
+    """An AVX2-only CPU has no oneDNN bf16 linear (packing raises there): bf16 decoding reads the plain weights
+    and still runs."""
+    from locret import packed_linear
+
+    monkeypatch.setattr(packed_linear, "onednn_bf16", lambda: False)
+    model = tiny_locret("llama").to(torch.bfloat16)
+    assert not packed_linear.can_pack(model)
+    config = small_config(decode_budget=42, score_pooling=3)
+    cache, logits = prefilled(model, random_ids(100), config)
+    decoder = StaticDecoder(model, cache, 4)
+    assert decoder.packed == []
+    assert decoder.step(logits.argmax(-1)).shape == logits.shape
+
+
 def test_early_stop_and_sampling_match_the_eager_steps():
     """An EOS stop leaves the cache as the eager steps leave it; sampling draws the same tokens (same seed)."""
     model = tiny_locret("llama")
