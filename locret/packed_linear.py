@@ -32,7 +32,7 @@ def can_pack(model: nn.Module) -> bool:
 
 def onednn_bf16() -> bool:
     """True on a CPU build whose oneDNN has a bf16 linear path on this CPU: packing raises without one (it
-    needs AVX512-BF16-class or AVX-NE-CONVERT instructions; an AVX2-only CPU has neither)."""
+    needs AVX-512 BW, VL and DQ or AVX-NE-CONVERT; an AVX2-only CPU has neither)."""
     mkldnn = torch.ops.mkldnn
     return (
         torch.backends.mkldnn.is_available()
