@@ -44,7 +44,7 @@ from benchmark.sample import Sample, SampleSpecific
 from benchmark.tasks import TASKS, load_task, score
 from locret.adapter import heads_digest, read_heads
 from locret.config import default_stabilizers
-from locret.hardware import cpu_has_native_bf16, resolve_dtype_name
+from locret.hardware import resolve_dtype_name
 from locret.loading import default_heads_for
 from locret.train.shards import atomic_write_text
 
@@ -614,23 +614,12 @@ def load_samples(settings: Settings, tokenizer, task: str, length, depth, split=
     return load_task(task, style=settings.style, **kwargs)
 
 
-def warn_if_emulated_bf16(device: str, dtype: str) -> None:
-    """Warn when bf16 runs on a CPU that only emulates it (about 17x slower than float32 on AVX2): the results
-    folders' commands ask for bf16 by name, and on such a CPU a run that takes minutes takes hours."""
-    if dtype == "bfloat16" and torch.device(device).type == "cpu" and not cpu_has_native_bf16():
-        logger.warning(
-            "bfloat16 on this CPU (no AVX512-BF16 or AMX) is emulated and runs many times slower than "
-            "float32: use --dtype auto or float32 unless you need bf16's exact results"
-        )
-
-
 def run(settings: Settings, tokenizer=None, model_dir: Path | None = None) -> list[dict]:
     """Run every planned case (skipping finished samples); return their metrics."""
     from locret.acquire import load_tokenizer, resolve_model
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    warn_if_emulated_bf16(settings.device, settings.dtype)
     model_dir = Path(model_dir) if model_dir is not None else resolve_model(settings.model)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_dir)
     methods = {name: _make_method(name, settings) for name in settings.methods}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | str = "cpu") -> torch.dtype:
-    """``"auto"``: bf16 on CUDA and on CPUs with native bf16, float32 elsewhere."""
+    """``"auto"``: bf16 on CUDA and on CPUs with native bf16, float32 elsewhere. A bf16 name asked for on a CPU
+    without native bf16 is honoured with a warning."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -43,6 +45,13 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | str 
     }
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}: use auto, {', '.join(sorted(names))}")
+    if names[dtype] == torch.bfloat16 and torch.device(device).type == "cpu" and not cpu_has_native_bf16():
+        # the results folders' commands ask for bf16 by name; on such a CPU a run of minutes takes hours
+        warnings.warn(
+            "bfloat16 on this CPU (no AVX512-BF16 or AMX) is emulated and runs many times slower than float32: "
+            "use dtype auto or float32 unless you need bf16's exact results",
+            stacklevel=2,
+        )
     return names[dtype]
 
 

@@ -3,8 +3,10 @@
 import platform
 import subprocess
 import sys
+import warnings
 
 import pytest
+import torch
 
 from locret import hardware
 
@@ -61,3 +63,25 @@ def test_applies_on_this_glibc():
     """In a child process: the call is process-wide, and the rest of the suite should run as users' code does."""
     code = "import sys; from locret import hardware; sys.exit(0 if hardware.reuse_freed_memory() else 1)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "native", "warned", "expected"),
+    [
+        ("bfloat16", "cpu", False, True, torch.bfloat16),
+        ("bf16", "cpu", False, True, torch.bfloat16),
+        ("bfloat16", "cpu", True, False, torch.bfloat16),
+        ("float32", "cpu", False, False, torch.float32),
+        ("auto", "cpu", False, False, torch.float32),
+        ("bfloat16", "cuda", False, False, torch.bfloat16),
+    ],
+)
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_is_warned_about(
+    dtype, device, native, warned, expected, monkeypatch
+):
+    """Honoured, with a warning: the dtype stays what was asked for."""
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert hardware.resolve_dtype(dtype, device) == expected
+    assert any("emulated" in str(w.message) for w in caught) is warned

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
 import shutil
 from pathlib import Path
@@ -402,19 +401,3 @@ def test_a_closed_book_sample_keeps_instruction_question_and_answers():
     closed = sample.closed_book()
     assert closed.prompt == "Find it. What is the pass key?" and closed.answers == ["12"] and not closed.meta
     assert sample.context and sample.meta  # the original is untouched
-
-
-@pytest.mark.parametrize(
-    ("device", "dtype", "native", "warned"),
-    [
-        ("cpu", "bfloat16", False, True),
-        ("cpu", "bfloat16", True, False),
-        ("cpu", "float32", False, False),
-        ("cuda", "bfloat16", False, False),
-    ],
-)
-def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(device, dtype, native, warned, monkeypatch, caplog):
-    monkeypatch.setattr(bench_run, "cpu_has_native_bf16", lambda: native)
-    with caplog.at_level(logging.WARNING, logger="benchmark.run"):
-        bench_run.warn_if_emulated_bf16(device, dtype)
-    assert ("emulated" in caplog.text) is warned
