@@ -60,3 +60,31 @@ def token_spans(
         )
         for start, end in char_spans
     ]
+
+
+def most_likely_passages(costs: Sequence[int], weights: Sequence[float], room: int) -> list[int]:
+    """The passages (indices) of largest total ``weights`` whose ``costs`` fit in ``room``: exact when the
+    weights differ only at the two ends, as ``multidoc_qa``'s gold-position prior does (each choice of the
+    ends, then inner passages cheapest first)."""
+    if len(costs) != len(weights):
+        raise ValueError(f"{len(costs)} costs but {len(weights)} weights")
+    inner_weights = set(weights[1:-1])
+    if len(inner_weights) > 1:
+        raise ValueError("exact only for weights that differ at the two ends alone")
+    inner = sorted(range(1, len(costs) - 1), key=lambda i: costs[i])
+    ends = sorted({0, len(costs) - 1}) if costs else []
+    best: tuple[float, list[int]] = (-1.0, [])
+    for mask in range(1 << len(ends)):
+        chosen = [ends[j] for j in range(len(ends)) if mask >> j & 1]
+        left = room - sum(costs[i] for i in chosen)
+        if left < 0:
+            continue
+        for i in inner:
+            if costs[i] > left:
+                break
+            left -= costs[i]
+            chosen.append(i)
+        total = sum(weights[i] for i in chosen)
+        if total > best[0]:
+            best = (total, sorted(chosen))
+    return best[1]

@@ -274,8 +274,12 @@ class Prompt:
         return tuple(self.ids[: len(self.ids) - max(self.n_question, 1)])
 
 
+CHAR_SPANS = "_char_spans"  # a task's character spans in ``sample.meta``: the needles', the documents'
+
+
 def encode_sample(tokenizer, sample: Sample, chat_template: bool) -> Prompt:
-    """Tokenize ``prefix + context`` and ``question`` separately (the split is exact) and join them."""
+    """Tokenize ``prefix + context`` and ``question`` separately (the split is exact) and join them; every
+    ``meta["<what>_char_spans"]`` of the prompt's text is mapped to ``meta["<what>_token_spans"]``."""
     if chat_template:
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": sample.prompt}], tokenize=False, add_generation_prompt=True
@@ -288,11 +292,13 @@ def encode_sample(tokenizer, sample: Sample, chat_template: bool) -> Prompt:
         head, tail = sample.prefix + sample.context, sample.question
         head_ids = tokenizer.encode(head)  # BOS, if the tokenizer adds one
         shift = 0
-    if sample.meta.get("needle_char_spans"):
+    for key in [key for key in sample.meta if key.endswith(CHAR_SPANS) and sample.meta[key]]:
         if shift < 0:
-            raise ValueError(f"the chat template changed the text of {sample.id}: cannot locate its needles")
-        spans = [(start + shift, end + shift) for start, end in sample.meta["needle_char_spans"]]
-        sample.meta["needle_token_spans"] = token_spans(tokenizer, head, head_ids, spans, not chat_template)
+            raise ValueError(f"the chat template changed the text of {sample.id}: cannot locate its {key}")
+        spans = [(start + shift, end + shift) for start, end in sample.meta[key]]
+        sample.meta[key.removesuffix(CHAR_SPANS) + "_token_spans"] = token_spans(
+            tokenizer, head, head_ids, spans, not chat_template
+        )
     tail_ids = tokenizer.encode(tail, add_special_tokens=False) if tail else []
     return Prompt(ids=head_ids + tail_ids, n_question=len(tail_ids))
 

@@ -20,6 +20,7 @@ from .full import FullCache
 from .kvzip import KVzip
 from .longheads import LongHeads
 from .needle_oracle import NeedleOracle
+from .passage_oracle import PassageOracle
 
 # Named settings of a scorer method: name -> (scorer, settings, description).
 VARIANTS: dict[str, tuple[str, dict, str]] = {
@@ -50,6 +51,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     )
 }
 METHODS["needle_oracle"] = NeedleOracle  # a scorer method bound to each sample's needle (``for_sample``)
+METHODS["passage_oracle"] = PassageOracle  # the same, bound to each sample's documents
 METHODS.update({name: partial(scorer_method, name) for name in SCORERS})
 METHODS.update(
     {

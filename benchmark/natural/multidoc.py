@@ -7,11 +7,13 @@ prompt longer than the split's passages allow (about 40K tokens) draws them agai
 distractor may appear more than once (the gold passage never does). Documents are whole: the prompt is at
 most ``length`` tokens and within one passage of it. The gold passage's position is ``depth`` (a fraction
 of the documents) or, without one, a fraction drawn from the seed (the same at every length).
+``meta["document_char_spans"]`` holds every document's span in the prompt, ``needle_char_spans`` the gold one's.
 """
 
 import random
 from dataclasses import dataclass
 from functools import cache
+from itertools import accumulate
 from pathlib import Path
 
 from benchmark.natural.scoring import normalize_answer
@@ -57,6 +59,15 @@ def document(position: int, title: str, text: str) -> str:
     return f"Document [{position}](Title: {title}) {text}"
 
 
+def gold_position_weights(n_documents: int) -> list[float]:
+    """P(the gold passage is the i-th of ``n_documents``) for a drawn depth: it sits at ``round(f * k)``, ``f``
+    uniform in [0, 1), ``k = n_documents - 1`` distractors, so the first and last positions are half as likely."""
+    k = n_documents - 1
+    if k == 0:
+        return [1.0]
+    return [0.5 / k] + [1.0 / k] * (k - 1) + [0.5 / k]
+
+
 def _distractors(asked: Question, pool: tuple[Question, ...], rng: random.Random):
     """Endless distractor passages: the pool in random orders, without the asked one or any holding its
     answers (a passage repeated in the file is used once per order)."""
@@ -93,7 +104,8 @@ def multidoc_sample(
         gold = round(fraction * k)
         docs = [(d.title, d.text) for d in drawn[:k]]
         docs.insert(gold, (question.title, question.text))
-        context = "\n".join(document(i, t, x) for i, (t, x) in enumerate(docs, 1))
+        texts = [document(i, t, x) for i, (t, x) in enumerate(docs, 1)]
+        context = "\n".join(texts)
         sample = Sample(
             id=f"multidoc_qa_{split}_{question.index}_{length}_{'rand' if depth is None else f'{depth:.3f}'}_{seed}",
             context=context,
@@ -103,6 +115,12 @@ def multidoc_sample(
             max_new_tokens=MAX_NEW_TOKENS,
             prefix=INSTRUCTION,
         )
+        starts = accumulate(
+            (len(text) + 1 for text in texts[:-1]), initial=len(INSTRUCTION)
+        )  # "\n" joins them
+        sample.meta["document_char_spans"] = [
+            (a, a + len(text)) for a, text in zip(starts, texts, strict=True)
+        ]
         return sample, gold
 
     # Estimate k from the documents' own counts (boundaries merge at most a token each), then settle it.
@@ -128,8 +146,6 @@ def multidoc_sample(
     if size(k) > length:
         raise ValueError(f"{length} tokens cannot hold question {question.index} with its gold passage")
     sample, gold = build(k)
-    gold_text = document(gold + 1, question.title, question.text)
-    offset = len(sample.prefix) + sample.context.index(gold_text)
     sample.meta.update(
         split=split,
         nq_index=question.index,
@@ -138,7 +154,7 @@ def multidoc_sample(
         depth=depth,
         n_documents=k + 1,
         gold_index=gold,
-        needle_char_spans=[(offset, offset + len(gold_text))],
+        needle_char_spans=[sample.meta["document_char_spans"][gold]],
         needle_depth=gold / k if k else 0.0,
     )
     return sample

@@ -46,6 +46,7 @@ def test_registry_names_every_method():
         "lines",
         "longheads",
         "needle_oracle",
+        "passage_oracle",
     }
     for name in METHODS:
         method = get_method(name)

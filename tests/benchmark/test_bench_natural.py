@@ -170,6 +170,8 @@ def test_multidoc_gold_placement_and_distractors(shared_data: Path, ws_tokenizer
             assert [d.split("]")[0] for d in docs] == [f"Document [{i}" for i in range(1, len(docs) + 1)]
             start, end = s.meta["needle_char_spans"][0]
             assert s.prompt[start:end] == docs[expected]
+            assert [s.prompt[a:b] for a, b in s.meta["document_char_spans"]] == docs
+            assert s.meta["document_char_spans"][expected] == (start, end)
             assert s.prompt.startswith("Write a high-quality answer for the given question using only")
             assert s.question.endswith("\nAnswer:")
             assert score("multidoc_qa", s.answers[0], s) == 1.0

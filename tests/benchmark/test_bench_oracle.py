@@ -1,8 +1,10 @@
-"""The needle oracle: its scorer, the needle token spans, retention through eviction, and the runner plumbing."""
+"""The needle and passage oracles: their scorers, the token spans, retention through eviction, the passage
+oracle's knapsack, and the runner plumbing."""
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -15,7 +17,9 @@ from transformers import PreTrainedTokenizerFast
 from benchmark import run as bench_run
 from benchmark import summary
 from benchmark.methods import get_method
-from benchmark.oracle import NeedleOracleScorer, token_spans
+from benchmark.methods.passage_oracle import passages_to_keep
+from benchmark.natural.multidoc import gold_position_weights
+from benchmark.oracle import NeedleOracleScorer, most_likely_passages, token_spans
 from benchmark.sample import Sample
 from benchmark.tasks import load_task
 from locret.config import LocretConfig
@@ -152,3 +156,102 @@ def test_runner_binds_the_oracle_per_sample(shared_data: Path, tmp_path: Path, w
         (0, 1),
     ]
     assert summary.held_text(metrics[folder]) == f"1/1 ({record['score']:g})"
+
+
+def _best_by_brute_force(costs: list[int], weights: list[float], room: int) -> float:
+    best = 0.0
+    for mask in range(1 << len(costs)):
+        chosen = [i for i in range(len(costs)) if mask >> i & 1]
+        if sum(costs[i] for i in chosen) <= room:
+            best = max(best, sum(weights[i] for i in chosen))
+    return best
+
+
+def test_most_likely_passages_is_the_exact_optimum() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 10)
+        costs = [rng.choice([0, rng.randint(1, 40)]) for _ in range(n)]
+        weights = gold_position_weights(n)
+        room = rng.randint(0, 120)
+        chosen = most_likely_passages(costs, weights, room)
+        assert chosen == sorted(set(chosen)) and sum(costs[i] for i in chosen) <= room
+        assert sum(weights[i] for i in chosen) == pytest.approx(_best_by_brute_force(costs, weights, room))
+    with pytest.raises(ValueError, match="two ends"):
+        most_likely_passages([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], 5)
+
+
+def test_passages_to_keep_counts_only_what_the_window_does_not_hold() -> None:
+    # budget 20 = 4 sinks + 6 stabilizers + room 10; the context ends at 40, the window starts at 34
+    documents = ((4, 10), (10, 14), (14, 30), (30, 37), (37, 40))
+    kept = passages_to_keep(documents, budget=20, n_stabilizers=6)
+    # the cheap inner ones first: (10, 14) costs 4, (30, 37) 4 (its part before the window), (37, 40) is free
+    assert kept == ((10, 14), (30, 37), (37, 40))
+    assert passages_to_keep(documents, budget=30, n_stabilizers=6) == ((4, 10), (10, 14), (30, 37), (37, 40))
+
+
+def test_passage_oracle_keeps_whole_passages_through_eviction() -> None:
+    method = get_method("passage_oracle")
+    plain = Sample(id="x", context="c", question="q", answers=["a"], task="passkey", max_new_tokens=1)
+    with pytest.raises(ValueError, match="records none"):
+        method.for_sample(plain)
+    config = LocretConfig(budget=48, chunk_size=16, n_stabilizers=8, n_local=8)
+    with pytest.raises(ValueError, match="for_sample"):
+        method.make_cache(tiny_locret(), config)
+    documents = [[4, 40], [40, 52], [52, 100], [100, 110], [110, 176], [176, 192]]  # the context: 192 tokens
+    plain.meta["document_token_spans"] = documents
+    bound = method.for_sample(plain)
+    assert "document_spans" not in bound.params()
+    model = tiny_locret()
+    cache = bound.make_cache(model, config, track_positions=True)
+    torch.manual_seed(1)
+    prefill_prompt(model, torch.randint(3, 97, (1, 200)), config, cache=cache)
+    kept = passages_to_keep(tuple(map(tuple, documents)), config.budget, config.n_stabilizers)
+    assert kept == ((40, 52), (100, 110), (176, 192))  # 12 + 10 + 8 older than the window, in a room of 36
+    held = torch.cat([torch.arange(s, e) for s, e in kept])
+    for layer in cache.layers:
+        for h in range(layer.positions.shape[1]):
+            assert torch.isin(held, layer.positions[0, h]).all()
+            assert not torch.isin(torch.arange(52, 100), layer.positions[0, h]).any()
+
+
+def test_runner_binds_the_passage_oracle_to_each_prompts_documents(
+    shared_data: Path, tmp_path: Path, ws_tokenizer
+) -> None:
+    threads = torch.get_num_threads()
+    depths = (0.25, 0.5, 0.75)
+    probe = load_task(
+        "multidoc_qa", data_dir=str(shared_data), tokenizer=ws_tokenizer, length=900, n=1, split="test"
+    )
+    tokenizer = _prose_tokenizer([probe[0].prompt])
+    model = tiny_locret(vocab_size=len(tokenizer), max_position_embeddings=2048)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    argv = [
+        "--model", str(tmp_path / "model"), "--task", "multidoc_qa", "--split", "test", "--method", "passage_oracle",
+        "--budget", "320", "--length", "1200", "--n", "1", "--depth", ",".join(map(str, depths)),
+        "--chunk-size", "64", "--dtype", "float32", "--threads", "1", "--max-new-tokens", "2",
+        "--data-dir", str(shared_data), "--out", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    try:
+        bench_run.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    held_gold = []
+    for depth in depths:
+        folder = tmp_path / "runs" / "multidoc_qa-test" / "passage_oracle" / f"b320_L1200_d{depth:g}"
+        (record,) = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+        (sample,) = load_task("multidoc_qa", data_dir=str(shared_data), tokenizer=tokenizer, length=1200, n=1,
+                              depth=depth, split="test")  # fmt: skip
+        prompt = bench_run.encode_sample(tokenizer, sample, chat_template=False)
+        documents = tuple(map(tuple, sample.meta["document_token_spans"]))
+        assert documents[-1][1] == len(prompt.context_ids) and len(documents) == sample.meta["n_documents"]
+        kept = passages_to_keep(documents, budget=320, n_stabilizers=bench_run.default_stabilizers(320))
+        gold = documents[sample.meta["gold_index"]]
+        assert record["status"] == "ok" and len(kept) >= 2
+        if gold in kept:
+            held_gold.append(depth)
+            assert record["needle_held"] == [1.0]
+        elif gold[1] <= len(prompt.context_ids) - 320:  # too old for the newest entries to hold
+            assert record["needle_held"][0] < 1.0
+    assert held_gold  # the oracle's choice met the gold passage in at least one prompt

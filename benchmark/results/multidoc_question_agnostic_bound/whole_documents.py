@@ -11,7 +11,8 @@ Per prompt, with the prompt tokenized as ``benchmark.run`` does (chat template),
 largest such weight any cache of ``budget`` entries can hold: the first ``N_SINKS`` tokens and the newest
 ``n_stabilizers`` context tokens are kept anyway (a passage they cover wholly is free, the one the window
 starts in costs only its older part); the rest of the budget buys whole passages, an exact optimum since
-only two weights occur (try each choice of the two end passages, then buy inner passages cheapest first).
+only two weights occur (try each choice of the two end passages, then buy inner passages cheapest first):
+the passages the ``passage_oracle`` method keeps (``benchmark/methods/passage_oracle.py``).
 It also computes what StreamingLLM (the sinks and the newest ``budget - N_SINKS`` tokens) holds. Only the
 tokenizer runs: no model, no prediction. Nothing is chosen from it.
 """
@@ -23,53 +24,11 @@ import json
 import statistics
 from pathlib import Path
 
-from benchmark.natural.multidoc import generate_multidoc_qa
+from benchmark.methods.passage_oracle import passages_to_keep
+from benchmark.natural.multidoc import generate_multidoc_qa, gold_position_weights
 from benchmark.run import encode_sample
 from locret.acquire import load_tokenizer
 from locret.scorers.segments import N_SINKS
-
-
-def document_token_spans(tokenizer, sample) -> tuple[list[tuple[int, int]], int]:
-    """Each document's token span in the chat-template prompt ``benchmark.run`` prefills, and how many tokens
-    it prefills before the question (``encode_sample`` maps the spans, as it maps the gold passage's)."""
-    starts, offset = [], 0
-    for position in range(1, sample.meta["n_documents"] + 1):  # a passage's text may hold line breaks
-        offset = sample.context.index(f"Document [{position}](Title: ", offset)
-        starts.append(offset)
-    ends = [start - 1 for start in starts[1:]] + [len(sample.context)]  # each but the last ends at a "\n"
-    shift = len(sample.prefix)
-    sample.meta["needle_char_spans"] = [(shift + s, shift + e) for s, e in zip(starts, ends, strict=True)]
-    prompt = encode_sample(tokenizer, sample, chat_template=True)
-    return [tuple(span) for span in sample.meta["needle_token_spans"]], len(prompt.context_ids)
-
-
-def position_weights(n_documents: int) -> list[float]:
-    """P(gold at each position) for ``round(f * k)``, ``f`` uniform in [0, 1), ``k = n_documents - 1``."""
-    k = n_documents - 1
-    if k == 0:
-        return [1.0]
-    return [0.5 / k] + [1.0 / k] * (k - 1) + [0.5 / k]
-
-
-def best_weight(costs: list[int], weights: list[float], room: int) -> float:
-    """The largest total weight of documents whose costs fit in ``room`` (exact for weights that differ only
-    at the two ends: each choice of the ends, then inner documents cheapest first)."""
-    inner = sorted(range(1, len(costs) - 1), key=lambda i: costs[i])
-    ends = sorted({0, len(costs) - 1})
-    best = 0.0
-    for mask in range(1 << len(ends)):
-        chosen = [ends[j] for j in range(len(ends)) if mask >> j & 1]
-        left = room - sum(costs[i] for i in chosen)
-        if left < 0:
-            continue
-        total = sum(weights[i] for i in chosen)
-        for i in inner:
-            if costs[i] > left:
-                break
-            left -= costs[i]
-            total += weights[i]
-        best = max(best, total)
-    return best
 
 
 def analyse(
@@ -77,18 +36,18 @@ def analyse(
 ):
     rows = []
     for sample in generate_multidoc_qa(data_dir, split, tokenizer, length, n, seed=0):
-        spans, context_length = document_token_spans(tokenizer, sample)
-        window = context_length - n_stabilizers  # the oldest token the stabilizers keep anyway
-        costs = [0 if start >= window else min(end, window) - start for start, end in spans]
-        weights = position_weights(len(spans))
-        gold = sample.meta["gold_index"]
-        start, end = spans[gold]
+        context_length = len(encode_sample(tokenizer, sample, chat_template=True).context_ids)
+        spans = tuple(tuple(span) for span in sample.meta["document_token_spans"])
+        if spans[-1][1] != context_length:
+            raise ValueError(f"{sample.id}: the context does not end with its last document")
+        weights = dict(zip(spans, gold_position_weights(len(spans)), strict=True))
+        start, _ = spans[sample.meta["gold_index"]]
         rows.append(
             {
                 "id": sample.id,
                 "n_documents": len(spans),
                 "mean_document_tokens": statistics.fmean(e - s for s, e in spans),
-                "bound": best_weight(costs, weights, budget - N_SINKS - n_stabilizers),
+                "bound": sum(weights[span] for span in passages_to_keep(spans, budget, n_stabilizers)),
                 "streaming_llm_holds_gold": start >= context_length - (budget - N_SINKS),
             }
         )
