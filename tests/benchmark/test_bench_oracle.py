@@ -110,25 +110,37 @@ def _prose_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="</s>")
 
 
-def test_runner_binds_the_oracle_per_sample(shared_data: Path, tmp_path: Path, ws_tokenizer) -> None:
-    threads = torch.get_num_threads()
+def _saved_prose_model(task: str, shared_data: Path, tmp_path: Path, ws_tokenizer, length: int, window: int):
+    """A tiny Llama and a word-level tokenizer of one ``task`` prompt of ``length`` words, saved in
+    ``tmp_path / "model"`` for ``benchmark.run``; returns the tokenizer."""
     probe = load_task(
-        "niah_text", data_dir=str(shared_data), tokenizer=ws_tokenizer, length=300, n=1, split="test"
+        task, data_dir=str(shared_data), tokenizer=ws_tokenizer, length=length, n=1, split="test"
     )
     tokenizer = _prose_tokenizer([probe[0].prompt])
-    model = tiny_locret(vocab_size=len(tokenizer), max_position_embeddings=1024)
+    model = tiny_locret(vocab_size=len(tokenizer), max_position_embeddings=window)
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
+    return tokenizer
+
+
+def _run_benchmark(argv: list[str]) -> list[dict]:
+    """``benchmark.run.main(argv)``, with torch's thread count restored after it."""
+    threads = torch.get_num_threads()
+    try:
+        return bench_run.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_runner_binds_the_oracle_per_sample(shared_data: Path, tmp_path: Path, ws_tokenizer) -> None:
+    tokenizer = _saved_prose_model("niah_text", shared_data, tmp_path, ws_tokenizer, length=300, window=1024)
     argv = [
         "--model", str(tmp_path / "model"), "--task", "niah_text", "--split", "test",
         "--method", "needle_oracle,streaming_llm", "--budget", "64", "--length", "400", "--depth", "0.5",
         "--n", "1", "--chunk-size", "32", "--dtype", "float32", "--threads", "1", "--max-new-tokens", "2",
         "--data-dir", str(shared_data), "--out", str(tmp_path / "runs"),
     ]  # fmt: skip
-    try:
-        results = bench_run.main(argv)
-    finally:
-        torch.set_num_threads(threads)
+    results = _run_benchmark(argv)
     assert {r["task"] for r in results} == {"niah_text-test"} and all(r["split"] == "test" for r in results)
     folder = tmp_path / "runs" / "niah_text-test" / "needle_oracle" / "b64_L400_d0.5"
     (record,) = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
@@ -218,25 +230,17 @@ def test_passage_oracle_keeps_whole_passages_through_eviction() -> None:
 def test_runner_binds_the_passage_oracle_to_each_prompts_documents(
     shared_data: Path, tmp_path: Path, ws_tokenizer
 ) -> None:
-    threads = torch.get_num_threads()
     depths = (0.25, 0.5, 0.75)
-    probe = load_task(
-        "multidoc_qa", data_dir=str(shared_data), tokenizer=ws_tokenizer, length=900, n=1, split="test"
+    tokenizer = _saved_prose_model(
+        "multidoc_qa", shared_data, tmp_path, ws_tokenizer, length=900, window=2048
     )
-    tokenizer = _prose_tokenizer([probe[0].prompt])
-    model = tiny_locret(vocab_size=len(tokenizer), max_position_embeddings=2048)
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
     argv = [
         "--model", str(tmp_path / "model"), "--task", "multidoc_qa", "--split", "test", "--method", "passage_oracle",
         "--budget", "320", "--length", "1200", "--n", "1", "--depth", ",".join(map(str, depths)),
         "--chunk-size", "64", "--dtype", "float32", "--threads", "1", "--max-new-tokens", "2",
         "--data-dir", str(shared_data), "--out", str(tmp_path / "runs"),
     ]  # fmt: skip
-    try:
-        bench_run.main(argv)
-    finally:
-        torch.set_num_threads(threads)
+    _run_benchmark(argv)
     held_gold = []
     for depth in depths:
         folder = tmp_path / "runs" / "multidoc_qa-test" / "passage_oracle" / f"b320_L1200_d{depth:g}"
