@@ -9,6 +9,7 @@ oracle fails too, the budget (or the model) is the limit. The spans come from th
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,13 +46,15 @@ def token_spans(
         encoded = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
         if list(encoded["input_ids"]) != list(ids):
             raise ValueError("the text does not tokenize to the given ids: cannot map character spans")
-        offsets = encoded["offset_mapping"]
+        # the tokens with text, in order (their offsets rise); a span's tokens are those overlapping it
+        tokens = [(i, s, e) for i, (s, e) in enumerate(encoded["offset_mapping"]) if e > s]
+        token_starts, token_ends = [s for _, s, _ in tokens], [e for _, _, e in tokens]
         spans = []
         for start, end in char_spans:
-            covering = [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
-            if not covering:
+            first, last = bisect_right(token_ends, start), bisect_left(token_starts, end) - 1
+            if first > last:
                 raise ValueError(f"no token covers characters {start}..{end}")
-            spans.append((covering[0], covering[-1] + 1))
+            spans.append((tokens[first][0], tokens[last][0] + 1))
         return spans
     return [
         (

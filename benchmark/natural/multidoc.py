@@ -115,9 +115,8 @@ def multidoc_sample(
             max_new_tokens=MAX_NEW_TOKENS,
             prefix=INSTRUCTION,
         )
-        starts = accumulate(
-            (len(text) + 1 for text in texts[:-1]), initial=len(INSTRUCTION)
-        )  # "\n" joins them
+        # each document starts one "\n" after the previous one ends
+        starts = accumulate((len(text) + 1 for text in texts[:-1]), initial=len(INSTRUCTION))
         sample.meta["document_char_spans"] = [
             (a, a + len(text)) for a, text in zip(starts, texts, strict=True)
         ]
