@@ -12,6 +12,18 @@ from locret.scorers import EntryScorer
 from .base import NONE, ScorerMethod
 
 
+def recorded_spans(sample: Sample, key: str, method: str, recorded_by: str) -> tuple[Span, ...]:
+    """The token spans ``sample.meta[key]`` a per-sample oracle binds to; an error naming the tasks that
+    record them (``recorded_by``) where the sample has none."""
+    spans = sample.meta.get(key)
+    if not spans:
+        what = key.replace("_", " ")
+        raise ValueError(
+            f"{method} needs the sample's {what}; task {sample.task!r} records none ({recorded_by})"
+        )
+    return tuple((int(start), int(end)) for start, end in spans)
+
+
 @dataclass
 class NeedleOracle(ScorerMethod):
     """Bound to one sample by the runner (``for_sample``): the scorer needs that sample's needle spans."""
@@ -23,13 +35,10 @@ class NeedleOracle(ScorerMethod):
     needle_spans: tuple[Span, ...] = field(default=(), repr=False)
 
     def for_sample(self, sample: Sample) -> NeedleOracle:
-        spans = sample.meta.get("needle_token_spans")
-        if not spans:
-            raise ValueError(
-                f"needle_oracle needs the sample's needle token spans; task {sample.task!r} records none "
-                "(natural tasks do: niah_text*, multidoc_qa)"
-            )
-        return dataclasses.replace(self, needle_spans=tuple((int(s), int(e)) for s, e in spans))
+        spans = recorded_spans(
+            sample, "needle_token_spans", self.name, "natural tasks do: niah_text*, multidoc_qa"
+        )
+        return dataclasses.replace(self, needle_spans=spans)
 
     def make_scorer(self) -> EntryScorer:
         return NeedleOracleScorer(spans=self.needle_spans, **self.scorer_params)

@@ -21,7 +21,7 @@ from locret.config import LocretConfig
 from locret.scorers.segments import N_SINKS
 
 from .base import ScorerMethod
-from .needle_oracle import NeedleOracle
+from .needle_oracle import NeedleOracle, recorded_spans
 
 
 def passages_to_keep(documents: tuple[Span, ...], budget: int, n_stabilizers: int) -> tuple[Span, ...]:
@@ -48,13 +48,8 @@ class PassageOracle(NeedleOracle):
     document_spans: tuple[Span, ...] = field(default=(), repr=False)
 
     def for_sample(self, sample: Sample) -> PassageOracle:
-        spans = sample.meta.get("document_token_spans")
-        if not spans:
-            raise ValueError(
-                f"passage_oracle needs the sample's document token spans; task {sample.task!r} records none "
-                "(multidoc_qa does)"
-            )
-        return dataclasses.replace(self, document_spans=tuple((int(s), int(e)) for s, e in spans))
+        spans = recorded_spans(sample, "document_token_spans", self.name, "multidoc_qa does")
+        return dataclasses.replace(self, document_spans=spans)
 
     def make_cache(self, model, config: LocretConfig, track_positions=False):
         if not self.document_spans:
